@@ -1,0 +1,66 @@
+// The kernel's VXLAN, set up the way flannel's vxlan backend sets up flannel.1:
+// VNI 1, UDP 8472, nolearning, and per remote node a permanent neighbor for its
+// VTEP address, an FDB entry for its VTEP MAC, and an onlink route to its
+// subnet. Used as the benchmark peer and as the interop peer in tests.
+import { ipn, run, netnsDel, sysctl } from '../../lab/sh.js';
+
+export interface FlannelNodeSpec {
+  netns: string;
+  underlayDev: string; // already in netns, with underlayIP on it
+  underlayIP: string;
+  podCIDR: string; // x.y.z.0/24
+  vtepMAC: string;
+}
+export interface RemoteVtep { podCIDR: string; underlayIP: string; vtepMAC: string }
+
+const net = (cidr: string) => cidr.split('/')[0];
+
+/** Makes flannel.1 on a node namespace and points it at each remote VTEP. */
+export function addFlannelVxlan(n: FlannelNodeSpec, remotes: RemoteVtep[], port = 8472, vni = 1, mtu = 1450): void {
+  ipn(n.netns, 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', String(vni), 'local', n.underlayIP, 'dev', n.underlayDev, 'dstport', String(port), 'nolearning');
+  ipn(n.netns, 'link', 'set', 'flannel.1', 'address', n.vtepMAC, 'mtu', String(mtu), 'up');
+  ipn(n.netns, 'addr', 'add', `${net(n.podCIDR)}/32`, 'dev', 'flannel.1');
+  for (const r of remotes) {
+    ipn(n.netns, 'neigh', 'add', net(r.podCIDR), 'lladdr', r.vtepMAC, 'dev', 'flannel.1', 'nud', 'permanent');
+    ipn(n.netns, 'route', 'add', r.podCIDR, 'via', net(r.podCIDR), 'dev', 'flannel.1', 'onlink');
+    run('bridge', ['-n', n.netns, 'fdb', 'add', r.vtepMAC, 'dev', 'flannel.1', 'dst', r.underlayIP]);
+  }
+}
+
+/** A pod behind a flannel-style node: veth with the gateway (.1) on the node side, kernel routing. */
+export function addKernelPod(nodeNs: string, podNs: string, hostIf: string, podCIDR: string, hostNum = 2, mtu = 1450): string {
+  const base = net(podCIDR).split('.').slice(0, 3).join('.');
+  const ip = `${base}.${hostNum}`;
+  ipn('', 'netns', 'add', podNs);
+  ipn(podNs, 'link', 'set', 'lo', 'up');
+  ipn(nodeNs, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs);
+  ipn(podNs, 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+  ipn(podNs, 'link', 'set', 'eth0', 'mtu', String(mtu), 'up');
+  ipn(podNs, 'route', 'add', 'default', 'via', `${base}.1`);
+  ipn(nodeNs, 'addr', 'add', `${base}.1/24`, 'dev', hostIf);
+  ipn(nodeNs, 'link', 'set', hostIf, 'up');
+  return ip;
+}
+
+export interface KernelPair { pods: { netns: string; ip: string }[]; nodes: string[]; teardown(): void }
+
+/** Two flannel-style nodes joined by a veth underlay, one pod each: the benchmark's kernel VXLAN row. */
+export function kernelVxlanPair(prefix: string): KernelPair {
+  const ns = (s: string) => `${prefix}${s}`;
+  const all = [ns('p1'), ns('p2'), ns('n1'), ns('n2')];
+  const teardown = () => all.forEach(netnsDel);
+  teardown();
+  try {
+    for (const n of [ns('n1'), ns('n2')]) { ipn('', 'netns', 'add', n); ipn(n, 'link', 'set', 'lo', 'up'); sysctl(n, 'net.ipv4.ip_forward', '1'); }
+    ipn(ns('n1'), 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', ns('n2'));
+    const nodes = [1, 2].map((i) => ({ netns: ns(`n${i}`), underlayDev: 'ul0', underlayIP: `172.31.250.${i}`, podCIDR: `10.250.${i}.0/24`, vtepMAC: `02:00:00:00:0${i}:00` }));
+    for (const n of nodes) { ipn(n.netns, 'addr', 'add', `${n.underlayIP}/24`, 'dev', 'ul0'); ipn(n.netns, 'link', 'set', 'ul0', 'up'); }
+    addFlannelVxlan(nodes[0], [nodes[1]]);
+    addFlannelVxlan(nodes[1], [nodes[0]]);
+    const pods = nodes.map((n, i) => ({ netns: ns(`p${i + 1}`), ip: addKernelPod(n.netns, ns(`p${i + 1}`), 'veth0', n.podCIDR) }));
+    return { pods, nodes: nodes.map((n) => n.netns), teardown };
+  } catch (e) {
+    teardown();
+    throw e;
+  }
+}

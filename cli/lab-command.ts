@@ -1,0 +1,100 @@
+// `twill lab ...`: up, status, exec, down, and demo (what `npm run lab` runs).
+import { spawnSync } from 'node:child_process';
+import { labUp, labDown } from '../lab/lab.js';
+import { loadState } from '../lab/state.js';
+import { reachability, formatMatrix, allReachable, iperf, pingStats } from '../lab/measure.js';
+import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
+
+function flag(args: string[], name: string, def?: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+}
+const int = (args: string[], name: string, def: number) => {
+  const v = Number(flag(args, name, String(def)));
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer`);
+  return v;
+};
+const log = (m: string) => process.stdout.write(`${m}\n`);
+
+export async function labCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const name = flag(rest, '--name', 'lab')!;
+  switch (sub) {
+    case 'up': {
+      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), progress: log }));
+      log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
+      return 0;
+    }
+    case 'status': {
+      const s = loadState(name);
+      if (!s) { log(`no lab "${name}" is up`); return 1; }
+      const nodes = s.nodes.map((n) => ({ name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: n.pid, cniConfList: '', cniBinDir: '' }));
+      const pods = s.pods.map((p) => ({ name: p.name, namespace: p.namespace, node: p.node, netns: p.netns, ip: p.ip }));
+      if (rest.includes('--json')) { log(JSON.stringify({ nodes, pods })); return 0; }
+      for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid}`);
+      for (const p of pods) log(`pod  ${p.namespace}/${p.name}  on ${p.node}  ${p.ip}  netns ${p.netns}`);
+      return 0;
+    }
+    case 'exec': {
+      const s = loadState(name);
+      const dash = rest.indexOf('--');
+      const podName = rest[0];
+      const pod = s?.pods.find((p) => p.name === podName || `${p.namespace}/${p.name}` === podName);
+      if (!pod || dash < 0 || dash === rest.length - 1) { log('usage: twill lab exec <pod> -- <command...>'); return 2; }
+      const r = spawnSync('ip', ['netns', 'exec', pod.netns, ...rest.slice(dash + 1)], { stdio: 'inherit' });
+      return r.status ?? 1;
+    }
+    case 'down': {
+      const r = await labDown(name);
+      log(`lab "${name}" is down: stopped ${r.processes} processes, deleted ${r.namespaces} namespaces`);
+      return 0;
+    }
+    case 'demo':
+      return demo(name);
+    default:
+      log('usage: twill lab up|status|exec|down|demo');
+      return 2;
+  }
+}
+
+async function withInterruptCleanup<T>(name: string, f: () => Promise<T>): Promise<T> {
+  const onSig = () => { void labDown(name).finally(() => process.exit(130)); };
+  process.once('SIGINT', onSig);
+  process.once('SIGTERM', onSig);
+  try {
+    return await f();
+  } finally {
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+  }
+}
+
+async function demo(name: string): Promise<number> {
+  if (loadState(name)) { log('a lab is up already: tearing it down first'); await labDown(name); }
+  const t0 = Date.now();
+  const s = await withInterruptCleanup(name, () => labUp({ name, nodes: 2, podsPerNode: 2, progress: (m) => log(`  ${m}`) }));
+  log(`\nlab up in ${((Date.now() - t0) / 1000).toFixed(1)} s. Reachability between every pair of pods:`);
+  const m = await reachability(s.pods);
+  log(formatMatrix(s.pods, m));
+  const ok = allReachable(m);
+  const a = s.pods.find((p) => p.node === 'node1')!, b = s.pods.find((p) => p.node === 'node2')!;
+  log(`\ncross-node iperf3, TCP 1 stream, 5 s, ${a.name} → ${b.name}, and the kernel's VXLAN (set up as flannel does) in the same run:`);
+  const twill = await iperf(b.netns, b.ip, a.netns, 5);
+  const rtt = pingStats(a.netns, b.ip);
+  const k = kernelVxlanPair('twkv-');
+  let kg = NaN, krtt = NaN;
+  try {
+    kg = await iperf(k.pods[1].netns, k.pods[1].ip, k.pods[0].netns, 5);
+    krtt = pingStats(k.pods[0].netns, k.pods[1].ip).avgUs;
+  } finally {
+    k.teardown();
+  }
+  log(`  twill         ${twill.toFixed(2)} Gbps   ping avg ${rtt.avgUs} µs`);
+  log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping avg ${krtt} µs`);
+  log(`  ratio         ${(twill / kg).toFixed(3)}`);
+  log(`\n${ok ? 'every pod reaches every other pod' : 'SOME PAIRS FAILED (see the matrix)'}. The lab stays up:`);
+  log(`  node dist/cli/twill.js lab status             list nodes and pods`);
+  log(`  node dist/cli/twill.js lab exec ${a.name} -- ping ${b.ip}`);
+  log(`  node dist/cli/twill.js lab down               tear it all down`);
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,52 @@
+// Where a node learns the cluster: which nodes exist, their pod subnets,
+// underlay addresses and VTEP MACs (flannel's subnet-manager role). The lab
+// uses a JSON file; a Kubernetes or etcd source implements the same interface.
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+
+export interface NodeRecord {
+  name: string;
+  underlayIP: string;
+  podCIDR: string;
+  vtepMAC: string;
+  backend?: 'twill' | 'flannel-vxlan'; // flannel-vxlan: a node whose overlay is the kernel's VXLAN device
+}
+export interface ClusterView { clusterCIDR: string; nodes: NodeRecord[] }
+
+export interface ClusterSource {
+  read(): ClusterView;
+  /** Calls back on every change; returns a function that stops watching. */
+  watch(onChange: (v: ClusterView) => void): () => void;
+}
+
+export class FileSource implements ClusterSource {
+  constructor(readonly file: string) {}
+
+  read(): ClusterView {
+    const v = JSON.parse(readFileSync(this.file, 'utf8')) as ClusterView;
+    if (typeof v.clusterCIDR !== 'string' || !Array.isArray(v.nodes)) throw new Error(`${this.file}: expected {clusterCIDR, nodes[]}`);
+    return v;
+  }
+
+  watch(onChange: (v: ClusterView) => void): () => void {
+    let last = '';
+    const check = () => {
+      try {
+        const text = readFileSync(this.file, 'utf8');
+        if (text === last) return;
+        last = text;
+        onChange(this.read());
+      } catch {
+        // a writer is between truncate and write: the next event or tick reads it whole
+      }
+    };
+    let w: FSWatcher | undefined;
+    try {
+      w = watch(path.dirname(this.file), (_e, name) => { if (!name || name === path.basename(this.file)) check(); });
+    } catch { /* fall back to the timer alone */ }
+    const t = setInterval(check, 1000);
+    t.unref();
+    check();
+    return () => { w?.close(); clearInterval(t); };
+  }
+}

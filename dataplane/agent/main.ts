@@ -1,0 +1,102 @@
+// twill-agent: one per node, inside the node's network namespace. Learns the
+// cluster from its source, keeps the node's TUN device, runs the engine, and
+// serves the CNI plugin on a unix socket.
+import { readFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { native } from '../native/index.js';
+import { Engine } from '../engine/engine.js';
+import { compileFib, type FibInput } from '../engine/fib.js';
+import { defaultEngineConfig, VXLAN_OVERHEAD, type EngineConfig } from '../engine/config.js';
+import { FileSource, type ClusterView } from './datastore.js';
+import { PodRegistry, type PodRecord } from './pods.js';
+import { ensureHost } from './host.js';
+import { serve } from './server.js';
+import { gatewayOf } from './addressing.js';
+
+export interface AgentConfig {
+  node: string;
+  datastore: string; // file path of the cluster view
+  stateDir: string;
+  socket: string;
+  underlayMTU?: number;
+  workers?: number;
+  vxlanPort?: number;
+  vni?: number;
+}
+
+export async function runAgent(cfg: AgentConfig): Promise<void> {
+  const log = pino({ base: { node: cfg.node } });
+  mkdirSync(cfg.stateDir, { recursive: true });
+  const source = new FileSource(cfg.datastore);
+  let view: ClusterView = source.read();
+  const me = view.nodes.find((n) => n.name === cfg.node);
+  if (!me) throw new Error(`node ${cfg.node} is not in ${cfg.datastore}`);
+  const gatewayIP = gatewayOf(me.podCIDR);
+  const ecfg: EngineConfig = defaultEngineConfig({
+    node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
+    podMtu: (cfg.underlayMTU ?? 1500) - VXLAN_OVERHEAD,
+    workers: cfg.workers ?? 2, vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
+  });
+  ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR });
+  const pods = new PodRegistry(path.join(cfg.stateDir, 'pods.json'));
+
+  const tables = () => {
+    const input: FibInput = {
+      clusterCIDR: view.clusterCIDR, podCIDR: me.podCIDR, hostIPs: [gatewayIP, me.underlayIP],
+      pods: [], remotes: view.nodes.filter((n) => n.name !== cfg.node),
+    };
+    for (const p of pods.list()) {
+      try {
+        input.pods.push({ ip: p.ip, mac: p.mac, ifname: p.hostIf, ifindex: native.ifIndex(p.hostIf) });
+      } catch {
+        log.warn({ pod: `${p.namespace}/${p.name}`, hostIf: p.hostIf }, 'veth of a registered pod is gone; not serving it');
+      }
+    }
+    return { ...compileFib(input), gatewayIP };
+  };
+
+  const engine = new Engine(ecfg, log);
+  await engine.start(tables());
+  const publish = async () => engine.applied(engine.publish(tables()));
+  const stopWatch = source.watch((v) => {
+    view = v;
+    void publish().then(() => log.info({ nodes: v.nodes.length }, 'cluster view applied'));
+  });
+
+  const server = serve(cfg.socket, async (req) => {
+    switch (req.op) {
+      case 'add': {
+        const p = req.pod as PodRecord;
+        pods.put(p);
+        if (!(await publish())) throw new Error('engine did not apply the new pod within 2 s');
+        log.info({ pod: `${p.namespace}/${p.name}`, ip: p.ip, hostIf: p.hostIf }, 'pod added');
+        return { gatewayIP, mtu: ecfg.podMtu };
+      }
+      case 'del': {
+        const had = pods.remove(String(req.containerId));
+        if (had) await publish();
+        return { removed: had };
+      }
+      case 'pods': return pods.list();
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid };
+      case 'counters': return engine.counters();
+      default: throw new Error(`unknown op ${String(req.op)}`);
+    }
+  });
+  log.info({ socket: cfg.socket, podCIDR: me.podCIDR, pods: pods.list().length }, 'agent ready');
+
+  const shutdown = async (sig: string) => {
+    log.info({ sig, counters: engine.counters() }, 'agent stopping');
+    stopWatch();
+    server.close();
+    await engine.stop();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+export function loadAgentConfig(file: string): AgentConfig {
+  return JSON.parse(readFileSync(file, 'utf8')) as AgentConfig;
+}

@@ -1,0 +1,31 @@
+// What one node's engine needs to know that does not change while it runs.
+export interface EngineConfig {
+  node: string;
+  tunName: string; // persistent multi-queue TUN device carrying the node's own stack
+  underlayIp: string; // this node's address on the underlay: VXLAN is sent from and received on it
+  vxlanPort: number; // flannel's default: 8472
+  vni: number; // flannel's default: 1
+  vtepMac: string; // inner Ethernet source of what we encapsulate; peers address us by it
+  gatewayMac: string; // the MAC pods see for their gateway (ARP answers, frames we deliver)
+  podMtu: number; // underlay MTU - 50
+  workers: number;
+  batch: number; // packets per system call
+  completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
+}
+
+export const GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
+export const VXLAN_OVERHEAD = 50; // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+
+export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<EngineConfig, 'node' | 'underlayIp' | 'vtepMac'>): EngineConfig {
+  return {
+    tunName: 'twill0',
+    vxlanPort: 8472,
+    vni: 1,
+    gatewayMac: GATEWAY_MAC,
+    podMtu: 1450,
+    workers: 2,
+    batch: 64,
+    completeInnerChecksums: true,
+    ...partial,
+  };
+}

@@ -1,0 +1,23 @@
+// Per-worker packet counters, written only by their worker (plain stores into a
+// shared Float64Array) and summed by the main thread for stats and metrics.
+export const COUNTER_NAMES = [
+  'rx_tun', 'rx_pod', 'rx_vxlan',
+  'tx_tun', 'tx_pod', 'tx_vxlan', 'tx_errors', 'rx_errors',
+  'arp_replies', 'icmp_frag_needed_sent',
+  'drop_malformed', 'drop_truncated', 'drop_not_ipv4', 'drop_spoofed', 'drop_unknown_port',
+  'drop_no_route', 'drop_ttl', 'drop_too_big', 'drop_bad_vni', 'drop_hairpin', 'drop_tx_busy',
+  'inner_csum_completed', 'batches',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;
+export const NCOUNTERS = COUNTER_NAMES.length;
+
+export function sumCounters(stats: Float64Array, workers: number): Record<CounterName, number> {
+  const out = {} as Record<CounterName, number>;
+  COUNTER_NAMES.forEach((name, i) => {
+    let s = 0;
+    for (let w = 0; w < workers; w++) s += stats[w * NCOUNTERS + i];
+    out[name] = s;
+  });
+  return out;
+}

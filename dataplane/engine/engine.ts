@@ -1,0 +1,94 @@
+// The engine's main thread: starts one piscina worker per core, publishes
+// forwarding tables to them, reads their counters and stops them. It does no
+// per-packet work.
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { native } from '../native/index.js';
+import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
+import { NCOUNTERS, sumCounters, type CounterName } from './counters.js';
+import { distFile } from './paths.js';
+import type { EngineConfig } from './config.js';
+import type { FibTables } from './fib.js';
+import type { TablesMsg, WorkerTask } from './worker.js';
+
+export class Engine {
+  private readonly ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_INTS));
+  private readonly stats: Float64Array;
+  private pool?: Piscina;
+  private ports: MessagePort[] = [];
+  private doorbells: number[] = [];
+  private tasks: Promise<unknown>[] = [];
+  private gen = 0;
+
+  constructor(readonly cfg: EngineConfig, private readonly log: Logger) {
+    if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
+    this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
+  }
+
+  /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
+  async start(tables: FibTables & { gatewayIP: string }): Promise<void> {
+    const n = this.cfg.workers;
+    this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
+    const first: TablesMsg = { ...tables, gen: 0 };
+    const failures: unknown[] = [];
+    for (let w = 0; w < n; w++) {
+      const ch = new MessageChannel();
+      this.ports.push(ch.port1);
+      const doorbell = native.eventfd();
+      this.doorbells.push(doorbell);
+      const task: WorkerTask = { index: w, cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
+      const p = this.pool.run(task, { transferList: [ch.port2] as never });
+      p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); });
+      this.tasks.push(p);
+    }
+    const deadline = Date.now() + 10_000;
+    while (!this.allReady()) {
+      if (failures.length) { await this.stop(); throw failures[0]; }
+      if (Date.now() > deadline) { await this.stop(); throw new Error('engine workers did not start within 10 s'); }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    this.log.info({ workers: n, tun: this.cfg.tunName, underlay: this.cfg.underlayIp, port: this.cfg.vxlanPort, vni: this.cfg.vni }, 'engine started');
+  }
+
+  private allReady(): boolean {
+    for (let w = 0; w < this.cfg.workers; w++) if (Atomics.load(this.ctl, CTL_READY + w) !== 1) return false;
+    return true;
+  }
+
+  /** Publishes new tables: post them to every worker, then move the generation and ring each doorbell. */
+  publish(tables: FibTables & { gatewayIP: string }): number {
+    const gen = ++this.gen;
+    const msg: TablesMsg = { ...tables, gen };
+    for (const p of this.ports) p.postMessage(msg);
+    Atomics.store(this.ctl, CTL_GEN, gen);
+    for (const d of this.doorbells) native.eventfdSignal(d);
+    return gen;
+  }
+
+  /** Resolves when every worker runs generation `gen` or later. */
+  async applied(gen: number, timeoutMs = 2000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let all = true;
+      for (let w = 0; w < this.cfg.workers; w++) if (Atomics.load(this.ctl, CTL_ACK + w) < gen) all = false;
+      if (all) return true;
+      if (Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  counters(): Record<CounterName, number> {
+    return sumCounters(this.stats, this.cfg.workers);
+  }
+
+  async stop(): Promise<void> {
+    Atomics.store(this.ctl, CTL_STOP, 1);
+    for (const d of this.doorbells) native.eventfdSignal(d);
+    await Promise.allSettled(this.tasks);
+    await this.pool?.destroy();
+    for (const d of this.doorbells) native.close(d);
+    for (const p of this.ports) p.close();
+    this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;
+  }
+}

@@ -1,0 +1,131 @@
+// One engine worker (a piscina thread). It owns its own queues: a TUN queue
+// (IFF_MULTI_QUEUE), an overlay UDP socket (SO_REUSEPORT), a fanout member on
+// every pod veth, and a send socket. It blocks in poll() when idle, pushes
+// each received batch through the stages, and picks up new tables between
+// batches when the generation number moves (the tables arrive on its
+// MessagePort; receiveMessageOnPort takes them without yielding).
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { native } from '../native/index.js';
+import { ETH_HLEN } from '../packet/ethernet.js';
+import { VXLAN_HLEN } from '../packet/vxlan.js';
+import { Batch } from '../stages/batch.js';
+import { StageContext } from '../stages/context.js';
+import { ingressPod } from '../stages/ingress-pod.js';
+import { ingressTun } from '../stages/ingress-tun.js';
+import { ingressVxlan } from '../stages/ingress-vxlan.js';
+import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/forward.js';
+import { egress, type Outputs } from '../stages/egress.js';
+import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
+import { C } from './counters.js';
+import type { EngineConfig } from './config.js';
+import type { FibTables } from './fib.js';
+
+export interface TablesMsg extends FibTables { gen: number; gatewayIP: string }
+export interface WorkerTask {
+  index: number;
+  cfg: EngineConfig;
+  ctl: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  doorbell: number; // this worker's eventfd
+  port: MessagePort;
+  tables: TablesMsg;
+}
+
+const ROUNDS = 8; // batches per ready fd before looking at the others again
+const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
+
+export default function runWorker(task: WorkerTask): { index: number } {
+  const { cfg, index } = task;
+  const ctl = new Int32Array(task.ctl);
+  const ctx = new StageContext(cfg, task.stats, index);
+  const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
+  const bt = new Batch(cfg.batch, slot);
+  const out: Outputs = {
+    tun: native.tunOpen(cfg.tunName, { multiQueue: true }),
+    udp: native.udpOpen(cfg.underlayIp, cfg.vxlanPort, { reusePort: true }),
+    pod: native.packetOpen('', { qdiscBypass: true }),
+  };
+  const pods = new Map<number, number>(); // ifindex → fd
+  let fds = new Int32Array(0), kinds = new Int32Array(0), ready = new Int32Array(0);
+  let gen = -1;
+
+  const apply = (t: TablesMsg) => {
+    ctx.setTables(t);
+    const want = new Map(t.ports.map((p) => [p.ifindex, p.ifname]));
+    for (const [ifx, fd] of pods) if (!want.has(ifx)) { native.close(fd); pods.delete(ifx); }
+    for (const [ifx, name] of want) {
+      if (pods.has(ifx)) continue;
+      try {
+        pods.set(ifx, native.packetOpen(name, { ignoreOutgoing: true, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
+      } catch {
+        ctx.counters[C.rx_errors]++; // the veth went away between publication and now
+      }
+    }
+    rebuild();
+    gen = t.gen;
+    Atomics.store(ctl, CTL_ACK + index, gen);
+  };
+  const rebuild = () => {
+    const list = [task.doorbell, out.tun, out.udp, ...pods.values()];
+    fds = Int32Array.from(list);
+    kinds = Int32Array.from(list, (_, i) => Math.min(i, SRC_POD));
+    ready = new Int32Array(list.length);
+  };
+
+  apply(task.tables);
+  Atomics.store(ctl, CTL_READY + index, 1);
+  while (Atomics.load(ctl, CTL_STOP) === 0) {
+    if (Atomics.load(ctl, CTL_GEN) !== gen) {
+      let m, latest: TablesMsg | undefined;
+      while ((m = receiveMessageOnPort(task.port))) latest = m.message as TablesMsg;
+      if (latest) apply(latest);
+    }
+    if (native.poll(fds, fds.length, ready, 1000) === 0) continue;
+    for (let k = 0; k < fds.length; k++) {
+      if (ready[k] === 0) continue;
+      const kind = kinds[k];
+      if (kind === SRC_DOORBELL) native.eventfdDrain(fds[k]);
+      else if (!drain(ctx, bt, out, fds[k], kind) && kind === SRC_POD) {
+        // A veth that errors would keep poll() hot: stop reading it until the next publication.
+        for (const [ifx, fd] of pods) if (fd === fds[k]) { native.close(fd); pods.delete(ifx); }
+        rebuild();
+        break;
+      }
+    }
+  }
+  for (const fd of pods.values()) native.close(fd);
+  native.close(out.tun); native.close(out.udp); native.close(out.pod);
+  return { index };
+}
+
+// Returns false when the fd failed.
+function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: number): boolean {
+  const c = ctx.counters, max = bt.size;
+  for (let round = 0; round < ROUNDS; round++) {
+    let n: number;
+    try {
+      if (kind === SRC_POD) {
+        bt.aim(ETH_HLEN);
+        n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, max, bt.capacity(ETH_HLEN));
+      } else if (kind === SRC_TUN) {
+        bt.aim(0);
+        n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, max, bt.capacity(0));
+      } else {
+        bt.aim(VXLAN_HLEN + ETH_HLEN);
+        n = native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.aux, max, bt.capacity(VXLAN_HLEN + ETH_HLEN));
+      }
+    } catch {
+      c[C.rx_errors]++; // e.g. a pod's veth going down while we read it
+      return false;
+    }
+    if (n === 0) return true;
+    bt.n = n;
+    c[C.batches]++;
+    if (kind === SRC_POD) { c[C.rx_pod] += n; ingressPod(ctx, bt); forward(ctx, bt, FROM_POD); }
+    else if (kind === SRC_TUN) { c[C.rx_tun] += n; ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN); }
+    else { c[C.rx_vxlan] += n; ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN); }
+    egress(ctx, bt, out);
+    if (n < max) return true;
+  }
+  return true;
+}

@@ -1,0 +1,77 @@
+// Shared declarations for the twill native addon. The addon only moves bytes
+// between kernel and arena; every helper here is about arguments and errors.
+#pragma once
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <node_api.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Largest batch one recvmmsg/sendmmsg call handles; scratch arrays are sized by it.
+#define TW_BATCH 256
+
+// ---- errors (addon.c) ----
+const char *tw_errname(int err, char buf[16]);
+napi_value tw_throw_errno(napi_env env, const char *call, int err); // returns NULL
+napi_value tw_throw_type(napi_env env, const char *msg);            // returns NULL
+napi_value tw_throw_range(napi_env env, const char *msg);           // returns NULL
+
+// ---- arguments (addon.c); each returns false after throwing ----
+bool tw_i32(napi_env env, napi_value v, const char *what, int32_t *out);
+// Copies at most cap-1 bytes into buf; *len gets the full UTF-8 length.
+bool tw_str(napi_env env, napi_value v, const char *what, char *buf, size_t cap, size_t *len);
+bool tw_u8(napi_env env, napi_value v, const char *what, uint8_t **data, size_t *len);
+bool tw_i32a(napi_env env, napi_value v, const char *what, int32_t **data, size_t *len);
+bool tw_opts(napi_env env, napi_value v); // object, undefined or null
+bool tw_opt_bool(napi_env env, napi_value opts, const char *key, bool *out);
+bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out);
+// Receive slots: offs[0..n) each with room for cap bytes inside the arena.
+bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen);
+// Send entries: idx[0..count) index entries < nent whose [offs, offs+lens) lie in the arena.
+bool tw_check_tx(napi_env env, const int32_t *idx, int32_t count, size_t idxlen,
+                 const int32_t *offs, const int32_t *lens, size_t nent, size_t alen);
+static inline size_t tw_min(size_t a, size_t b) { return a < b ? a : b; }
+
+napi_value tw_int(napi_env env, int64_t v);
+napi_value tw_undef(napi_env env);
+void tw_set_bufs(int fd); // SO_RCVBUF/SO_SNDBUF 4 MB, forced when permitted
+
+// ---- opening: pure C so it can run on a thread inside another netns ----
+// Returns an fd, or -errno with *call naming the failing call.
+typedef int (*tw_open_fn)(const void *args, const char **call);
+int tw_run_in_ns(const char *ns_path, tw_open_fn fn, const void *args, const char **call);
+napi_value tw_open_result(napi_env env, int r, const char *call);
+
+struct tun_args { char name[16]; bool multi_queue, vnet_hdr; };
+bool tun_parse(napi_env env, napi_value name, napi_value opts, struct tun_args *a);
+int tun_open_fd(const void *args, const char **call);
+
+struct pkt_args { char ifname[16]; int32_t fanout; bool vnet_hdr, qdisc_bypass, ignore_outgoing; };
+bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args *a);
+int pkt_open_fd(const void *args, const char **call);
+
+struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; }; // addr in network order
+bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a);
+int udp_open_fd(const void *args, const char **call);
+
+// ---- exported functions ----
+#define TW_FUNCS(X)                                                                  \
+  X(tunOpen, tw_tun_open) X(tunSetOffload, tw_tun_set_offload) X(tunRead, tw_tun_read) \
+  X(tunWrite, tw_tun_write) X(packetOpen, tw_packet_open) X(packetRecv, tw_packet_recv) \
+  X(packetSend, tw_packet_send) X(udpOpen, tw_udp_open) X(udpRecv, tw_udp_recv)        \
+  X(udpSend, tw_udp_send) X(udpSendGso, tw_udp_send_gso) X(udpOffloads, tw_udp_offloads) \
+  X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
+  X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
+  X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
+
+#define TW_DECL(js, c) napi_value c(napi_env env, napi_callback_info info);
+TW_FUNCS(TW_DECL)
+#undef TW_DECL
+
+// Fetch up to N arguments (missing ones are undefined).
+#define TW_ARGS(N)                                                        \
+  napi_value argv[N];                                                     \
+  size_t argc = N;                                                        \
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL

@@ -1,0 +1,202 @@
+// UDP/IPv4 sockets (the VXLAN underlay): batched receive with GRO, batched
+// send, and one-call GSO send.
+#include "twill.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+// Per-thread scratch: worker_threads may call concurrently, calls never nest.
+static __thread struct {
+  struct mmsghdr m[TW_BATCH];
+  struct iovec iov[TW_BATCH];
+  struct sockaddr_in sa[TW_BATCH];
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[TW_BATCH];
+} S;
+
+bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a) {
+  char buf[64];
+  size_t len;
+  int32_t p;
+  struct in_addr in;
+  memset(a, 0, sizeof *a);
+  if (!tw_str(env, addr, "addr", buf, sizeof buf, &len) || !tw_i32(env, port, "port", &p) || !tw_opts(env, opts))
+    return false;
+  if (len >= sizeof buf || inet_pton(AF_INET, buf, &in) != 1) return tw_throw_type(env, "addr must be an IPv4 address"), false;
+  if (p < 0 || p > 0xffff) return tw_throw_range(env, "port must be 0..65535"), false;
+  a->addr = in.s_addr;
+  a->port = (uint16_t)p;
+  return tw_opt_bool(env, opts, "reusePort", &a->reuse_port) && tw_opt_bool(env, opts, "gro", &a->gro);
+}
+
+static int setopt(int fd, int level, int name, int val) {
+  return setsockopt(fd, level, name, &val, sizeof val);
+}
+
+int udp_open_fd(const void *p, const char **call) {
+  const struct udp_args *a = p;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return *call = "socket", -errno;
+  // No SO_REUSEADDR: for UDP it lets two sockets that both set it bind the same
+  // addr:port (and split traffic) instead of failing with EADDRINUSE.
+  tw_set_bufs(fd);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(a->port), .sin_addr.s_addr = a->addr};
+  if (a->reuse_port && setopt(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) *call = "SO_REUSEPORT";
+  else if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) *call = "bind";
+  else if (a->gro && setopt(fd, SOL_UDP, UDP_GRO, 1) < 0 && errno != ENOPROTOOPT) *call = "UDP_GRO";
+  else return fd; // ENOPROTOOPT: old kernel, receives just are not coalesced
+  int e = errno;
+  close(fd);
+  return -e;
+}
+
+napi_value tw_udp_open(napi_env env, napi_callback_info info) {
+  TW_ARGS(3);
+  struct udp_args a;
+  const char *call = "";
+  if (!udp_parse(env, argv[0], argv[1], argv[2], &a)) return NULL;
+  int r = udp_open_fd(&a, &call);
+  return tw_open_result(env, r, call);
+}
+
+// udpRecv(fd, arena, offs, lens, src, meta, max, cap)
+napi_value tw_udp_recv(napi_env env, napi_callback_info info) {
+  TW_ARGS(8);
+  int32_t fd, max, cap, *offs, *lens, *src, *meta;
+  uint8_t *arena;
+  size_t alen, no, nl, ns, nm;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
+      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
+      !tw_i32a(env, argv[4], "src", &src, &ns) || !tw_i32a(env, argv[5], "meta", &meta, &nm) ||
+      !tw_i32(env, argv[6], "max", &max) || !tw_i32(env, argv[7], "cap", &cap))
+    return NULL;
+  int n = max < 0 ? 0 : (int)tw_min(tw_min((size_t)max, TW_BATCH), tw_min(tw_min(no, nl), tw_min(ns, nm)));
+  if (!tw_check_rx(env, offs, n, cap, alen)) return NULL;
+  for (int i = 0; i < n; i++) {
+    S.iov[i] = (struct iovec){arena + offs[i], (size_t)cap};
+    S.m[i].msg_hdr = (struct msghdr){.msg_name = &S.sa[i], .msg_namelen = sizeof S.sa[i],
+                                     .msg_iov = &S.iov[i], .msg_iovlen = 1,
+                                     .msg_control = S.ctl[i].buf, .msg_controllen = sizeof S.ctl[i].buf};
+  }
+  int r;
+  do r = recvmmsg(fd, S.m, (unsigned)n, MSG_DONTWAIT, NULL);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN ? tw_int(env, 0) : tw_throw_errno(env, "recvmmsg", errno);
+  for (int i = 0; i < r; i++) {
+    struct msghdr *h = &S.m[i].msg_hdr;
+    int gso = 0; // the kernel adds the cmsg only for coalesced receives
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) memcpy(&gso, CMSG_DATA(c), sizeof gso);
+    lens[i] = (int32_t)S.m[i].msg_len;
+    src[i] = (int32_t)ntohl(S.sa[i].sin_addr.s_addr);
+    meta[i] = gso;
+  }
+  return tw_int(env, r);
+}
+
+// The host-order int32 IPv4 JavaScript holds, as a sockaddr.
+static struct sockaddr_in dest(int32_t ip, int32_t port) {
+  return (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl((uint32_t)ip)};
+}
+
+// udpSend(fd, arena, offs, lens, idx, count, dst, dport)
+napi_value tw_udp_send(napi_env env, napi_callback_info info) {
+  TW_ARGS(8);
+  int32_t fd, count, *offs, *lens, *idx, *dst, *dport;
+  uint8_t *arena;
+  size_t alen, no, nl, ni, nd, np;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
+      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
+      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
+      !tw_i32a(env, argv[6], "dst", &dst, &nd) || !tw_i32a(env, argv[7], "dport", &dport, &np) ||
+      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(tw_min(no, nl), tw_min(nd, np)), alen))
+    return NULL;
+  for (int32_t k = 0; k < count; k++)
+    if (dport[idx[k]] < 0 || dport[idx[k]] > 0xffff) return tw_throw_range(env, "dport must be 0..65535");
+  int sent = 0;
+  while (sent < count) {
+    int c = (int)tw_min((size_t)(count - sent), TW_BATCH);
+    for (int k = 0; k < c; k++) {
+      int32_t j = idx[sent + k];
+      S.iov[k] = (struct iovec){arena + offs[j], (size_t)lens[j]};
+      S.sa[k] = dest(dst[j], dport[j]);
+      S.m[k].msg_hdr = (struct msghdr){.msg_name = &S.sa[k], .msg_namelen = sizeof S.sa[k],
+                                       .msg_iov = &S.iov[k], .msg_iovlen = 1};
+    }
+    int r = sendmmsg(fd, S.m, (unsigned)c, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
+      return tw_throw_errno(env, "sendmmsg", errno);
+    }
+    sent += r;
+    if (r < c) break;
+  }
+  return tw_int(env, sent);
+}
+
+// udpSendGso(fd, arena, off, len, segSize, dst, dport)
+napi_value tw_udp_send_gso(napi_env env, napi_callback_info info) {
+  TW_ARGS(7);
+  int32_t fd, off, len, seg, ip, port;
+  uint8_t *arena;
+  size_t alen;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
+      !tw_i32(env, argv[2], "off", &off) || !tw_i32(env, argv[3], "len", &len) ||
+      !tw_i32(env, argv[4], "segSize", &seg) || !tw_i32(env, argv[5], "dst", &ip) ||
+      !tw_i32(env, argv[6], "dport", &port))
+    return NULL;
+  if (off < 0 || len < 0 || (size_t)off + (size_t)len > alen) return tw_throw_range(env, "off + len lies outside the arena");
+  if (seg <= 0 || seg > 0xffff) return tw_throw_range(env, "segSize must be 1..65535");
+  if (port < 0 || port > 0xffff) return tw_throw_range(env, "dport must be 0..65535");
+  struct sockaddr_in sa = dest(ip, port);
+  struct iovec iov = {arena + off, (size_t)len};
+  union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct msghdr h = {.msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1,
+                     .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t s = (uint16_t)seg;
+  memcpy(CMSG_DATA(c), &s, sizeof s);
+  ssize_t r;
+  do r = sendmsg(fd, &h, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return tw_throw_errno(env, "sendmsg", errno);
+  return tw_undef(env);
+}
+
+// Probe with getsockopt only, so the socket's behaviour is unchanged.
+napi_value tw_udp_offloads(napi_env env, napi_callback_info info) {
+  TW_ARGS(1);
+  int32_t fd;
+  if (!tw_i32(env, argv[0], "fd", &fd)) return NULL;
+  int v;
+  socklen_t l = sizeof v;
+  bool gso = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, &l) == 0;
+  if (!gso && (errno == EBADF || errno == ENOTSOCK)) return tw_throw_errno(env, "getsockopt", errno);
+  l = sizeof v;
+  bool gro = getsockopt(fd, SOL_UDP, UDP_GRO, &v, &l) == 0;
+  napi_value o, b1, b2;
+  if (napi_create_object(env, &o) != napi_ok || napi_get_boolean(env, gso, &b1) != napi_ok ||
+      napi_get_boolean(env, gro, &b2) != napi_ok || napi_set_named_property(env, o, "gso", b1) != napi_ok ||
+      napi_set_named_property(env, o, "gro", b2) != napi_ok)
+    return NULL;
+  return o;
+}

@@ -1,0 +1,41 @@
+// Everything a stage reads besides the batch: the published tables, the node's
+// constants in packet form, the worker's counters and parse scratch.
+import { Lpm4Table, parseIPv4 } from '../tables/lpm4.js';
+import { parseMac } from '../packet/ethernet.js';
+import { newFields } from '../packet/fields.js';
+import type { EngineConfig } from '../engine/config.js';
+import type { FibTables } from '../engine/fib.js';
+import { NCOUNTERS } from '../engine/counters.js';
+
+export class StageContext {
+  route4!: Lpm4Table;
+  nh!: Int32Array;
+  ifmap!: Int32Array;
+  readonly f = newFields(); // parse result of the packet at hand
+  readonly scratch = new Uint8Array(128); // quoted header for ICMP errors
+  readonly gwMac: Uint8Array;
+  readonly vtepMac: Uint8Array;
+  readonly vni: number;
+  readonly vxlanPort: number;
+  readonly podMtu: number;
+  readonly completeInnerChecksums: boolean;
+  gatewayIp = 0; // source of ICMP errors we generate: this node's pod gateway
+  readonly counters: Float64Array;
+
+  constructor(cfg: EngineConfig, stats: SharedArrayBuffer, worker: number) {
+    this.gwMac = parseMac(cfg.gatewayMac);
+    this.vtepMac = parseMac(cfg.vtepMac);
+    this.vni = cfg.vni;
+    this.vxlanPort = cfg.vxlanPort;
+    this.podMtu = cfg.podMtu;
+    this.completeInnerChecksums = cfg.completeInnerChecksums;
+    this.counters = new Float64Array(stats, worker * NCOUNTERS * 8, NCOUNTERS);
+  }
+
+  setTables(t: FibTables & { gatewayIP: string }): void {
+    this.route4 = new Lpm4Table(t.route4);
+    this.nh = new Int32Array(t.nexthops);
+    this.ifmap = new Int32Array(t.ifmap);
+    this.gatewayIp = parseIPv4(t.gatewayIP) | 0;
+  }
+}

@@ -1,0 +1,43 @@
+// Stage: hand each output's share of the batch to the kernel in one call per
+// output. A send the kernel refuses (a full queue, an unreachable underlay
+// address) costs that packet, never the batch or the worker.
+import { native } from '../native/index.js';
+import { C } from '../engine/counters.js';
+import type { Batch } from './batch.js';
+import type { StageContext } from './context.js';
+
+export interface Outputs { tun: number; pod: number; udp: number }
+const TUN = 0, POD = 1, UDP = 2;
+
+export function egress(ctx: StageContext, bt: Batch, out: Outputs): void {
+  const c = ctx.counters;
+  if (bt.nTun > 0) c[C.tx_tun] += sendAll(c, bt, out, TUN, bt.tunIdx, bt.nTun);
+  if (bt.nPod > 0) c[C.tx_pod] += sendAll(c, bt, out, POD, bt.podIdx, bt.nPod);
+  if (bt.nUdp > 0) c[C.tx_vxlan] += sendAll(c, bt, out, UDP, bt.udpIdx, bt.nUdp);
+  bt.clearOutputs();
+}
+
+function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+  if (kind === TUN) return native.tunWrite(out.tun, bt.arena, bt.offs, bt.lens, idx, n);
+  if (kind === POD) return native.packetSend(out.pod, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf);
+  return native.udpSend(out.udp, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort);
+}
+
+// Sends idx[0..n); on a short count or an error, drops the packet that stopped
+// the call and goes on with the rest. The common case is one call.
+function sendAll(c: Float64Array, bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+  let done = 0, sent = 0;
+  while (done < n) {
+    let k: number;
+    try {
+      k = send(bt, out, kind, done === 0 ? idx : idx.subarray(done), n - done);
+    } catch {
+      k = -1;
+    }
+    if (k >= 0) sent += k;
+    if (k === n - done) break;
+    done += Math.max(k, 0) + 1;
+    c[k < 0 ? C.tx_errors : C.drop_tx_busy]++;
+  }
+  return sent;
+}

@@ -1,0 +1,85 @@
+// Stage: route each parsed IPv4 packet by longest-prefix match on its
+// destination, then write the headers its next hop needs in front of it, in
+// place, and queue it on the right output:
+//   local pod → Ethernet (gateway MAC → pod MAC), AF_PACKET out of its veth
+//   remote node → VXLAN + inner Ethernet (our VTEP MAC → theirs), UDP to its underlay IP
+//   host → the bare IP packet into TUN
+// A DF packet over the pod MTU headed for the overlay gets ICMP
+// fragmentation-needed back (RFC 1191) instead.
+import { writeVxlan, VXLAN_HLEN } from '../packet/vxlan.js';
+import { ETH_HLEN, ETH_P_IP } from '../packet/ethernet.js';
+import { decTtl } from '../packet/ipv4.js';
+import { writeIcmpFragNeeded } from '../packet/icmp.js';
+import { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST } from '../engine/fib.js';
+import { C } from '../engine/counters.js';
+import { HEADROOM } from './batch.js';
+import type { Batch } from './batch.js';
+import type { StageContext } from './context.js';
+
+export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
+
+function writeMac(b: Uint8Array, off: number, hi: number, lo: number): void {
+  b[off] = hi >>> 8; b[off + 1] = hi & 0xff;
+  b[off + 2] = lo >>> 24; b[off + 3] = (lo >>> 16) & 0xff; b[off + 4] = (lo >>> 8) & 0xff; b[off + 5] = lo & 0xff;
+}
+
+function writeEthType(b: Uint8Array, off: number): void { b[off + 12] = ETH_P_IP >> 8; b[off + 13] = ETH_P_IP & 0xff; }
+
+export function forward(ctx: StageContext, bt: Batch, from: number): void {
+  const b = bt.arena, c = ctx.counters, nh = ctx.nh, lpm = ctx.route4;
+  for (let i = 0; i < bt.n; i++) {
+    const l3len = bt.l3len[i];
+    if (l3len === 0) continue;
+    const l3 = bt.base[i] + HEADROOM;
+    const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
+    const kind = nh[p + NH_KIND];
+    if (kind === NH_LOCAL) {
+      if (from !== FROM_TUN && !ttlOk(b, l3, c)) continue;
+      const eth = l3 - ETH_HLEN;
+      writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
+      b.set(ctx.gwMac, eth + 6);
+      writeEthType(b, eth);
+      bt.offs[i] = eth; bt.lens[i] = l3len + ETH_HLEN;
+      bt.toPod(i, nh[p + NH_IFINDEX]);
+    } else if (kind === NH_REMOTE) {
+      if (from === FROM_VXLAN) { c[C.drop_hairpin]++; continue; }
+      if (l3len > ctx.podMtu) { tooBig(ctx, bt, i, l3, from); continue; }
+      if (from === FROM_POD && !ttlOk(b, l3, c)) continue;
+      const eth = l3 - ETH_HLEN;
+      writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
+      b.set(ctx.vtepMac, eth + 6);
+      writeEthType(b, eth);
+      writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
+      bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = l3len + ETH_HLEN + VXLAN_HLEN;
+      bt.toUdp(i, nh[p + NH_IP], ctx.vxlanPort);
+    } else if (kind === NH_HOST) {
+      if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
+      bt.offs[i] = l3; bt.lens[i] = l3len;
+      bt.toTun(i);
+    } else {
+      c[C.drop_no_route]++;
+    }
+  }
+}
+
+function ttlOk(b: Uint8Array, l3: number, c: Float64Array): boolean {
+  if (b[l3 + 8] <= 1) { c[C.drop_ttl]++; return false; }
+  decTtl(b, l3);
+  return true;
+}
+
+// Only pods get an ICMP error here: the node's stack sees the TUN MTU itself.
+function tooBig(ctx: StageContext, bt: Batch, i: number, l3: number, from: number): void {
+  const b = bt.arena, c = ctx.counters;
+  if (from !== FROM_POD || (bt.flags[i] & 1) === 0) { c[C.drop_too_big]++; return; }
+  const quote = Math.min(((b[l3] & 0x0f) << 2) + 8, bt.l3len[i], ctx.scratch.length);
+  const q = ctx.scratch;
+  for (let k = 0; k < quote; k++) q[k] = b[l3 + k];
+  const eth = l3 - ETH_HLEN;
+  b.copyWithin(eth, eth + 6, eth + 12); // back to the sender's MAC
+  b.set(ctx.gwMac, eth + 6);
+  const n = writeIcmpFragNeeded(b, l3, ctx.scratch, 0, quote, ctx.podMtu, ctx.gatewayIp, bt.src[i]);
+  bt.offs[i] = eth; bt.lens[i] = n + ETH_HLEN;
+  bt.toPod(i, bt.meta[i]);
+  c[C.icmp_frag_needed_sent]++;
+}

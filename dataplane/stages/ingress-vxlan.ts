@@ -1,0 +1,52 @@
+// Stage: VXLAN datagrams from other nodes (RFC 7348). Checks the VNI, takes the
+// inner IPv4 packet, and finishes inner checksums a kernel VXLAN peer left
+// partial: over a veth underlay the kernel hands the frame on with checksum
+// offload pending (CHECKSUM_PARTIAL), so the TCP/UDP field holds only the
+// pseudo-header sum. A full checksum verifies; a partial one is completed.
+import { parseVxlan, VXLAN_HLEN } from '../packet/vxlan.js';
+import { parseEthernet, ETH_HLEN, ETH_P_IP } from '../packet/ethernet.js';
+import { parseIPv4 } from '../packet/ipv4.js';
+import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
+import { F_ETHTYPE, F_L3OFF, F_PROTO, F_FRAG, F_L4OFF, F_L4LEN, F_SRC4, F_DST4 } from '../packet/fields.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/l4.js';
+import { C } from '../engine/counters.js';
+import { countParseDrop, takeIPv4 } from './parse.js';
+import type { Batch } from './batch.js';
+import type { StageContext } from './context.js';
+
+export function ingressVxlan(ctx: StageContext, bt: Batch): void {
+  const b = bt.arena, f = ctx.f, c = ctx.counters;
+  for (let i = 0; i < bt.n; i++) {
+    bt.l3len[i] = 0;
+    const off = bt.offs[i], len = bt.lens[i];
+    const vni = parseVxlan(b, off, len);
+    if (vni < 0) { countParseDrop(c, -vni); continue; }
+    if (vni !== ctx.vni) { c[C.drop_bad_vni]++; continue; }
+    const eth = off + VXLAN_HLEN;
+    let r = parseEthernet(b, eth, len - VXLAN_HLEN, f);
+    if (r !== 0) { countParseDrop(c, r); continue; }
+    if (f[F_ETHTYPE] !== ETH_P_IP || f[F_L3OFF] !== eth + ETH_HLEN) { c[C.drop_not_ipv4]++; continue; }
+    r = parseIPv4(b, eth + ETH_HLEN, len - VXLAN_HLEN - ETH_HLEN, f, false);
+    if (r !== 0) { countParseDrop(c, r); continue; }
+    if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, f, c);
+    takeIPv4(bt, i, f);
+  }
+}
+
+function completeChecksum(b: Uint8Array, f: Int32Array, c: Float64Array): void {
+  const proto = f[F_PROTO];
+  let field: number;
+  if (proto === IPPROTO_TCP) field = 16;
+  else if (proto === IPPROTO_UDP) field = 6;
+  else return;
+  const l4 = f[F_L4OFF], l4len = f[F_L4LEN];
+  if (l4len < field + 2) return;
+  const at = l4 + field;
+  if (proto === IPPROTO_UDP && b[at] === 0 && b[at + 1] === 0) return; // UDP without checksum
+  const s = csumAdd(b, l4, l4len, 0);
+  if (csumFold(s + pseudoHeaderSum4(f[F_SRC4], f[F_DST4], proto, l4len)) === 0) return; // already complete
+  let v = csumFold(s);
+  if (v === 0 && proto === IPPROTO_UDP) v = 0xffff;
+  b[at] = v >> 8; b[at + 1] = v & 0xff;
+  c[C.inner_csum_completed]++;
+}

@@ -1,0 +1,18 @@
+// Shared by the ingress stages: count a parser's reason code, and copy the
+// parsed IPv4 fields the later stages need into the batch.
+import { R_TRUNCATED } from '../packet/reasons.js';
+import { F_SRC4, F_DST4, F_L3LEN, F_DF } from '../packet/fields.js';
+import { C } from '../engine/counters.js';
+import type { Batch } from './batch.js';
+
+export function countParseDrop(c: Float64Array, reason: number): void {
+  if (reason === R_TRUNCATED) c[C.drop_truncated]++;
+  else c[C.drop_malformed]++;
+}
+
+export function takeIPv4(bt: Batch, i: number, f: Int32Array): void {
+  bt.src[i] = f[F_SRC4];
+  bt.dst[i] = f[F_DST4];
+  bt.l3len[i] = f[F_L3LEN];
+  bt.flags[i] = f[F_DF];
+}

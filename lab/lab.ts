@@ -1,0 +1,184 @@
+// The lab: nodes and pods as network namespaces on one machine, with a real
+// agent and engine per node. Nodes hang off a bridge in an underlay namespace
+// of their own; nothing is added to the root namespace.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, openSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { ipn, netnsDel, netnsList, run, stopPid, sysctl } from './sh.js';
+import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
+import { distFile } from '../dataplane/engine/paths.js';
+import { request } from '../dataplane/agent/server.js';
+import { gatewayOf } from '../dataplane/agent/addressing.js';
+import { wirePod, unwirePod } from '../cni/wire.js';
+import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
+import type { AgentConfig } from '../dataplane/agent/main.js';
+import type { ClusterView } from '../dataplane/agent/datastore.js';
+
+export interface UpOptions {
+  name?: string;
+  nodes?: number;
+  podsPerNode?: number;
+  clusterCIDR?: string;
+  workers?: number;
+  underlayMTU?: number;
+  progress?: (msg: string) => void;
+}
+
+const UNDERLAY_NET = '172.30.0';
+const NODE = process.execPath;
+
+export async function labUp(o: UpOptions = {}): Promise<LabState> {
+  const name = o.name ?? 'lab';
+  if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
+  const prefix = labPrefix(name);
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', nodes: [], pods: [], pids: [] };
+  const say = o.progress ?? (() => undefined);
+  mkdirSync(s.dir, { recursive: true });
+  saveState(s); // from here on, down finds whatever exists
+  try {
+    say('underlay: bridge in its own namespace');
+    ipn('', 'netns', 'add', s.underlayNs);
+    ipn(s.underlayNs, 'link', 'set', 'lo', 'up');
+    ipn(s.underlayNs, 'link', 'add', 'br0', 'type', 'bridge');
+    ipn(s.underlayNs, 'link', 'set', 'br0', 'up');
+    const mtu = o.underlayMTU ?? 1500;
+    const count = o.nodes ?? 2;
+    const cluster = parseCidr4(s.clusterCIDR);
+    for (let i = 1; i <= count; i++) {
+      const node = `node${i}`;
+      const n: LabNode = {
+        name: node, netns: `${prefix}${node}`, underlayIP: `${UNDERLAY_NET}.${10 + i}`,
+        podCIDR: `${formatIPv4((cluster.prefix + (i << 8)) >>> 0)}/24`, vtepMAC: vtepMac(name, node),
+        pid: 0, stateDir: path.join(s.dir, node), socket: path.join(s.dir, node, 'agent.sock'), log: path.join(s.dir, node, 'agent.log'),
+      };
+      say(`${node}: namespace ${n.netns}, underlay ${n.underlayIP}, pods ${n.podCIDR}`);
+      addNodeNs(s, n, mtu);
+      s.nodes.push(n);
+      saveState(s);
+    }
+    writeDatastore(s);
+    for (const n of s.nodes) {
+      await startAgent(s, n, { workers: o.workers, underlayMTU: mtu });
+      saveState(s);
+    }
+    for (const n of s.nodes) {
+      for (let k = 1; k <= (o.podsPerNode ?? 2); k++) {
+        const pod = await addPod(s, n, `${n.name}-p${k}`, 'default');
+        say(`pod ${pod.namespace}/${pod.name} on ${n.name}: ${pod.ip}`);
+      }
+    }
+    return s;
+  } catch (e) {
+    say(`lab up failed: ${e instanceof Error ? e.message : String(e)}; tearing down`);
+    await labDown(name);
+    throw e;
+  }
+}
+
+function vtepMac(lab: string, node: string): string {
+  const h = createHash('sha256').update(`${lab}/${node}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+function addNodeNs(s: LabState, n: LabNode, mtu: number): void {
+  ipn('', 'netns', 'add', n.netns);
+  ipn(n.netns, 'link', 'set', 'lo', 'up');
+  const peer = `u-${n.name}`.slice(0, 15);
+  ipn(s.underlayNs, 'link', 'add', peer, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(mtu), 'netns', n.netns);
+  ipn(s.underlayNs, 'link', 'set', peer, 'master', 'br0', 'up');
+  ipn(n.netns, 'addr', 'add', `${n.underlayIP}/24`, 'dev', 'eth0');
+  ipn(n.netns, 'link', 'set', 'eth0', 'up');
+  // As on a kind node: forwarding on, strict reverse-path filtering.
+  sysctl(n.netns, 'net.ipv4.ip_forward', '1');
+  sysctl(n.netns, 'net.ipv4.conf.all.rp_filter', '1');
+  sysctl(n.netns, 'net.ipv4.conf.default.rp_filter', '1');
+  mkdirSync(n.stateDir, { recursive: true });
+}
+
+export function datastorePath(s: LabState): string { return path.join(s.dir, 'datastore.json'); }
+
+export function writeDatastore(s: LabState, extra: ClusterView['nodes'] = []): void {
+  const view: ClusterView = {
+    clusterCIDR: s.clusterCIDR,
+    nodes: [...s.nodes.map((n) => ({ name: n.name, underlayIP: n.underlayIP, podCIDR: n.podCIDR, vtepMAC: n.vtepMAC, backend: 'twill' as const })), ...extra],
+  };
+  const f = datastorePath(s);
+  writeFileSync(`${f}.tmp`, JSON.stringify(view, null, 1));
+  run('mv', [`${f}.tmp`, f]);
+}
+
+/** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
+export async function startAgent(s: LabState, n: LabNode, o: { workers?: number; underlayMTU?: number } = {}): Promise<void> {
+  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: o.underlayMTU ?? 1500 };
+  const cfgFile = path.join(n.stateDir, 'agent.json');
+  writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
+  const log = openSync(n.log, 'a');
+  const child = spawn('ip', ['netns', 'exec', n.netns, NODE, distFile('cli/twill.js'), 'agent', '--config', cfgFile], { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+  n.pid = child.pid!;
+  s.pids.push(n.pid);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await request(n.socket, { op: 'status' }, 1000);
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not come up within 15 s (see ${n.log})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+export async function addPod(s: LabState, n: LabNode, name: string, namespace: string): Promise<LabPod> {
+  const netns = `${s.prefix}pod-${name}`;
+  const containerId = createHash('sha256').update(`${s.name}/${namespace}/${name}`).digest('hex').slice(0, 16);
+  const hostIf = `tw${containerId.slice(0, 10)}`;
+  const taken = new Set(s.pods.filter((p) => p.node === n.name).map((p) => p.ip));
+  const base = parseCidr4(n.podCIDR).prefix >>> 0;
+  let ip = '';
+  for (let h = 2; h < 255 && !ip; h++) if (!taken.has(formatIPv4(base + h))) ip = formatIPv4(base + h);
+  if (!ip) throw new Error(`${n.podCIDR} has no free address`);
+  ipn('', 'netns', 'add', netns);
+  const pod: LabPod = { name, namespace, node: n.name, netns, ip, mac: '', hostIf, containerId, workloadPid: 0 };
+  s.pods.push(pod);
+  saveState(s);
+  const gw = gatewayOf(n.podCIDR);
+  const { podMac } = wirePod({ hostNs: n.netns, podNs: netns, hostIf, podIf: 'eth0', ip, prefixLen: 24, gateway: gw, mtu: 1450 });
+  pod.mac = podMac;
+  await request(n.socket, { op: 'add', pod: { containerId, name, namespace, ip, mac: podMac, hostIf, netns } });
+  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
+  child.unref();
+  pod.workloadPid = child.pid!;
+  s.pids.push(pod.workloadPid);
+  saveState(s);
+  return pod;
+}
+
+export async function removePod(s: LabState, pod: LabPod): Promise<void> {
+  const n = s.nodes.find((x) => x.name === pod.node)!;
+  await stopPid(pod.workloadPid);
+  await request(n.socket, { op: 'del', containerId: pod.containerId }).catch(() => undefined);
+  unwirePod(n.netns, pod.hostIf);
+  netnsDel(pod.netns);
+  s.pods = s.pods.filter((p) => p !== pod);
+  saveState(s);
+}
+
+/** Tears a lab down: stops the processes it started (by PID), deletes its namespaces and files. Safe to run twice. */
+export async function labDown(name = 'lab'): Promise<{ namespaces: number; processes: number }> {
+  const s = loadState(name);
+  const prefix = labPrefix(name);
+  let processes = 0;
+  if (s) {
+    for (const pid of s.pids) { await stopPid(pid); processes++; }
+  }
+  const mine = netnsList().filter((ns) => ns.startsWith(prefix));
+  for (const ns of mine) netnsDel(ns);
+  rmSync(labDir(name), { recursive: true, force: true });
+  return { namespaces: mine.length, processes };
+}
+
+export function labNames(): string[] {
+  return existsSync('/run/twill/labs') ? readdirSync('/run/twill/labs') : [];
+}

@@ -1,0 +1,66 @@
+// Small wrappers over iproute2 and friends for the lab and the tests.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export function run(cmd: string, args: string[], input?: string): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')}: ${(err.stderr || err.message).trim()}`);
+  }
+}
+
+/** `ip -n ns ...` (or plain `ip ...` when ns is ""). */
+export function ipn(ns: string, ...args: string[]): string {
+  return run('ip', ns ? ['-n', ns, ...args] : args);
+}
+
+/** Runs a command inside a network namespace. */
+export function nsExec(ns: string, cmd: string, ...args: string[]): string {
+  return run('ip', ['netns', 'exec', ns, cmd, ...args]);
+}
+
+export function sysctl(ns: string, key: string, value: string): void {
+  nsExec(ns, 'sysctl', '-qw', `${key}=${value}`);
+}
+
+export function netnsList(): string[] {
+  const r = spawnSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8' });
+  if (r.status !== 0 || !r.stdout.trim()) return [];
+  return (JSON.parse(r.stdout) as { name: string }[]).map((n) => n.name);
+}
+
+export function netnsDel(ns: string): void {
+  spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+}
+
+export function linkMac(ns: string, dev: string): string {
+  const j = JSON.parse(ipn(ns, '-j', 'link', 'show', 'dev', dev)) as { address: string }[];
+  return j[0].address;
+}
+
+/** Stops a process we started: SIGTERM, then SIGKILL if it is still there after graceMs. */
+export async function stopPid(pid: number, graceMs = 2000): Promise<void> {
+  if (!alive(pid)) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  const deadline = Date.now() + graceMs;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  if (alive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  while (alive(pid)) await new Promise((r) => setTimeout(r, 10));
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie (exited, not yet reaped by its parent) counts as gone.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,35 @@
+// What a running lab is made of, kept on disk so `twill lab down` (or a later
+// command) can find every namespace and process it created.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
+export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
+export interface LabState {
+  name: string;
+  prefix: string; // every netns of this lab starts with it
+  dir: string;
+  underlayNs: string;
+  clusterCIDR: string;
+  nodes: LabNode[];
+  pods: LabPod[];
+  pids: number[]; // every process the lab started, so down stops exactly those
+}
+
+export const LAB_ROOT = '/run/twill/labs';
+
+export function labDir(name: string): string { return path.join(LAB_ROOT, name); }
+/** The default lab's namespaces are twill-<node>; a named lab's are tw<name>-<node>. */
+export function labPrefix(name: string): string { return name === 'lab' ? 'twill-' : `tw${name}-`; }
+
+export function loadState(name: string): LabState | undefined {
+  const f = path.join(labDir(name), 'state.json');
+  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as LabState) : undefined;
+}
+
+export function saveState(s: LabState): void {
+  mkdirSync(s.dir, { recursive: true });
+  const f = path.join(s.dir, 'state.json');
+  writeFileSync(`${f}.tmp`, JSON.stringify(s, null, 1));
+  renameSync(`${f}.tmp`, f);
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what twill needs, only what is missing, so it is quick when all is there:
+# Debian packages (apt-get), npm packages, the native addon and the compiled TypeScript.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() { if [ "$(id -u)" != 0 ]; then echo "twill: run as root (network namespaces, TUN and raw sockets need it)" >&2; exit 1; fi; }
+need_root
+
+# package:command-or-file that proves it is installed
+PKGS=(
+  iproute2:/usr/sbin/ip
+  iputils-ping:/usr/bin/ping
+  iperf3:/usr/bin/iperf3
+  ethtool:/usr/sbin/ethtool
+  tcpdump:/usr/bin/tcpdump
+  tshark:/usr/bin/tshark
+  netsniff-ng:/usr/sbin/trafgen
+  containerd:/usr/bin/containerd
+  etcd-server:/usr/bin/etcd
+  etcd-client:/usr/bin/etcdctl
+  golang-go:/usr/bin/go
+  golang-github-appc-cni-dev:/usr/share/gocode/src/github.com/containernetworking/cni/libcni
+  containernetworking-plugins:/usr/lib/cni/portmap
+  busybox-static:/bin/busybox
+  wireguard-go:/usr/bin/wireguard-go
+  wireguard-tools:/usr/bin/wg
+  libpcap-dev:/usr/include/pcap.h
+  python3:/usr/bin/python3
+  make:/usr/bin/make
+  g++:/usr/bin/g++
+)
+missing=()
+for p in "${PKGS[@]}"; do [ -e "${p#*:}" ] || missing+=("${p%%:*}"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "twill: installing ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: install when node_modules is missing or older than the lockfile.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "twill: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# Native addon and TypeScript: rebuild only when a source is newer than the output.
+addon=dataplane/native/build/Release/twill_native.node
+if [ ! -f "$addon" ] || [ -n "$(find dataplane/native/src dataplane/native/binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
+  echo "twill: building the native addon"
+  (cd dataplane/native && npx node-gyp rebuild --loglevel=error >/dev/null)
+fi
+stamp=dist/.build-stamp
+if [ ! -f "$stamp" ] || [ -n "$(find dataplane cni policy bench cli lab tsconfig.json -name '*.ts' -newer "$stamp" -o -name tsconfig.json -newer "$stamp" 2>/dev/null | head -1)" ]; then
+  echo "twill: compiling TypeScript"
+  npx tsc -p tsconfig.json
+  touch "$stamp"
+fi

@@ -18,11 +18,12 @@ export interface WireSpec {
   ip: string;
   prefixLen: number;
   gateway: string;
-  mtu: number;
+  mtu: number; // the pod's
+  hostMtu: number; // the node side's: larger, so a pod set above the path MTU still reaches the engine and gets ICMP back
 }
 
 export function wirePod(s: WireSpec): { podMac: string } {
-  ipn(s.hostNs, 'link', 'add', s.hostIf, 'mtu', String(s.mtu), 'type', 'veth', 'peer', 'name', s.podIf, 'mtu', String(s.mtu), 'netns', s.podNs);
+  ipn(s.hostNs, 'link', 'add', s.hostIf, 'mtu', String(s.hostMtu), 'type', 'veth', 'peer', 'name', s.podIf, 'mtu', String(s.mtu), 'netns', s.podNs);
   hostSysctl(s.hostNs, `net.ipv6.conf.${s.hostIf}.disable_ipv6`, '1');
   hostSysctl(s.hostNs, `net.ipv4.conf.${s.hostIf}.arp_ignore`, '8');
   hostSysctl(s.hostNs, `net.ipv4.conf.${s.hostIf}.rp_filter`, '1');

@@ -32,7 +32,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', nodes: [], pods: [], pids: [] };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [] };
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
   saveState(s); // from here on, down finds whatever exists
@@ -42,7 +42,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     ipn(s.underlayNs, 'link', 'set', 'lo', 'up');
     ipn(s.underlayNs, 'link', 'add', 'br0', 'type', 'bridge');
     ipn(s.underlayNs, 'link', 'set', 'br0', 'up');
-    const mtu = o.underlayMTU ?? 1500;
+    const mtu = s.underlayMTU;
     const count = o.nodes ?? 2;
     const cluster = parseCidr4(s.clusterCIDR);
     for (let i = 1; i <= count; i++) {
@@ -59,7 +59,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     }
     writeDatastore(s);
     for (const n of s.nodes) {
-      await startAgent(s, n, { workers: o.workers, underlayMTU: mtu });
+      await startAgent(s, n, { workers: o.workers });
       saveState(s);
     }
     for (const n of s.nodes) {
@@ -109,13 +109,15 @@ export function writeDatastore(s: LabState, extra: ClusterView['nodes'] = []): v
 }
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
-export async function startAgent(s: LabState, n: LabNode, o: { workers?: number; underlayMTU?: number } = {}): Promise<void> {
-  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: o.underlayMTU ?? 1500 };
+export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
+  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');
   const child = spawn('ip', ['netns', 'exec', n.netns, NODE, distFile('cli/twill.js'), 'agent', '--config', cfgFile], { detached: true, stdio: ['ignore', log, log] });
   child.unref();
+  let exited: number | null | undefined;
+  child.once('exit', (code) => { exited = code; });
   n.pid = child.pid!;
   s.pids.push(n.pid);
   const deadline = Date.now() + 15_000;
@@ -124,6 +126,7 @@ export async function startAgent(s: LabState, n: LabNode, o: { workers?: number;
       await request(n.socket, { op: 'status' }, 1000);
       return;
     } catch {
+      if (exited !== undefined) throw new Error(`agent of ${n.name} exited with code ${exited} (see ${n.log})`);
       if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not come up within 15 s (see ${n.log})`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -144,7 +147,7 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   s.pods.push(pod);
   saveState(s);
   const gw = gatewayOf(n.podCIDR);
-  const { podMac } = wirePod({ hostNs: n.netns, podNs: netns, hostIf, podIf: 'eth0', ip, prefixLen: 24, gateway: gw, mtu: 1450 });
+  const { podMac } = wirePod({ hostNs: n.netns, podNs: netns, hostIf, podIf: 'eth0', ip, prefixLen: 24, gateway: gw, mtu: s.underlayMTU - 50, hostMtu: s.underlayMTU });
   pod.mac = podMac;
   await request(n.socket, { op: 'add', pod: { containerId, name, namespace, ip, mac: podMac, hostIf, netns } });
   const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });

@@ -11,6 +11,7 @@ export interface LabState {
   dir: string;
   underlayNs: string;
   clusterCIDR: string;
+  underlayMTU: number;
   nodes: LabNode[];
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those

@@ -11,6 +11,7 @@ export interface EngineConfig {
   workers: number;
   batch: number; // packets per system call
   completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
+  netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
 export const GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';

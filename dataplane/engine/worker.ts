@@ -5,7 +5,7 @@
 // batches when the generation number moves (the tables arrive on its
 // MessagePort; receiveMessageOnPort takes them without yielding).
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { native } from '../native/index.js';
+import { native, type PacketOptions } from '../native/index.js';
 import { ETH_HLEN } from '../packet/ethernet.js';
 import { VXLAN_HLEN } from '../packet/vxlan.js';
 import { Batch } from '../stages/batch.js';
@@ -40,10 +40,12 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const ctx = new StageContext(cfg, task.stats, index);
   const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
   const bt = new Batch(cfg.batch, slot);
+  const ns = cfg.netns;
+  const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
   const out: Outputs = {
-    tun: native.tunOpen(cfg.tunName, { multiQueue: true }),
-    udp: native.udpOpen(cfg.underlayIp, cfg.vxlanPort, { reusePort: true }),
-    pod: native.packetOpen('', { qdiscBypass: true }),
+    tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
+    udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, { reusePort: true }) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, { reusePort: true }),
+    pod: openPacket('', { qdiscBypass: true }),
   };
   const pods = new Map<number, number>(); // ifindex → fd
   let fds = new Int32Array(0), kinds = new Int32Array(0), ready = new Int32Array(0);
@@ -56,7 +58,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     for (const [ifx, name] of want) {
       if (pods.has(ifx)) continue;
       try {
-        pods.set(ifx, native.packetOpen(name, { ignoreOutgoing: true, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
+        pods.set(ifx, openPacket(name, { ignoreOutgoing: true, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
       } catch {
         ctx.counters[C.rx_errors]++; // the veth went away between publication and now
       }

@@ -92,8 +92,8 @@ export function parseIPv6(b: Uint8Array, off: number, len: number, f: Int32Array
           f[F_FRAG] = 2;
           l4 = false;
         } else if ((fo & 1) !== 0) {
-          f[F_FRAG] = 1; // offset 0 without M is an atomic fragment: treat as whole (RFC 6946)
-        }
+          f[F_FRAG] = 1;
+        } // offset 0 without M: atomic fragment, processed as whole (RFC 6946)
         hlen = 8;
         break;
       }

@@ -12,7 +12,6 @@ export class StageContext {
   nh!: Int32Array;
   ifmap!: Int32Array;
   readonly f = newFields(); // parse result of the packet at hand
-  readonly scratch = new Uint8Array(128); // quoted header for ICMP errors
   readonly gwMac: Uint8Array;
   readonly vtepMac: Uint8Array;
   readonly vni: number;

@@ -7,7 +7,7 @@
 // A DF packet over the pod MTU headed for the overlay gets ICMP
 // fragmentation-needed back (RFC 1191) instead.
 import { writeVxlan, VXLAN_HLEN } from '../packet/vxlan.js';
-import { ETH_HLEN, ETH_P_IP } from '../packet/ethernet.js';
+import { ETH_HLEN, ETH_P_IP, ethReplyInPlace } from '../packet/ethernet.js';
 import { decTtl } from '../packet/ipv4.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST } from '../engine/fib.js';
@@ -72,13 +72,9 @@ function ttlOk(b: Uint8Array, l3: number, c: Float64Array): boolean {
 function tooBig(ctx: StageContext, bt: Batch, i: number, l3: number, from: number): void {
   const b = bt.arena, c = ctx.counters;
   if (from !== FROM_POD || (bt.flags[i] & 1) === 0) { c[C.drop_too_big]++; return; }
-  const quote = Math.min(((b[l3] & 0x0f) << 2) + 8, bt.l3len[i], ctx.scratch.length);
-  const q = ctx.scratch;
-  for (let k = 0; k < quote; k++) q[k] = b[l3 + k];
   const eth = l3 - ETH_HLEN;
-  b.copyWithin(eth, eth + 6, eth + 12); // back to the sender's MAC
-  b.set(ctx.gwMac, eth + 6);
-  const n = writeIcmpFragNeeded(b, l3, ctx.scratch, 0, quote, ctx.podMtu, ctx.gatewayIp, bt.src[i]);
+  ethReplyInPlace(b, eth, ctx.gwMac); // back to the sender
+  const n = writeIcmpFragNeeded(b, l3, b, l3, bt.l3len[i], ctx.podMtu, ctx.gatewayIp, bt.src[i]);
   bt.offs[i] = eth; bt.lens[i] = n + ETH_HLEN;
   bt.toPod(i, bt.meta[i]);
   c[C.icmp_frag_needed_sent]++;

@@ -1,7 +1,7 @@
 // Stage: frames from pods' veths (AF_PACKET). Answers ARP for any address but
 // the pod's own (the engine is every pod's router), enforces anti-spoofing
 // (source MAC and IPv4 must be the pod's), and parses the IPv4 header.
-import { parseEthernet, ETH_HLEN, ETH_P_ARP, ETH_P_IP } from '../packet/ethernet.js';
+import { parseEthernet, ethReplyInPlace, ETH_HLEN, ETH_P_ARP, ETH_P_IP } from '../packet/ethernet.js';
 import { parseArp, arpRequestToReply, ARPOP_REQUEST } from '../packet/arp.js';
 import { parseIPv4 } from '../packet/ipv4.js';
 import { F_ETHTYPE, F_L3OFF, F_SRC4, F_DST4, F_ICMP_TYPE } from '../packet/fields.js';
@@ -39,8 +39,7 @@ export function ingressPod(ctx: StageContext, bt: Batch): void {
       if (f[F_ICMP_TYPE] !== ARPOP_REQUEST || spa === 0 || tpa === spa) continue; // probes and announcements need no answer
       if (spa !== nh[p + NH_IP]) { c[C.drop_spoofed]++; continue; }
       arpRequestToReply(b, off + ETH_HLEN, ctx.gwMac);
-      b.copyWithin(off, off + 6, off + 12); // reply to the asker
-      b.set(ctx.gwMac, off + 6);
+      ethReplyInPlace(b, off, ctx.gwMac);
       bt.lens[i] = ETH_HLEN + 28;
       bt.toPod(i, ifx);
       c[C.arp_replies]++;

@@ -1,0 +1,170 @@
+// The lab end to end: two nodes, two pods each, real agents and engines in
+// network namespaces. Every forwarding path, ICMP fragmentation-needed,
+// anti-spoofing, a packet count proving one underlay crossing per packet and
+// no kernel forwarding, an agent kill -9 and restart, and a clean teardown.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { existsSync } from 'node:fs';
+import { labUp, labDown, startAgent } from '../../lab/lab.js';
+import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
+import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
+import { netnsList, alive } from '../../lab/sh.js';
+import { counters, sh, kernelForwarded, linkStats, pingOk, testLabName } from '../helpers/lab.js';
+
+const name = testLabName();
+let s: LabState;
+
+beforeAll(async () => {
+  s = await labUp({ name, nodes: 2, podsPerNode: 2 });
+});
+afterAll(async () => {
+  await labDown(name);
+});
+
+const pod = (n: string) => s.pods.find((p) => p.name === n)!;
+const node = (n: string) => s.nodes.find((x) => x.name === n)!;
+
+describe('forwarding paths', () => {
+  test('every pod reaches every other pod by ICMP, TCP and UDP (same node and across nodes)', async () => {
+    const m = await reachability(s.pods);
+    expect(allReachable(m), formatMatrix(s.pods, m)).toBe(true);
+  });
+
+  test('node host to its own pods and to pods on the other node, and back (through TUN)', async () => {
+    for (const p of s.pods) expect(pingOk(node('node1').netns, p.ip), `node1 → ${p.name}`).toBe(true);
+    const r = sh(node('node2').netns, [process.execPath, '-e', `
+      const net = require('net'); const s = net.connect(8080, '${pod('node1-p1').ip}');
+      s.on('connect', () => s.write('hi')); s.on('data', d => { console.log(String(d)); process.exit(0); });
+      s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 3000);`]);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain('hi');
+  });
+
+  test('pod to its node, to its gateway, and to the other node', () => {
+    const p = pod('node1-p1');
+    expect(pingOk(p.netns, node('node1').underlayIP)).toBe(true);
+    expect(pingOk(p.netns, '10.244.1.1')).toBe(true);
+    expect(pingOk(p.netns, node('node2').underlayIP)).toBe(true);
+  });
+
+  test('TTL is decremented once per engine hop', () => {
+    const r = sh(pod('node1-p1').netns, ['ping', '-c', '1', '-W', '1', pod('node2-p1').ip]);
+    expect(r.out).toMatch(/ttl=62/); // two engines routed it, as two kernels would under flannel
+  });
+});
+
+describe('MTU', () => {
+  test('a DF packet over the pod MTU gets ICMP fragmentation-needed with the MTU', async () => {
+    const p = pod('node1-p2');
+    sh(p.netns, ['ip', 'link', 'set', 'eth0', 'mtu', '1500']); // let the pod send more than the path takes
+    try {
+      const before = (await counters(node('node1'))).icmp_frag_needed_sent;
+      const r = sh(p.netns, ['ping', '-c', '1', '-W', '1', '-M', 'do', '-s', '1472', pod('node2-p2').ip]);
+      expect(r.code).not.toBe(0);
+      const after = (await counters(node('node1'))).icmp_frag_needed_sent;
+      expect(after - before).toBeGreaterThanOrEqual(1);
+      // The pod's kernel learned the path MTU from our ICMP error.
+      const route = sh(p.netns, ['ip', 'route', 'get', pod('node2-p2').ip]).out;
+      expect(route).toMatch(/mtu 1450/);
+      expect(pingOk(p.netns, pod('node2-p2').ip, ['-M', 'do', '-s', '1422'])).toBe(true);
+    } finally {
+      sh(p.netns, ['ip', 'link', 'set', 'eth0', 'mtu', '1450']);
+      sh(p.netns, ['ip', 'route', 'flush', 'cache']);
+    }
+  });
+});
+
+describe('anti-spoofing', () => {
+  test('a frame whose source IP is not the pod\'s is dropped and counted', async () => {
+    const p = pod('node1-p1');
+    sh(p.netns, ['ip', 'addr', 'add', '10.244.1.200/32', 'dev', 'eth0']);
+    try {
+      const before = (await counters(node('node1'))).drop_spoofed;
+      expect(pingOk(p.netns, pod('node2-p1').ip, ['-I', '10.244.1.200'])).toBe(false);
+      expect((await counters(node('node1'))).drop_spoofed - before).toBeGreaterThanOrEqual(1);
+      expect(pingOk(p.netns, pod('node2-p1').ip)).toBe(true); // its own address still works
+    } finally {
+      sh(p.netns, ['ip', 'addr', 'del', '10.244.1.200/32', 'dev', 'eth0']);
+    }
+  });
+
+  test('a frame whose source MAC is not the pod\'s is dropped and counted', async () => {
+    const p = pod('node1-p2');
+    sh(p.netns, ['ip', 'link', 'set', 'eth0', 'address', '02:00:00:00:be:ef']);
+    try {
+      const before = (await counters(node('node1'))).drop_spoofed;
+      expect(pingOk(p.netns, pod('node2-p2').ip)).toBe(false);
+      expect((await counters(node('node1'))).drop_spoofed - before).toBeGreaterThanOrEqual(1);
+    } finally {
+      sh(p.netns, ['ip', 'link', 'set', 'eth0', 'address', p.mac]);
+    }
+    expect(pingOk(p.netns, pod('node2-p2').ip)).toBe(true);
+  });
+});
+
+describe('the kernel stays out of the fast path', () => {
+  test('each pod packet crosses the underlay once and no kernel forwards it', async () => {
+    const a = pod('node1-p1'), b = pod('node2-p1');
+    expect(pingOk(a.netns, b.ip)).toBe(true); // warm ARP
+    const fwd1 = kernelForwarded(node('node1').netns), fwd2 = kernelForwarded(node('node2').netns);
+    const ul1 = linkStats(node('node1').netns, 'eth0'), ul2 = linkStats(node('node2').netns, 'eth0');
+    const N = 200;
+    const r = sh(a.netns, ['ping', '-c', String(N), '-i', '0.002', '-q', b.ip]);
+    expect(r.out).toMatch(new RegExp(`${N} packets transmitted, ${N} received`));
+    expect(r.out).not.toMatch(/duplicates/);
+    const tx1 = linkStats(node('node1').netns, 'eth0').txPackets - ul1.txPackets;
+    const rx2 = linkStats(node('node2').netns, 'eth0').rxPackets - ul2.rxPackets;
+    // N requests out of node1 (its replies come back the other way); a few ARP frames at most besides.
+    expect(tx1).toBeGreaterThanOrEqual(N);
+    expect(tx1).toBeLessThanOrEqual(N + 4);
+    expect(rx2).toBeGreaterThanOrEqual(N);
+    expect(rx2).toBeLessThanOrEqual(N + 4);
+    expect(kernelForwarded(node('node1').netns) - fwd1).toBe(0);
+    expect(kernelForwarded(node('node2').netns) - fwd2).toBe(0);
+  });
+});
+
+describe('agent restart', () => {
+  test('after kill -9 and a restart, traffic between existing pods recovers within 2 s', async () => {
+    const n = node('node1'), a = pod('node1-p1'), b = pod('node2-p1');
+    expect(await probeTcpFrom(a.netns, b.ip)).toBe(true);
+    process.kill(n.pid, 'SIGKILL');
+    while (alive(n.pid)) await new Promise((r) => setTimeout(r, 10));
+    expect(pingOk(a.netns, b.ip)).toBe(false); // the engine is gone: nothing forwards
+    const t0 = Date.now();
+    await startAgent(s, n);
+    saveState(s);
+    let ok = false;
+    while (!ok && Date.now() - t0 < 2000) ok = pingOk(a.netns, b.ip, ['-W', '0.2']);
+    const took = Date.now() - t0;
+    expect(ok, `traffic did not recover within 2 s`).toBe(true);
+    expect(took).toBeLessThan(2000);
+    expect(await probeTcpFrom(a.netns, b.ip)).toBe(true);
+  });
+});
+
+async function probeTcpFrom(ns: string, ip: string): Promise<boolean> {
+  const r = sh(ns, [process.execPath, '-e', `
+    const net = require('net'); const s = net.connect(8080, '${ip}');
+    s.on('connect', () => s.write('x')); s.on('data', () => process.exit(0));
+    s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 2000);`]);
+  return r.code === 0;
+}
+
+describe('teardown', () => {
+  test('lab down leaves no namespace, process or file behind; so does a failed up', async () => {
+    const other = testLabName();
+    const t = await labUp({ name: other, nodes: 1, podsPerNode: 1 });
+    const pids = [...t.pids];
+    await labDown(other);
+    expect(netnsList().filter((n) => n.startsWith(labPrefix(other)))).toEqual([]);
+    expect(existsSync(labDir(other))).toBe(false);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+    expect(loadState(other)).toBeUndefined();
+
+    // An agent that cannot start (MTU below IPv4's minimum) fails `up`, which cleans up after itself.
+    const bad = testLabName();
+    await expect(labUp({ name: bad, nodes: 2, podsPerNode: 1, underlayMTU: 100 })).rejects.toThrow(/agent of node1 exited/);
+    expect(netnsList().filter((n) => n.startsWith(labPrefix(bad)))).toEqual([]);
+    expect(existsSync(labDir(bad))).toBe(false);
+  });
+});

@@ -1,0 +1,34 @@
+// Helpers for tests that run a lab: a unique lab name per file, agent counters,
+// and kernel counters read inside a namespace.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { request } from '../../dataplane/agent/server.js';
+import type { LabNode } from '../../lab/state.js';
+
+export const testLabName = () => `e${randomBytes(2).toString('hex')}`;
+
+export async function counters(n: LabNode): Promise<Record<string, number>> {
+  return (await request(n.socket, { op: 'counters' })) as Record<string, number>;
+}
+
+/** Runs a command in a namespace; never throws, returns exit code and output. */
+export function sh(ns: string, cmd: string[], timeoutMs = 20_000): { code: number; out: string } {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: timeoutMs });
+  return { code: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+}
+
+/** The kernel's count of IPv4 datagrams it forwarded in a namespace (/proc/net/snmp Ip: ForwDatagrams). */
+export function kernelForwarded(ns: string): number {
+  const lines = sh(ns, ['cat', '/proc/net/snmp']).out.split('\n').filter((l) => l.startsWith('Ip:'));
+  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  return Number(vals[keys.indexOf('ForwDatagrams')]);
+}
+
+export function linkStats(ns: string, dev: string): { txPackets: number; rxPackets: number } {
+  const j = JSON.parse(sh(ns, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]).out) as { stats64: { tx: { packets: number }; rx: { packets: number } } }[];
+  return { txPackets: j[0].stats64.tx.packets, rxPackets: j[0].stats64.rx.packets };
+}
+
+export function pingOk(ns: string, ip: string, extra: string[] = []): boolean {
+  return sh(ns, ['ping', '-c', '1', '-W', '1', ...extra, ip]).code === 0;
+}

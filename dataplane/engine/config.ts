@@ -11,6 +11,8 @@ export interface EngineConfig {
   workers: number;
   batch: number; // packets per system call
   completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
+  udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message
+  udpGro: boolean; // let the kernel coalesce overlay receives (UDP_GRO)
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
@@ -27,6 +29,8 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     workers: 2,
     batch: 64,
     completeInnerChecksums: true,
+    udpGso: true,
+    udpGro: true,
     ...partial,
   };
 }

@@ -7,8 +7,8 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { native, type PacketOptions } from '../native/index.js';
 import { ETH_HLEN } from '../packet/ethernet.js';
-import { VXLAN_HLEN } from '../packet/vxlan.js';
-import { Batch } from '../stages/batch.js';
+import { Batch, GRO_SLOT, splitGro } from '../stages/batch.js';
+import { pino } from 'pino';
 import { StageContext } from '../stages/context.js';
 import { ingressPod } from '../stages/ingress-pod.js';
 import { ingressTun } from '../stages/ingress-tun.js';
@@ -31,7 +31,8 @@ export interface WorkerTask {
   tables: TablesMsg;
 }
 
-const ROUNDS = 8; // batches per ready fd before looking at the others again
+const ROUNDS = 8;
+const GRO_SLOTS = 8; // 64 KB overlay receives per batch // batches per ready fd before looking at the others again
 const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
 
 export default function runWorker(task: WorkerTask): { index: number } {
@@ -39,14 +40,18 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const ctl = new Int32Array(task.ctl);
   const ctx = new StageContext(cfg, task.stats, index);
   const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
-  const bt = new Batch(cfg.batch, slot);
+  const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64));
   const ns = cfg.netns;
+  const udpOpts = { reusePort: true, gro: cfg.udpGro };
   const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
   const out: Outputs = {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
-    udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, { reusePort: true }) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, { reusePort: true }),
+    udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, udpOpts) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, udpOpts),
     pod: openPacket('', { qdiscBypass: true }),
   };
+  ctx.udpGso = cfg.udpGso && native.udpOffloads(out.udp).gso;
+  const log = pino({ base: { node: cfg.node, worker: index } });
+  ctx.onOffloadRefused = (what, err) => log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
   const pods = new Map<number, number>(); // ifindex → fd
   let fds = new Int32Array(0), kinds = new Int32Array(0), ready = new Int32Array(0);
   let gen = -1;
@@ -102,7 +107,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
 
 // Returns false when the fd failed.
 function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: number): boolean {
-  const c = ctx.counters, max = bt.size;
+  const c = ctx.counters, max = bt.slots;
   for (let round = 0; round < ROUNDS; round++) {
     let n: number;
     try {
@@ -113,8 +118,8 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
         bt.aim(0);
         n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, max, bt.capacity(0));
       } else {
-        bt.aim(VXLAN_HLEN + ETH_HLEN);
-        n = native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.aux, max, bt.capacity(VXLAN_HLEN + ETH_HLEN));
+        bt.aimGro();
+        n = splitGro(bt, native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.aux, bt.groSlots, GRO_SLOT));
       }
     } catch {
       c[C.rx_errors]++; // e.g. a pod's veth going down while we read it

@@ -52,6 +52,13 @@ export interface Native {
   udpSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array): number;
   /** One sendmsg with UDP_SEGMENT=segSize: the kernel cuts arena[off, off+len) into datagrams of segSize. */
   udpSendGso(fd: number, arena: Uint8Array, off: number, len: number, segSize: number, dst: number, dport: number): void;
+  /**
+   * sendmmsg of runs: idx[0..count) splits into nruns consecutive runs of runs[r] entries (1..256 each).
+   * A run of one is a plain datagram; a longer run is one UDP_SEGMENT message whose segments are its
+   * entries (same destination, each the first entry's length but the last, which may be shorter).
+   * Returns the number of entries sent (whole runs only).
+   */
+  udpSendRuns(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, runs: Int32Array, nruns: number): number;
   /** Whether this kernel accepts UDP_SEGMENT / UDP_GRO on this socket. */
   udpOffloads(fd: number): { gso: boolean; gro: boolean };
 

@@ -1,20 +1,29 @@
-// A batch: up to `size` packets in fixed slots of one worker's arena. Stages
-// read and rewrite per-entry typed arrays; nothing is allocated per packet.
-// Every receive path aims its read so the IP header lands at slot base +
-// HEADROOM, which leaves room to prepend VXLAN + inner Ethernet in place.
+// A batch: the packets one receive call brought in, as entries over one
+// worker's arena. Stages read and rewrite per-entry typed arrays; nothing is
+// allocated per packet.
+//
+// The arena has two regions. Slots (one packet each) take reads from TUN and
+// pod veths; each read is aimed so the IP header lands at slot base +
+// HEADROOM, which leaves room to prepend VXLAN + inner Ethernet in place. GRO
+// slots (64 KB each) take overlay receives, which the kernel may coalesce
+// (UDP_GRO): one receive then holds many VXLAN datagrams back to back, and
+// splitting it yields one entry per datagram.
 export const HEADROOM = 64;
+export const GRO_SLOT = 65536;
 
 export class Batch {
-  n = 0;
+  n = 0; // entries in use
   readonly arena: Uint8Array;
-  readonly base: Int32Array; // slot start, fixed
+  readonly base: Int32Array; // slot starts (first `slots` entries), fixed
+  readonly groBase: number;
   readonly offs: Int32Array; // where the bytes to send (or just received) start
   readonly lens: Int32Array;
   readonly meta: Int32Array; // receive metadata: ingress ifindex (pods) or source IPv4 (VXLAN)
   readonly aux: Int32Array; // receive metadata: GRO segment size
+  readonly l3: Int32Array; // IP header offset, set by the ingress stages
   readonly src: Int32Array; // parsed inner IPv4 source
   readonly dst: Int32Array; // parsed inner IPv4 destination
-  readonly l3len: Int32Array; // IP total length
+  readonly l3len: Int32Array; // IP total length; 0 = nothing for the forward stage
   readonly flags: Int32Array; // bit 0: DF set
   // Outputs: per-entry destination, and one index list per output.
   readonly outIf: Int32Array;
@@ -23,31 +32,67 @@ export class Batch {
   readonly tunIdx: Int32Array;
   readonly podIdx: Int32Array;
   readonly udpIdx: Int32Array;
+  readonly runs: Int32Array; // UDP send runs (see egress)
   nTun = 0;
   nPod = 0;
   nUdp = 0;
 
-  constructor(readonly size: number, readonly slotSize: number) {
-    this.arena = new Uint8Array(new SharedArrayBuffer(size * slotSize));
-    const a = () => new Int32Array(size);
-    this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a();
+  constructor(readonly slots: number, readonly slotSize: number, readonly groSlots: number, readonly entries: number) {
+    if (entries < slots) throw new Error('a batch needs at least one entry per slot');
+    this.groBase = slots * slotSize;
+    this.arena = new Uint8Array(new SharedArrayBuffer(this.groBase + groSlots * GRO_SLOT));
+    const a = () => new Int32Array(entries);
+    this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
     this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a();
-    this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a();
-    for (let i = 0; i < size; i++) this.base[i] = i * slotSize;
+    this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
+    for (let i = 0; i < slots; i++) this.base[i] = i * slotSize;
   }
 
   /** Point every slot's receive offset at base + HEADROOM - lead (lead = bytes before the IP header). */
   aim(lead: number): void {
     const off = HEADROOM - lead;
-    for (let i = 0; i < this.size; i++) this.offs[i] = this.base[i] + off;
+    for (let i = 0; i < this.slots; i++) this.offs[i] = this.base[i] + off;
   }
 
   /** Bytes a receive may write into one slot after aiming with `lead`. */
   capacity(lead: number): number { return this.slotSize - HEADROOM + lead; }
+
+  /** Point the first groSlots receive offsets at the GRO slots. */
+  aimGro(): void {
+    for (let i = 0; i < this.groSlots; i++) this.offs[i] = this.groBase + i * GRO_SLOT;
+  }
 
   clearOutputs(): void { this.nTun = 0; this.nPod = 0; this.nUdp = 0; }
   toTun(i: number): void { this.tunIdx[this.nTun++] = i; }
   toPod(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podIdx[this.nPod++] = i; }
   toUdp(i: number, dst: number, port: number): void { this.outDst[i] = dst; this.outPort[i] = port; this.udpIdx[this.nUdp++] = i; }
 }
+
+/**
+ * Splits the n receives in entries 0..n-1 (aux[i] = GRO segment size, 0 when not
+ * coalesced) into one entry per datagram; returns the new entry count. Works
+ * back to front: datagram i's pieces land at indices >= i, so no entry is
+ * overwritten before it is read. (The kernel coalesces at most 64 datagrams per
+ * receive, so entries = 64 per GRO slot always suffices.)
+ */
+export function splitGro(bt: Batch, n: number): number {
+  let total = 0;
+  for (let i = 0; i < n; i++) total += pieces(bt.aux[i], bt.lens[i]);
+  if (total > bt.entries) throw new Error(`GRO receive of ${total} datagrams exceeds the batch (${bt.entries})`);
+  let w = total;
+  for (let i = n - 1; i >= 0; i--) {
+    const seg = bt.aux[i], len = bt.lens[i], off = bt.offs[i], src = bt.meta[i];
+    const parts = pieces(seg, len);
+    if (parts === 1) { w--; bt.offs[w] = off; bt.lens[w] = len; bt.meta[w] = src; continue; }
+    for (let k = parts - 1; k >= 0; k--) {
+      w--;
+      bt.offs[w] = off + k * seg;
+      bt.lens[w] = Math.min(seg, len - k * seg);
+      bt.meta[w] = src;
+    }
+  }
+  return total;
+}
+
+function pieces(seg: number, len: number): number { return seg > 0 && len > seg ? Math.ceil(len / seg) : 1; }

@@ -18,6 +18,8 @@ export class StageContext {
   readonly vxlanPort: number;
   readonly podMtu: number;
   readonly completeInnerChecksums: boolean;
+  udpGso = false; // set by the worker once the socket is open and the kernel says yes
+  onOffloadRefused?: (what: string, err: unknown) => void;
   gatewayIp = 0; // source of ICMP errors we generate: this node's pod gateway
   readonly counters: Float64Array;
 

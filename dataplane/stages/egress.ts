@@ -7,13 +7,15 @@ import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export interface Outputs { tun: number; pod: number; udp: number }
+const MAX_SEGS = 64; // UDP_MAX_SEGMENTS on older kernels
+const MAX_GSO_BYTES = 65000; // one UDP datagram's worth of payload, under 65507
 const TUN = 0, POD = 1, UDP = 2;
 
 export function egress(ctx: StageContext, bt: Batch, out: Outputs): void {
   const c = ctx.counters;
   if (bt.nTun > 0) c[C.tx_tun] += sendAll(c, bt, out, TUN, bt.tunIdx, bt.nTun);
   if (bt.nPod > 0) c[C.tx_pod] += sendAll(c, bt, out, POD, bt.podIdx, bt.nPod);
-  if (bt.nUdp > 0) c[C.tx_vxlan] += sendAll(c, bt, out, UDP, bt.udpIdx, bt.nUdp);
+  if (bt.nUdp > 0) c[C.tx_vxlan] += ctx.udpGso ? sendRuns(ctx, bt, out) : sendAll(c, bt, out, UDP, bt.udpIdx, bt.nUdp);
   bt.clearOutputs();
 }
 
@@ -40,4 +42,35 @@ function sendAll(c: Float64Array, bt: Batch, out: Outputs, kind: number, idx: In
     c[k < 0 ? C.tx_errors : C.drop_tx_busy]++;
   }
   return sent;
+}
+
+// UDP GSO: consecutive datagrams to one node, all the size of the first but a
+// shorter last one, go out as one UDP_SEGMENT message: the kernel moves them
+// through its stack as one packet. If the kernel refuses (an old kernel, a
+// device without checksum offload), GSO is turned off for this worker.
+function sendRuns(ctx: StageContext, bt: Batch, out: Outputs): number {
+  const idx = bt.udpIdx, n = bt.nUdp, lens = bt.lens, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
+  let nr = 0;
+  for (let k = 0; k < n;) {
+    const first = idx[k], seg = lens[first];
+    let len = 1, bytes = seg;
+    while (k + len < n && len < MAX_SEGS) {
+      const j = idx[k + len];
+      if (dst[j] !== dst[first] || port[j] !== port[first] || lens[j] > seg || bytes + lens[j] > MAX_GSO_BYTES) break;
+      len++;
+      bytes += lens[j];
+      if (lens[j] < seg) break; // only the last segment may be shorter
+    }
+    runs[nr++] = len;
+    k += len;
+  }
+  try {
+    const sent = native.udpSendRuns(out.udp, bt.arena, bt.offs, bt.lens, idx, n, dst, port, runs, nr);
+    if (sent < n) ctx.counters[C.drop_tx_busy] += n - sent;
+    return sent;
+  } catch (e) {
+    ctx.udpGso = false;
+    ctx.onOffloadRefused?.('udp-gso', e);
+    return sendAll(ctx.counters, bt, out, UDP, idx, n);
+  }
 }

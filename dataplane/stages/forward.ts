@@ -12,7 +12,6 @@ import { decTtl } from '../packet/ipv4.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST } from '../engine/fib.js';
 import { C } from '../engine/counters.js';
-import { HEADROOM } from './batch.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -30,7 +29,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
   for (let i = 0; i < bt.n; i++) {
     const l3len = bt.l3len[i];
     if (l3len === 0) continue;
-    const l3 = bt.base[i] + HEADROOM;
+    const l3 = bt.l3[i];
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
     const kind = nh[p + NH_KIND];
     if (kind === NH_LOCAL) {

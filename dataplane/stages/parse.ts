@@ -1,7 +1,7 @@
 // Shared by the ingress stages: count a parser's reason code, and copy the
 // parsed IPv4 fields the later stages need into the batch.
 import { R_TRUNCATED } from '../packet/reasons.js';
-import { F_SRC4, F_DST4, F_L3LEN, F_DF } from '../packet/fields.js';
+import { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF } from '../packet/fields.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
 
@@ -11,6 +11,7 @@ export function countParseDrop(c: Float64Array, reason: number): void {
 }
 
 export function takeIPv4(bt: Batch, i: number, f: Int32Array): void {
+  bt.l3[i] = f[F_L3OFF];
   bt.src[i] = f[F_SRC4];
   bt.dst[i] = f[F_DST4];
   bt.l3len[i] = f[F_L3LEN];

@@ -62,6 +62,7 @@ int udp_open_fd(const void *args, const char **call);
   X(tunWrite, tw_tun_write) X(packetOpen, tw_packet_open) X(packetRecv, tw_packet_recv) \
   X(packetSend, tw_packet_send) X(udpOpen, tw_udp_open) X(udpRecv, tw_udp_recv)        \
   X(udpSend, tw_udp_send) X(udpSendGso, tw_udp_send_gso) X(udpOffloads, tw_udp_offloads) \
+  X(udpSendRuns, tw_udp_send_runs)                                                   \
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)

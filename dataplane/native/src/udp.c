@@ -200,3 +200,68 @@ napi_value tw_udp_offloads(napi_env env, napi_callback_info info) {
     return NULL;
   return o;
 }
+
+// udpSendRuns(fd, arena, offs, lens, idx, count, dst, dport, runs, nruns):
+// idx[0..count) falls into nruns consecutive runs of runs[r] entries. A run of
+// one entry is a plain datagram; a longer run is one UDP_SEGMENT message whose
+// segments are its entries (JavaScript chose them: same destination, every
+// entry the first one's length but the last, which may be shorter). All runs
+// go out in sendmmsg calls. Returns the number of entries sent.
+napi_value tw_udp_send_runs(napi_env env, napi_callback_info info) {
+  TW_ARGS(10);
+  int32_t fd, count, nruns, *offs, *lens, *idx, *dst, *dport, *runs;
+  uint8_t *arena;
+  size_t alen, no, nl, ni, nd, np, nr;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
+      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
+      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
+      !tw_i32a(env, argv[6], "dst", &dst, &nd) || !tw_i32a(env, argv[7], "dport", &dport, &np) ||
+      !tw_i32a(env, argv[8], "runs", &runs, &nr) || !tw_i32(env, argv[9], "nruns", &nruns) ||
+      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(tw_min(no, nl), tw_min(nd, np)), alen))
+    return NULL;
+  if (nruns < 0 || (size_t)nruns > nr) return tw_throw_range(env, "nruns outside runs");
+  int32_t total = 0;
+  for (int32_t r = 0; r < nruns; r++) {
+    if (runs[r] < 1 || runs[r] > TW_BATCH) return tw_throw_range(env, "runs[r] must be 1..256");
+    total += runs[r];
+  }
+  if (total != count) return tw_throw_range(env, "runs must add up to count");
+  for (int32_t k = 0; k < count; k++)
+    if (dport[idx[k]] < 0 || dport[idx[k]] > 0xffff) return tw_throw_range(env, "dport must be 0..65535");
+  int32_t sent = 0, r = 0, k = 0; // r: next run, k: its first entry
+  while (r < nruns) {
+    int msgs = 0, iovs = 0;
+    int32_t kk = k;
+    // Fill one sendmmsg with as many whole runs as the scratch holds.
+    while (r + msgs < nruns && msgs < TW_BATCH && iovs + runs[r + msgs] <= TW_BATCH) {
+      int32_t n = runs[r + msgs], first = idx[kk];
+      struct msghdr *h = &S.m[msgs].msg_hdr;
+      S.sa[msgs] = dest(dst[first], dport[first]);
+      *h = (struct msghdr){.msg_name = &S.sa[msgs], .msg_namelen = sizeof S.sa[msgs], .msg_iov = &S.iov[iovs], .msg_iovlen = (size_t)n};
+      for (int32_t j = 0; j < n; j++) S.iov[iovs + j] = (struct iovec){arena + offs[idx[kk + j]], (size_t)lens[idx[kk + j]]};
+      if (n > 1) {
+        memset(S.ctl[msgs].buf, 0, sizeof S.ctl[msgs].buf);
+        h->msg_control = S.ctl[msgs].buf;
+        h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t seg = (uint16_t)lens[first];
+        memcpy(CMSG_DATA(c), &seg, sizeof seg);
+      }
+      iovs += n;
+      kk += n;
+      msgs++;
+    }
+    int got = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
+      return tw_throw_errno(env, "sendmmsg", errno);
+    }
+    for (int i = 0; i < got; i++) { sent += runs[r]; k += runs[r]; r++; }
+    if (got < msgs) break;
+  }
+  return tw_int(env, sent);
+}

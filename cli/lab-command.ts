@@ -81,13 +81,13 @@ async function demo(name: string): Promise<number> {
   log(`\ncross-node iperf3, TCP 1 stream, 5 s, ${a.name} → ${b.name}, and the kernel's VXLAN (set up as flannel does) in the same run:`);
   const twill = await iperf(b.netns, b.ip, a.netns, 5);
   const rtt = pingStats(a.netns, b.ip);
-  const k = kernelVxlanPair('twkv-');
+  const k = await kernelVxlanPair('twkv-');
   let kg = NaN, krtt = NaN;
   try {
     kg = await iperf(k.pods[1].netns, k.pods[1].ip, k.pods[0].netns, 5);
     krtt = pingStats(k.pods[0].netns, k.pods[1].ip).avgUs;
   } finally {
-    k.teardown();
+    await k.teardown();
   }
   log(`  twill         ${twill.toFixed(2)} Gbps   ping avg ${rtt.avgUs} µs`);
   log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping avg ${krtt} µs`);

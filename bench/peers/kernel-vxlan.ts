@@ -3,6 +3,7 @@
 // VTEP address, an FDB entry for its VTEP MAC, and an onlink route to its
 // subnet. Used as the benchmark peer and as the interop peer in tests.
 import { ipn, run, netnsDel, sysctl } from '../../lab/sh.js';
+import type { PeerTopology } from './topology.js';
 
 export interface FlannelNodeSpec {
   netns: string;
@@ -27,29 +28,32 @@ export function addFlannelVxlan(n: FlannelNodeSpec, remotes: RemoteVtep[], port 
   }
 }
 
-/** A pod behind a flannel-style node: veth with the gateway (.1) on the node side, kernel routing. */
+/**
+ * A pod behind a kernel-routed node: a veth whose node side holds the gateway
+ * (.1/32) and a host route to the pod, so several pods can share one node.
+ */
 export function addKernelPod(nodeNs: string, podNs: string, hostIf: string, podCIDR: string, hostNum = 2, mtu = 1450): string {
   const base = net(podCIDR).split('.').slice(0, 3).join('.');
-  const ip = `${base}.${hostNum}`;
+  const ip = `${base}.${hostNum}`, gw = `${base}.1`;
   ipn('', 'netns', 'add', podNs);
   ipn(podNs, 'link', 'set', 'lo', 'up');
   ipn(nodeNs, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs);
-  ipn(podNs, 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+  ipn(podNs, 'addr', 'add', `${ip}/32`, 'dev', 'eth0');
   ipn(podNs, 'link', 'set', 'eth0', 'mtu', String(mtu), 'up');
-  ipn(podNs, 'route', 'add', 'default', 'via', `${base}.1`);
-  ipn(nodeNs, 'addr', 'add', `${base}.1/24`, 'dev', hostIf);
+  ipn(podNs, 'route', 'add', gw, 'dev', 'eth0', 'scope', 'link');
+  ipn(podNs, 'route', 'add', 'default', 'via', gw, 'dev', 'eth0');
+  ipn(nodeNs, 'addr', 'add', `${gw}/32`, 'dev', hostIf);
   ipn(nodeNs, 'link', 'set', hostIf, 'up');
+  ipn(nodeNs, 'route', 'add', `${ip}/32`, 'dev', hostIf);
   return ip;
 }
 
-export interface KernelPair { pods: { netns: string; ip: string }[]; nodes: string[]; teardown(): void }
-
-/** Two flannel-style nodes joined by a veth underlay, one pod each: the benchmark's kernel VXLAN row. */
-export function kernelVxlanPair(prefix: string): KernelPair {
+/** Two flannel-style nodes joined by a veth underlay; pods [node1, node2, node1 again]. The benchmark's kernel VXLAN row. */
+export async function kernelVxlanPair(prefix: string): Promise<PeerTopology> {
   const ns = (s: string) => `${prefix}${s}`;
-  const all = [ns('p1'), ns('p2'), ns('n1'), ns('n2')];
-  const teardown = () => all.forEach(netnsDel);
-  teardown();
+  const all = [ns('p1'), ns('p2'), ns('p3'), ns('n1'), ns('n2')];
+  const teardown = async () => all.forEach(netnsDel);
+  await teardown();
   try {
     for (const n of [ns('n1'), ns('n2')]) { ipn('', 'netns', 'add', n); ipn(n, 'link', 'set', 'lo', 'up'); sysctl(n, 'net.ipv4.ip_forward', '1'); }
     ipn(ns('n1'), 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', ns('n2'));
@@ -57,10 +61,14 @@ export function kernelVxlanPair(prefix: string): KernelPair {
     for (const n of nodes) { ipn(n.netns, 'addr', 'add', `${n.underlayIP}/24`, 'dev', 'ul0'); ipn(n.netns, 'link', 'set', 'ul0', 'up'); }
     addFlannelVxlan(nodes[0], [nodes[1]]);
     addFlannelVxlan(nodes[1], [nodes[0]]);
-    const pods = nodes.map((n, i) => ({ netns: ns(`p${i + 1}`), ip: addKernelPod(n.netns, ns(`p${i + 1}`), 'veth0', n.podCIDR) }));
-    return { pods, nodes: nodes.map((n) => n.netns), teardown };
+    const pods = [
+      { netns: ns('p1'), ip: addKernelPod(nodes[0].netns, ns('p1'), 'veth0', nodes[0].podCIDR) },
+      { netns: ns('p2'), ip: addKernelPod(nodes[1].netns, ns('p2'), 'veth0', nodes[1].podCIDR) },
+      { netns: ns('p3'), ip: addKernelPod(nodes[0].netns, ns('p3'), 'veth1', nodes[0].podCIDR, 3) },
+    ];
+    return { pods, pids: [], teardown };
   } catch (e) {
-    teardown();
+    await teardown();
     throw e;
   }
 }

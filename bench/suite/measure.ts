@@ -1,0 +1,136 @@
+// One measurement each: TCP throughput (iperf3), RTT (ping), TCP
+// request/response latency, 64-byte UDP delivery (trafgen), and the CPU and
+// memory the dataplane used. All traffic runs between pods in namespaces.
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { distFile } from '../../dataplane/engine/paths.js';
+
+function capture(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (out += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
+  });
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** iperf3 TCP: Gbps received and bytes moved. */
+export async function tcpThroughput(server: { netns: string; ip: string }, clientNs: string, seconds: number, streams: number, port = 5399): Promise<{ gbps: number; bytes: number }> {
+  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await capture('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000);
+    const j = JSON.parse(r.out.slice(r.out.indexOf('{'))) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
+    if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? 'no result'}`);
+    return { gbps: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes };
+  } finally {
+    srv.kill('SIGKILL');
+  }
+}
+
+/** ICMP echo RTTs in microseconds (ping -i 2 ms), sorted. */
+export async function pingRtts(fromNs: string, ip: string, count: number): Promise<number[]> {
+  const r = await capture('ip', ['netns', 'exec', fromNs, 'ping', '-c', String(count), '-i', '0.002', ip], count * 50 + 10_000);
+  const rtts = [...r.out.matchAll(/time=([\d.]+) ms/g)].map((m) => parseFloat(m[1]) * 1000);
+  return rtts.sort((a, b) => a - b);
+}
+
+/** TCP request/response: one byte each way, `count` times in sequence; RTTs in microseconds, sorted. */
+export async function tcpRrRtts(fromNs: string, ip: string, count: number, port = 8080): Promise<number[]> {
+  const script = `
+    const net = require('net'); const out = []; let t0 = 0n, n = 0;
+    const s = net.connect(${port}, '${ip}', () => { s.setNoDelay(true); t0 = process.hrtime.bigint(); s.write('x'); });
+    s.on('data', () => { out.push(Number(process.hrtime.bigint() - t0) / 1000);
+      if (++n >= ${count}) { console.log(JSON.stringify(out)); s.destroy(); return; }
+      t0 = process.hrtime.bigint(); s.write('x'); });
+    s.on('error', (e) => { console.error(String(e)); process.exit(1); });`;
+  const r = await capture('ip', ['netns', 'exec', fromNs, process.execPath, '-e', script], count * 20 + 15_000);
+  const line = r.out.split('\n').find((l) => l.startsWith('['));
+  if (!line) throw new Error(`tcp request/response failed: ${r.out.trim()}`);
+  return (JSON.parse(line) as number[]).sort((a, b) => a - b);
+}
+
+/** Starts the echo workload in a pod unless something already answers on 8080; returns its pid (0 if it was running). */
+export async function ensureEchoServer(netns: string, ip: string): Promise<number> {
+  const probe = spawnSync('ip', ['netns', 'exec', netns, process.execPath, '-e', `require('net').connect(8080,'${ip}').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))`]);
+  if (probe.status === 0) return 0;
+  const c = spawn('ip', ['netns', 'exec', netns, process.execPath, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
+  c.unref();
+  await new Promise((r) => setTimeout(r, 400));
+  return c.pid!;
+}
+
+function ifStats(netns: string, dev: string): { rx: number; tx: number } {
+  const j = JSON.parse(spawnSync('ip', ['-n', netns, '-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' }).stdout) as { stats64: { rx: { packets: number }; tx: { packets: number } } }[];
+  return { rx: j[0].stats64.rx.packets, tx: j[0].stats64.tx.packets };
+}
+
+function macBytes(mac: string): string { return mac.split(':').map((b) => `0x${b}`).join(', '); }
+function ipBytes(ip: string): string { return ip.split('.').join(', '); }
+
+/**
+ * 64-byte UDP payloads from one pod to another with trafgen (one core, as fast
+ * as it goes), counted where they arrive: the receiver pod's eth0.
+ */
+export async function udp64(src: { netns: string; ip: string }, dst: { netns: string; ip: string }, seconds: number): Promise<{ pps: number; loss: number; offered: number }> {
+  spawnSync('ip', ['netns', 'exec', src.netns, 'ping', '-c', '1', '-W', '1', dst.ip]); // resolve the gateway's MAC
+  const routes = JSON.parse(spawnSync('ip', ['-n', src.netns, '-j', 'route', 'get', dst.ip], { encoding: 'utf8' }).stdout) as { gateway?: string; dev: string }[];
+  const gw = routes[0].gateway ?? dst.ip;
+  const neigh = JSON.parse(spawnSync('ip', ['-n', src.netns, '-j', 'neigh', 'show', gw], { encoding: 'utf8' }).stdout) as { lladdr?: string }[];
+  const links = JSON.parse(spawnSync('ip', ['-n', src.netns, '-j', 'link', 'show', 'dev', 'eth0'], { encoding: 'utf8' }).stdout) as { address: string }[];
+  if (!neigh[0]?.lladdr) throw new Error(`udp64: no neighbor entry for ${gw} in ${src.netns}`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'twill-trafgen-'));
+  const conf = path.join(dir, 'udp64.cfg');
+  // Ethernet, IPv4 (checksum by trafgen), UDP to the discard-like port 9 (no checksum), 64 bytes of payload.
+  writeFileSync(conf, `{ ${macBytes(neigh[0].lladdr)}, ${macBytes(links[0].address)}, 0x08, 0x00,
+  0x45, 0x00, const16(92), const16(0), 0x40, 0x00, 64, 17, csumip(14, 33), ${ipBytes(src.ip)}, ${ipBytes(dst.ip)},
+  const16(40000), const16(9), const16(72), const16(0), fill(0x41, 64) }\n`);
+  try {
+    const before = ifStats(dst.netns, 'eth0');
+    const r = await capture('ip', ['netns', 'exec', src.netns, 'timeout', '-s', 'INT', String(seconds), 'trafgen', '--dev', 'eth0', '--conf', conf, '--cpus', '1', '--no-sock-mem', '-q'], (seconds + 10) * 1000);
+    await new Promise((res) => setTimeout(res, 300)); // let the last packets land
+    const got = ifStats(dst.netns, 'eth0').rx - before.rx;
+    const sent = Number(/(\d+) packets outgoing/.exec(r.out)?.[1] ?? NaN);
+    return { pps: got / seconds, offered: sent / seconds, loss: sent > 0 ? Math.max(0, 1 - got / sent) : NaN };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Busy CPU seconds of the whole machine (all cores) from /proc/stat. */
+export function machineBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / 100; // USER_HZ is 100 on Linux
+}
+
+/** Sum of resident memory (MB) of processes. */
+export function rssMb(pids: number[]): number {
+  let kb = 0;
+  for (const pid of pids) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch { /* gone */ }
+  }
+  return kb / 1024;
+}
+
+/** `ip netns exec` starts the real process as a child: find the dataplane's own pids under the ones we started. */
+export function withChildren(pids: number[]): number[] {
+  const out = new Set<number>(pids);
+  for (const pid of pids) {
+    const r = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' });
+    for (const l of r.stdout.split('\n')) if (l.trim()) out.add(Number(l));
+  }
+  return [...out];
+}

@@ -1,6 +1,6 @@
 // `twill lab ...`: up, status, exec, down, and demo (what `npm run lab` runs).
 import { spawnSync } from 'node:child_process';
-import { labUp, labDown } from '../lab/lab.js';
+import { labUp, labDown, nodeCni } from '../lab/lab.js';
 import { loadState } from '../lab/state.js';
 import { reachability, formatMatrix, allReachable, iperf, pingStats } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
@@ -28,7 +28,7 @@ export async function labCommand(args: string[]): Promise<number> {
     case 'status': {
       const s = loadState(name);
       if (!s) { log(`no lab "${name}" is up`); return 1; }
-      const nodes = s.nodes.map((n) => ({ name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: n.pid, cniConfList: '', cniBinDir: '' }));
+      const nodes = s.nodes.map((n) => ({ name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: n.pid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }));
       const pods = s.pods.map((p) => ({ name: p.name, namespace: p.namespace, node: p.node, netns: p.netns, ip: p.ip }));
       if (rest.includes('--json')) { log(JSON.stringify({ nodes, pods })); return 0; }
       for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid}`);

@@ -9,8 +9,7 @@ import { ipn, netnsDel, netnsList, run, stopPid, sysctl } from './sh.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import { request } from '../dataplane/agent/server.js';
-import { gatewayOf } from '../dataplane/agent/addressing.js';
-import { wirePod, unwirePod } from '../cni/wire.js';
+import { installNodeCni, cniAdd, cniDel, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
 import type { AgentConfig } from '../dataplane/agent/main.js';
 import type { ClusterView } from '../dataplane/agent/datastore.js';
@@ -60,6 +59,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     writeDatastore(s);
     for (const n of s.nodes) {
       await startAgent(s, n, { workers: o.workers });
+      installNodeCni(n.stateDir, n.socket);
       saveState(s);
     }
     for (const n of s.nodes) {
@@ -133,23 +133,21 @@ export async function startAgent(s: LabState, n: LabNode, o: { workers?: number 
   }
 }
 
+/** The conflist and plugin dir a node's runtime uses. */
+export function nodeCni(n: LabNode): NodeCni {
+  return { confFile: path.join(n.stateDir, 'cni', 'net.d', '10-twill.conflist'), binDir: path.join(n.stateDir, 'cni', 'bin') };
+}
+
+/** Creates a pod the way a runtime does: a network namespace, then the CNI plugin's ADD inside the node's namespace. */
 export async function addPod(s: LabState, n: LabNode, name: string, namespace: string): Promise<LabPod> {
   const netns = `${s.prefix}pod-${name}`;
   const containerId = createHash('sha256').update(`${s.name}/${namespace}/${name}`).digest('hex').slice(0, 16);
-  const hostIf = `tw${containerId.slice(0, 10)}`;
-  const taken = new Set(s.pods.filter((p) => p.node === n.name).map((p) => p.ip));
-  const base = parseCidr4(n.podCIDR).prefix >>> 0;
-  let ip = '';
-  for (let h = 2; h < 255 && !ip; h++) if (!taken.has(formatIPv4(base + h))) ip = formatIPv4(base + h);
-  if (!ip) throw new Error(`${n.podCIDR} has no free address`);
   ipn('', 'netns', 'add', netns);
-  const pod: LabPod = { name, namespace, node: n.name, netns, ip, mac: '', hostIf, containerId, workloadPid: 0 };
+  const pod: LabPod = { name, namespace, node: n.name, netns, ip: '', mac: '', hostIf: '', containerId, workloadPid: 0 };
   s.pods.push(pod);
   saveState(s);
-  const gw = gatewayOf(n.podCIDR);
-  const { podMac } = wirePod({ hostNs: n.netns, podNs: netns, hostIf, podIf: 'eth0', ip, prefixLen: 24, gateway: gw, mtu: s.underlayMTU - 50, hostMtu: s.underlayMTU });
-  pod.mac = podMac;
-  await request(n.socket, { op: 'add', pod: { containerId, name, namespace, ip, mac: podMac, hostIf, netns } });
+  const r = cniAdd(n.netns, nodeCni(n), { containerId, netns, podName: name, podNamespace: namespace });
+  Object.assign(pod, { ip: r.ip, mac: r.podMac, hostIf: r.hostIf });
   const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
   child.unref();
   pod.workloadPid = child.pid!;
@@ -161,8 +159,7 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
 export async function removePod(s: LabState, pod: LabPod): Promise<void> {
   const n = s.nodes.find((x) => x.name === pod.node)!;
   await stopPid(pod.workloadPid);
-  await request(n.socket, { op: 'del', containerId: pod.containerId }).catch(() => undefined);
-  unwirePod(n.netns, pod.hostIf);
+  cniDel(n.netns, nodeCni(n), { containerId: pod.containerId, netns: pod.netns, podName: pod.name, podNamespace: pod.namespace });
   netnsDel(pod.netns);
   s.pods = s.pods.filter((p) => p !== pod);
   saveState(s);

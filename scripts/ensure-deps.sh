@@ -58,3 +58,9 @@ if [ ! -f "$stamp" ] || [ -n "$(find dataplane cni policy bench cli lab tsconfig
   npx tsc -p tsconfig.json
   touch "$stamp"
 fi
+# The CNI plugin as a single executable (runs on nodes without Node.js).
+if [ ! -x dist/cni/twill-cni ] || [ -n "$(find cni dataplane/agent -name '*.ts' -newer dist/cni/twill-cni 2>/dev/null | head -1)" ] || [ cni/build-sea.mjs -nt dist/cni/twill-cni ]; then
+  echo "twill: building the twill-cni executable"
+  node cni/build-sea.mjs >/dev/null
+fi
+

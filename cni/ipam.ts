@@ -1,0 +1,189 @@
+// IPAM from the node's pod CIDR, kept on disk, with no lock at all.
+//
+// Layout of <dataDir>/<network>/:
+//   <ip>/                     the address is taken while this directory is NOT empty
+//   <ip>/<containerId>:<ifname>   its owner (':' is in neither a container id nor an ifname)
+//   .tmp-<pid>-<random>/      an allocation being prepared by process <pid>
+//   last_reserved_ip          a hint only: where the next search starts (as host-local)
+//
+// Allocation prepares .tmp-…/<owner> and then rename()s the directory to <ip>.
+// rename(2) of a directory onto a name that does not exist, or onto an EMPTY
+// directory, succeeds atomically; onto a non-empty one it fails (ENOTEMPTY or
+// EEXIST). So of any number of concurrent processes exactly one gets an address,
+// and an owner is never half-written: the address appears with its owner inside.
+// Release unlinks <ip>/<owner> (which can only remove THAT owner's claim, so a
+// release can never free someone else's address, however it races) and then
+// rmdir()s <ip>, which only succeeds if it is empty. A process killed -9 at any
+// point leaves one of: nothing; a .tmp dir (removed once its pid is dead, or by a
+// DEL/GC of its owner); an address with its owner (found again by a retried ADD,
+// freed by DEL/GC); or an empty <ip> dir, which counts as free.
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+
+export interface Owner { containerId: string; ifname: string }
+
+export interface IpamRange {
+  subnet: string; // a.b.c.d/len, the node's pod CIDR
+  gateway: string; // never handed out
+  rangeStart?: string; // default: network + 2 (network + 1 is the gateway by convention)
+  rangeEnd?: string; // default: broadcast - 1
+}
+
+export class IpamExhausted extends Error {}
+
+export function ownerKey(o: Owner): string { return `${o.containerId}:${o.ifname}`; }
+
+export function parseIPv4(s: string): number {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) throw new Error(`${JSON.stringify(s)} is not an IPv4 address`);
+  const o = m.slice(1).map(Number);
+  if (o.some((x) => x > 255)) throw new Error(`${JSON.stringify(s)} is not an IPv4 address`);
+  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+export function formatIPv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+export function parseCidr(s: string): { net: number; len: number } {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
+  if (!m || Number(m[2]) > 32) throw new Error(`${JSON.stringify(s)} is not an IPv4 CIDR (a.b.c.d/len)`);
+  const len = Number(m[2]);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return { net: (parseIPv4(m[1]) & mask) >>> 0, len };
+}
+
+export class Ipam {
+  readonly first: number = 0;
+  readonly last: number = -1;
+  readonly prefixLen: number = 32;
+  private readonly gw: number = -1;
+
+  /** Without a range the store can find, list and release, but not allocate (DEL, CHECK, GC need no subnet). */
+  constructor(readonly dir: string, readonly range?: IpamRange) {
+    if (!range) return;
+    const c = parseCidr(range.subnet);
+    if (c.len > 30) throw new Error(`subnet ${range.subnet} is too small for pods`);
+    this.prefixLen = c.len;
+    const bcast = (c.net + 2 ** (32 - c.len) - 1) >>> 0;
+    this.first = range.rangeStart ? parseIPv4(range.rangeStart) : c.net + 2;
+    this.last = range.rangeEnd ? parseIPv4(range.rangeEnd) : bcast - 1;
+    this.gw = parseIPv4(range.gateway);
+    if (this.first <= c.net || this.last >= bcast || this.first > this.last) {
+      throw new Error(`range ${formatIPv4(this.first)}-${formatIPv4(this.last)} is not inside ${range.subnet}`);
+    }
+  }
+
+  /** The address already held by this owner, if any (a retried ADD finds it). */
+  find(o: Owner): string | undefined {
+    const key = ownerKey(o);
+    for (const name of listDir(this.dir)) if (isIP(name) && existsSync(path.join(this.dir, name, key))) return name;
+    return undefined;
+  }
+
+  /** Gives the owner an address: the one it already has, or a free one. */
+  allocate(o: Owner, extra: Record<string, unknown> = {}): { ip: string; existing: boolean } {
+    const had = this.find(o);
+    if (had) return { ip: had, existing: true };
+    if (!this.range) throw new Error('this IPAM store was opened without a range: it cannot allocate');
+    mkdirSync(this.dir, { recursive: true });
+    const names = listDir(this.dir);
+    this.sweepTmp(names);
+    const tmp = path.join(this.dir, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(tmp);
+    try {
+      writeFileSync(path.join(tmp, ownerKey(o)), JSON.stringify({ ...o, ...extra, pid: process.pid, time: new Date().toISOString() }));
+      const taken = new Set(names.filter(isIP));
+      const size = this.last - this.first + 1;
+      let start = this.first;
+      try {
+        const hint = parseIPv4(readFileSync(path.join(this.dir, 'last_reserved_ip'), 'utf8').trim());
+        if (hint >= this.first && hint <= this.last) start = hint + 1;
+      } catch { /* no hint yet */ }
+      const order: string[] = [];
+      for (let i = 0; i < size; i++) {
+        const n = this.first + ((start - this.first + i) % size);
+        if (n !== this.gw) order.push(formatIPv4(n));
+      }
+      // Names not on disk first; then those on disk, which may be empty (= free) dirs.
+      for (const ip of [...order.filter((x) => !taken.has(x)), ...order.filter((x) => taken.has(x))]) {
+        try {
+          renameSync(tmp, path.join(this.dir, ip));
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') continue;
+          throw e;
+        }
+        try { writeFileSync(path.join(this.dir, 'last_reserved_ip'), ip); } catch { /* a hint */ }
+        return { ip, existing: false };
+      }
+      throw new IpamExhausted(`no free address in ${this.range!.subnet} (${formatIPv4(this.first)}-${formatIPv4(this.last)}): all ${order.length} are in use`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true }); // gone already when the rename succeeded
+    }
+  }
+
+  /** Frees every address (and unfinished allocation) of this owner; returns the addresses freed. Idempotent. */
+  release(o: Owner): string[] {
+    const key = ownerKey(o);
+    const freed: string[] = [];
+    for (const name of listDir(this.dir)) {
+      if (isIP(name)) {
+        try { unlinkSync(path.join(this.dir, name, key)); } catch { continue; }
+        freed.push(name);
+        rmdirQuiet(path.join(this.dir, name));
+      } else if (name.startsWith('.tmp-') && existsSync(path.join(this.dir, name, key)) && tmpOwnerDead(name)) {
+        rmSync(path.join(this.dir, name), { recursive: true, force: true });
+      }
+    }
+    return freed;
+  }
+
+  /** Every held address and its owner(s). */
+  list(): { ip: string; owner: Owner }[] {
+    const out: { ip: string; owner: Owner }[] = [];
+    for (const name of listDir(this.dir)) {
+      if (!isIP(name)) continue;
+      for (const k of listDir(path.join(this.dir, name))) {
+        const i = k.lastIndexOf(':');
+        if (i > 0) out.push({ ip: name, owner: { containerId: k.slice(0, i), ifname: k.slice(i + 1) } });
+      }
+    }
+    return out;
+  }
+
+  /** How many addresses are free (empty dirs count as free). */
+  free(): number {
+    const held = new Set(this.list().map((x) => x.ip));
+    let n = 0;
+    for (let a = this.first; a <= this.last; a++) if (a !== this.gw && !held.has(formatIPv4(a))) n++;
+    return n;
+  }
+
+  /** Removes leftovers of processes that died: unfinished allocations and empty address dirs. */
+  sweep(): void {
+    const names = listDir(this.dir);
+    this.sweepTmp(names);
+    for (const n of names) if (isIP(n)) rmdirQuiet(path.join(this.dir, n));
+  }
+
+  private sweepTmp(names: string[]): void {
+    for (const n of names) if (n.startsWith('.tmp-') && tmpOwnerDead(n)) rmSync(path.join(this.dir, n), { recursive: true, force: true });
+  }
+}
+
+function isIP(name: string): boolean { return /^\d+\.\d+\.\d+\.\d+$/.test(name); }
+
+function listDir(dir: string): string[] {
+  try { return readdirSync(dir); } catch (e) { if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []; throw e; }
+}
+
+function rmdirQuiet(dir: string): void {
+  try { rmdirSync(dir); } catch { /* not empty (someone else's now) or gone: both fine */ }
+}
+
+function tmpOwnerDead(name: string): boolean {
+  const pid = Number(name.split('-')[1]);
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  if (pid === process.pid) return false;
+  try { process.kill(pid, 0); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
+}

@@ -1,6 +1,6 @@
 // `twill lab ...`: up, status, exec, down, and demo (what `npm run lab` runs).
 import { spawnSync } from 'node:child_process';
-import { labUp, labDown, nodeCni } from '../lab/lab.js';
+import { labUp, labDown, labPolicies, nodeCni } from '../lab/lab.js';
 import { loadState } from '../lab/state.js';
 import { reachability, formatMatrix, allReachable, iperf, pingStats } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
@@ -15,13 +15,14 @@ const int = (args: string[], name: string, def: number) => {
   return v;
 };
 const log = (m: string) => process.stdout.write(`${m}\n`);
+const files = (args: string[]) => args.flatMap((a, i) => (a === '-f' || a === '--filename' ? [args[i + 1]] : [])).filter(Boolean);
 
 export async function labCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   const name = flag(rest, '--name', 'lab')!;
   switch (sub) {
     case 'up': {
-      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), progress: log }));
+      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), manifests: files(rest), progress: log }));
       log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
       return 0;
     }
@@ -49,10 +50,17 @@ export async function labCommand(args: string[]): Promise<number> {
       log(`lab "${name}" is down: stopped ${r.processes} processes, deleted ${r.namespaces} namespaces`);
       return 0;
     }
+    case 'apply':
+    case 'delete': {
+      if (!files(rest).length) { log(`usage: twill lab ${sub} -f FILE [-f FILE...]`); return 2; }
+      const r = await labPolicies(name, files(rest), sub === 'delete');
+      log(`${sub === 'apply' ? 'applied' : 'deleted'}: ${r.policies} NetworkPolicies in force, enforced by every node in ${r.ms.toFixed(0)} ms`);
+      return 0;
+    }
     case 'demo':
       return demo(name);
     default:
-      log('usage: twill lab up|status|exec|down|demo');
+      log('usage: twill lab up|status|exec|apply|delete|down|demo');
       return 2;
   }
 }

@@ -6,8 +6,9 @@ import { labCommand } from './lab-command.js';
 
 function usage(): never {
   process.stderr.write(`usage:
-  twill lab up [--nodes N] [--pods-per-node M] [--workers W]
+  twill lab up [--nodes N] [--pods-per-node M] [--workers W] [-f pods.yaml...]
   twill lab status [--json]
+  twill lab apply -f policy.yaml | twill lab delete -f policy.yaml
   twill lab exec <pod> -- <command...>
   twill lab down
   twill lab demo              (what \`npm run lab\` runs: up, probe, iperf3, leave it up)
@@ -29,8 +30,8 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await labCommand(rest);
       return;
     case '_workload': { // inside a lab pod's netns
-      const { startWorkload } = await import('../lab/workload.js');
-      startWorkload();
+      const { startWorkload, parseWorkloadArgs } = await import('../lab/workload.js');
+      startWorkload(parseWorkloadArgs(rest));
       return;
     }
     case '_probe': { // inside a lab pod's netns: _probe ip...
@@ -38,6 +39,8 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(JSON.stringify(await probeAll(rest)) + '\n');
       return;
     }
+    case 'bench': { const { benchCommand } = await import('../bench/cli.js'); process.exitCode = await benchCommand(rest); return; }
+    case 'policy': { const { policyCommand } = await import('../policy/cli.js'); process.exitCode = await policyCommand(rest); return; }
     default:
       usage();
   }

@@ -12,7 +12,10 @@ import { request } from '../dataplane/agent/server.js';
 import { installNodeCni, cniAdd, cniDel, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
 import type { AgentConfig } from '../dataplane/agent/main.js';
-import type { ClusterView } from '../dataplane/agent/datastore.js';
+import { policyRev, type ClusterView } from '../dataplane/agent/datastore.js';
+import { loadModelFiles } from '../policy/manifests.js';
+import { NS_NAME_LABEL, type ContainerPort } from '../policy/model.js';
+import { workloadArgs } from './workload.js';
 
 export interface UpOptions {
   name?: string;
@@ -21,6 +24,7 @@ export interface UpOptions {
   clusterCIDR?: string;
   workers?: number;
   underlayMTU?: number;
+  manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
   progress?: (msg: string) => void;
 }
 
@@ -31,7 +35,8 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [] };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], model: { namespaces: [], pods: [], policies: [] } };
+  const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
   saveState(s); // from here on, down finds whatever exists
@@ -62,10 +67,21 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       installNodeCni(n.stateDir, n.socket);
       saveState(s);
     }
-    for (const n of s.nodes) {
-      for (let k = 1; k <= (o.podsPerNode ?? 2); k++) {
-        const pod = await addPod(s, n, `${n.name}-p${k}`, 'default');
+    if (wanted) {
+      s.model.namespaces = wanted.namespaces;
+      s.model.policies = wanted.policies;
+      for (const [k, p] of wanted.pods.entries()) {
+        const n = s.nodes[k % s.nodes.length];
+        const pod = await addPod(s, n, p.name, p.namespace, { labels: p.labels, containerPorts: p.containerPorts });
         say(`pod ${pod.namespace}/${pod.name} on ${n.name}: ${pod.ip}`);
+      }
+      await waitForPolicies(s);
+    } else {
+      for (const n of s.nodes) {
+        for (let k = 1; k <= (o.podsPerNode ?? 2); k++) {
+          const pod = await addPod(s, n, `${n.name}-p${k}`, 'default');
+          say(`pod ${pod.namespace}/${pod.name} on ${n.name}: ${pod.ip}`);
+        }
       }
     }
     return s;
@@ -101,6 +117,7 @@ export function datastorePath(s: LabState): string { return path.join(s.dir, 'da
 export function writeDatastore(s: LabState, extra: ClusterView['nodes'] = []): void {
   const view: ClusterView = {
     clusterCIDR: s.clusterCIDR,
+    model: s.model,
     nodes: [...s.nodes.map((n) => ({ name: n.name, underlayIP: n.underlayIP, podCIDR: n.podCIDR, vtepMAC: n.vtepMAC, backend: 'twill' as const })), ...extra],
   };
   const f = datastorePath(s);
@@ -139,8 +156,8 @@ export function nodeCni(n: LabNode): NodeCni {
 }
 
 /** Creates a pod the way a runtime does: a network namespace, then the CNI plugin's ADD inside the node's namespace. */
-export async function addPod(s: LabState, n: LabNode, name: string, namespace: string): Promise<LabPod> {
-  const netns = `${s.prefix}pod-${name}`;
+export async function addPod(s: LabState, n: LabNode, name: string, namespace: string, spec: { labels?: Record<string, string>; containerPorts?: ContainerPort[] } = {}): Promise<LabPod> {
+  const netns = `${s.prefix}pod-${namespace === 'default' ? '' : `${namespace}-`}${name}`;
   const containerId = createHash('sha256').update(`${s.name}/${namespace}/${name}`).digest('hex').slice(0, 16);
   ipn('', 'netns', 'add', netns);
   const pod: LabPod = { name, namespace, node: n.name, netns, ip: '', mac: '', hostIf: '', containerId, workloadPid: 0 };
@@ -148,12 +165,47 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   saveState(s);
   const r = cniAdd(n.netns, nodeCni(n), { containerId, netns, podName: name, podNamespace: namespace });
   Object.assign(pod, { ip: r.ip, mac: r.podMac, hostIf: r.hostIf });
-  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
+  const ports = spec.containerPorts ?? [];
+  const args = ports.length ? workloadArgs({ tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) }) : [];
+  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload', ...args], { detached: true, stdio: 'ignore' });
   child.unref();
   pod.workloadPid = child.pid!;
   s.pids.push(pod.workloadPid);
+  // Policy sees every pod with its labels and ports, as it would see the Pod object.
+  s.model.pods = s.model.pods.filter((p) => !(p.namespace === namespace && p.name === name));
+  s.model.pods.push({ namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports });
+  if (!s.model.namespaces.some((x) => x.name === namespace)) s.model.namespaces.push({ name: namespace, labels: { [NS_NAME_LABEL]: namespace } });
   saveState(s);
+  writeDatastore(s);
   return pod;
+}
+
+/** Applies (or, with remove, deletes) the NetworkPolicies in manifests; resolves once every agent enforces them. */
+export async function labPolicies(name: string, files: string[], remove = false): Promise<{ policies: number; ms: number }> {
+  const s = loadState(name);
+  if (!s) throw new Error(`no lab "${name}" is up`);
+  const given = loadModelFiles(files).policies; // throws, naming the field, on an invalid manifest: nothing changes
+  const key = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
+  const named = new Set(given.map(key));
+  s.model.policies = [...s.model.policies.filter((p) => !named.has(key(p))), ...(remove ? [] : given)];
+  const t0 = performance.now();
+  saveState(s);
+  writeDatastore(s);
+  await waitForPolicies(s);
+  return { policies: s.model.policies.length, ms: performance.now() - t0 };
+}
+
+async function waitForPolicies(s: LabState, timeoutMs = 10_000): Promise<void> {
+  const want = policyRev(s.model);
+  const deadline = Date.now() + timeoutMs;
+  for (const n of s.nodes) {
+    for (;;) {
+      const st = (await request(n.socket, { op: 'status' })) as { policyRev: string };
+      if (st.policyRev === want) break;
+      if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not apply the policies within ${timeoutMs} ms (see ${n.log})`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
 }
 
 export async function removePod(s: LabState, pod: LabPod): Promise<void> {
@@ -162,7 +214,9 @@ export async function removePod(s: LabState, pod: LabPod): Promise<void> {
   cniDel(n.netns, nodeCni(n), { containerId: pod.containerId, netns: pod.netns, podName: pod.name, podNamespace: pod.namespace });
   netnsDel(pod.netns);
   s.pods = s.pods.filter((p) => p !== pod);
+  s.model.pods = s.model.pods.filter((p) => !(p.namespace === pod.namespace && p.name === pod.name));
   saveState(s);
+  writeDatastore(s);
 }
 
 /** Tears a lab down: stops the processes it started (by PID), deletes its namespaces and files. Safe to run twice. */

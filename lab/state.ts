@@ -2,6 +2,7 @@
 // command) can find every namespace and process it created.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { PolicyView } from '../dataplane/agent/datastore.js';
 
 export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
 export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
@@ -15,6 +16,7 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
+  model: PolicyView; // namespaces, pods (labels, ports, IPs) and NetworkPolicies, as agents see them
 }
 
 export const LAB_ROOT = '/run/twill/labs';

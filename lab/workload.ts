@@ -1,15 +1,40 @@
-// The lab's stand-in for a pod's application: TCP echo on 8080, UDP echo on
-// 8081, so reachability can be probed with real connections of both kinds.
+// The lab's stand-in for a pod's application: a TCP echo and a UDP echo on each
+// of the pod's ports (by default TCP 8080 and UDP 8081), so reachability is
+// probed with real connections of both kinds. SCTP has no socket here (the
+// kernel lacks it): SCTP policy is tested with raw packets instead.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
 export const TCP_ECHO_PORT = 8080;
 export const UDP_ECHO_PORT = 8081;
 
-export function startWorkload(tcpPort = TCP_ECHO_PORT, udpPort = UDP_ECHO_PORT): { close(): void } {
-  const tcp = net.createServer((c) => { c.on('error', () => c.destroy()); c.pipe(c); }).listen(tcpPort);
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (m, r) => udp.send(m, r.port, r.address));
-  udp.bind(udpPort);
-  return { close: () => { tcp.close(); udp.close(); } };
+export interface WorkloadPorts { tcp: number[]; udp: number[] }
+
+export function startWorkload(ports: WorkloadPorts = { tcp: [TCP_ECHO_PORT], udp: [UDP_ECHO_PORT] }): { close(): void } {
+  const closers: (() => void)[] = [];
+  for (const p of ports.tcp) {
+    const tcp = net.createServer((c) => { c.on('error', () => c.destroy()); c.pipe(c); }).listen(p);
+    closers.push(() => tcp.close());
+  }
+  for (const p of ports.udp) {
+    const udp = dgram.createSocket('udp4');
+    udp.on('message', (m, r) => udp.send(m, r.port, r.address));
+    udp.bind(p);
+    closers.push(() => udp.close());
+  }
+  return { close: () => closers.forEach((c) => c()) };
+}
+
+/** Command-line form: `--tcp 80,81 --udp 80,81`. */
+export function parseWorkloadArgs(args: string[]): WorkloadPorts | undefined {
+  if (!args.length) return undefined;
+  const list = (flag: string) => {
+    const i = args.indexOf(flag);
+    return i >= 0 && args[i + 1] ? args[i + 1].split(',').filter(Boolean).map(Number) : [];
+  };
+  return { tcp: list('--tcp'), udp: list('--udp') };
+}
+
+export function workloadArgs(p: WorkloadPorts): string[] {
+  return ['--tcp', p.tcp.join(','), '--udp', p.udp.join(',')];
 }

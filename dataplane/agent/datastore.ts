@@ -3,6 +3,8 @@
 // uses a JSON file; a Kubernetes or etcd source implements the same interface.
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { ClusterModel } from '../../policy/model.js';
 
 export interface NodeRecord {
   name: string;
@@ -11,7 +13,14 @@ export interface NodeRecord {
   vtepMAC: string;
   backend?: 'twill' | 'flannel-vxlan'; // flannel-vxlan: a node whose overlay is the kernel's VXLAN device
 }
-export interface ClusterView { clusterCIDR: string; nodes: NodeRecord[] }
+/** What NetworkPolicy needs to know about the cluster (the Kubernetes objects, as twill's policy model). */
+export type PolicyView = Pick<ClusterModel, 'namespaces' | 'pods' | 'policies'>;
+export interface ClusterView { clusterCIDR: string; nodes: NodeRecord[]; model?: PolicyView }
+
+/** A short fingerprint of the policies in a view: agents report the one they enforce. */
+export function policyRev(m: PolicyView | undefined): string {
+  return createHash('sha256').update(JSON.stringify(m?.policies ?? [])).digest('hex').slice(0, 16);
+}
 
 export interface ClusterSource {
   read(): ClusterView;

@@ -8,11 +8,13 @@ import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
 import { compileFib, type FibInput } from '../engine/fib.js';
 import { defaultEngineConfig, VXLAN_OVERHEAD, type EngineConfig } from '../engine/config.js';
-import { FileSource, type ClusterView } from './datastore.js';
+import { FileSource, policyRev, type ClusterView } from './datastore.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost } from './host.js';
 import { serve } from './server.js';
 import { gatewayOf } from './addressing.js';
+import { PolicyCompiler } from '../../policy/compile.js';
+import type { PolicyBuffers } from '../../policy/tables.js';
 
 export interface AgentConfig {
   node: string;
@@ -56,11 +58,41 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     return { ...compileFib(input), gatewayIP };
   };
 
+  // NetworkPolicy: compiled (incrementally) whenever the policy view changes; none → nothing judged.
+  const compiler = new PolicyCompiler();
+  let policy: { buffers?: PolicyBuffers; gen: number; rev: string; text: string } = { gen: 0, rev: '', text: '' };
+  const compilePolicy = () => {
+    const m = view.model;
+    const text = JSON.stringify(m ?? null) + JSON.stringify(view.nodes);
+    if (text === policy.text) return;
+    const rev = policyRev(m);
+    if (!m || m.policies.length === 0) { policy = { gen: policy.gen + 1, rev, text }; return; }
+    const nodeIps = view.nodes.flatMap((n) => [gatewayOf(n.podCIDR), n.underlayIP]);
+    const t0 = performance.now();
+    const buffers = compiler.compile({ ...m, nodeIps }).buffers;
+    policy = { buffers, gen: policy.gen + 1, rev, text };
+    log.info({ policies: m.policies.length, pods: m.pods.length, ms: +(performance.now() - t0).toFixed(1), rev }, 'network policies compiled');
+  };
+  const published = () => ({ ...tables(), policy: policy.buffers, policyGen: policy.gen });
+  let appliedRev = '';
+
+  compilePolicy();
   const engine = new Engine(ecfg, log);
-  await engine.start(tables());
-  const publish = async () => engine.applied(engine.publish(tables()));
+  await engine.start(published());
+  appliedRev = policy.rev;
+  const publish = async () => {
+    const rev = policy.rev;
+    const ok = await engine.applied(engine.publish(published()));
+    if (ok) appliedRev = rev;
+    return ok;
+  };
   const stopWatch = source.watch((v) => {
     view = v;
+    try {
+      compilePolicy();
+    } catch (e) {
+      log.error({ err: String(e) }, 'network policies did not compile; the ones in force stay');
+    }
     void publish().then(() => log.info({ nodes: v.nodes.length }, 'cluster view applied'));
   });
 
@@ -79,7 +111,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
         return { removed: had };
       }
       case 'pods': return pods.list();
-      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid };
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, policyRev: appliedRev };
       case 'counters': return engine.counters();
       default: throw new Error(`unknown op ${String(req.op)}`);
     }

@@ -13,6 +13,7 @@ export interface EngineConfig {
   completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
   udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message
   udpGro: boolean; // let the kernel coalesce overlay receives (UDP_GRO)
+  conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
@@ -31,6 +32,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     completeInnerChecksums: true,
     udpGso: true,
     udpGro: true,
+    conntrackSize: 1 << 18,
     ...partial,
   };
 }

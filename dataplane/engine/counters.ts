@@ -5,7 +5,7 @@ export const COUNTER_NAMES = [
   'tx_tun', 'tx_pod', 'tx_vxlan', 'tx_errors', 'rx_errors',
   'arp_replies', 'icmp_frag_needed_sent',
   'drop_malformed', 'drop_truncated', 'drop_not_ipv4', 'drop_spoofed', 'drop_unknown_port',
-  'drop_no_route', 'drop_ttl', 'drop_too_big', 'drop_bad_vni', 'drop_hairpin', 'drop_tx_busy',
+  'drop_no_route', 'drop_policy_ingress', 'drop_policy_egress', 'conntrack_full', 'drop_ttl', 'drop_too_big', 'drop_bad_vni', 'drop_hairpin', 'drop_tx_busy',
   'inner_csum_completed', 'batches',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

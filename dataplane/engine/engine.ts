@@ -9,8 +9,8 @@ import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './
 import { NCOUNTERS, sumCounters, type CounterName } from './counters.js';
 import { distFile } from './paths.js';
 import type { EngineConfig } from './config.js';
-import type { FibTables } from './fib.js';
-import type { TablesMsg, WorkerTask } from './worker.js';
+import type { Tables, TablesMsg, WorkerTask } from './worker.js';
+import { Conntrack } from '../tables/conntrack.js';
 
 export class Engine {
   private readonly ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_INTS));
@@ -20,17 +20,22 @@ export class Engine {
   private doorbells: number[] = [];
   private tasks: Promise<unknown>[] = [];
   private gen = 0;
+  private readonly ct: Conntrack; // shared by all workers, swept here
+  private sweeper?: NodeJS.Timeout;
 
   constructor(readonly cfg: EngineConfig, private readonly log: Logger) {
     if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
     this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
+    this.ct = Conntrack.create(cfg.conntrackSize);
   }
 
   /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
-  async start(tables: FibTables & { gatewayIP: string }): Promise<void> {
+  async start(tables: Tables): Promise<void> {
     const n = this.cfg.workers;
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
-    const first: TablesMsg = { ...tables, gen: 0 };
+    const first: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen: 0 };
+    this.sweeper = setInterval(() => this.ct.sweep((Date.now() / 1000) | 0), 5000);
+    this.sweeper.unref();
     const failures: unknown[] = [];
     for (let w = 0; w < n; w++) {
       const ch = new MessageChannel();
@@ -57,9 +62,9 @@ export class Engine {
   }
 
   /** Publishes new tables: post them to every worker, then move the generation and ring each doorbell. */
-  publish(tables: FibTables & { gatewayIP: string }): number {
+  publish(tables: Tables): number {
     const gen = ++this.gen;
-    const msg: TablesMsg = { ...tables, gen };
+    const msg: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen };
     for (const p of this.ports) p.postMessage(msg);
     Atomics.store(this.ctl, CTL_GEN, gen);
     for (const d of this.doorbells) native.eventfdSignal(d);
@@ -83,6 +88,7 @@ export class Engine {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.sweeper);
     Atomics.store(this.ctl, CTL_STOP, 1);
     for (const d of this.doorbells) native.eventfdSignal(d);
     await Promise.allSettled(this.tasks);

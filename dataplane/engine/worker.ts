@@ -19,8 +19,11 @@ import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
 import { C } from './counters.js';
 import type { EngineConfig } from './config.js';
 import type { FibTables } from './fib.js';
+import type { PolicyBuffers } from '../../policy/tables.js';
 
-export interface TablesMsg extends FibTables { gen: number; gatewayIP: string }
+/** What the main thread publishes: forwarding tables, and NetworkPolicy tables when the cluster has policies. */
+export interface Tables extends FibTables { gatewayIP: string; policy?: PolicyBuffers; policyGen?: number; conntrack?: SharedArrayBuffer }
+export interface TablesMsg extends Tables { gen: number }
 export interface WorkerTask {
   index: number;
   cfg: EngineConfig;
@@ -127,6 +130,7 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
     }
     if (n === 0) return true;
     bt.n = n;
+    ctx.now = (Date.now() / 1000) | 0;
     c[C.batches]++;
     if (kind === SRC_POD) { c[C.rx_pod] += n; ingressPod(ctx, bt); forward(ctx, bt, FROM_POD); }
     else if (kind === SRC_TUN) { c[C.rx_tun] += n; ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN); }

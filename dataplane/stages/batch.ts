@@ -25,6 +25,9 @@ export class Batch {
   readonly dst: Int32Array; // parsed inner IPv4 destination
   readonly l3len: Int32Array; // IP total length; 0 = nothing for the forward stage
   readonly flags: Int32Array; // bit 0: DF set
+  readonly proto: Int32Array; // parsed upper protocol
+  readonly sport: Int32Array; // TCP/UDP/SCTP ports; ICMP echo: the identifier in both
+  readonly dport: Int32Array;
   // Outputs: per-entry destination, and one index list per output.
   readonly outIf: Int32Array;
   readonly outDst: Int32Array;
@@ -43,7 +46,7 @@ export class Batch {
     this.arena = new Uint8Array(new SharedArrayBuffer(this.groBase + groSlots * GRO_SLOT));
     const a = () => new Int32Array(entries);
     this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
-    this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a();
+    this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a();
     this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
     for (let i = 0; i < slots; i++) this.base[i] = i * slotSize;

@@ -4,8 +4,10 @@ import { Lpm4Table, parseIPv4 } from '../tables/lpm4.js';
 import { parseMac } from '../packet/ethernet.js';
 import { newFields } from '../packet/fields.js';
 import type { EngineConfig } from '../engine/config.js';
-import type { FibTables } from '../engine/fib.js';
+import type { Tables } from '../engine/worker.js';
 import { NCOUNTERS } from '../engine/counters.js';
+import { Conntrack } from '../tables/conntrack.js';
+import { PolicyTables } from '../../policy/tables.js';
 
 export class StageContext {
   route4!: Lpm4Table;
@@ -20,6 +22,10 @@ export class StageContext {
   readonly completeInnerChecksums: boolean;
   udpGso = false; // set by the worker once the socket is open and the kernel says yes
   onOffloadRefused?: (what: string, err: unknown) => void;
+  policy?: PolicyTables; // undefined: no NetworkPolicy in the cluster, nothing to judge
+  policyGen = 0;
+  conntrack?: Conntrack;
+  now = 0; // seconds, refreshed once per batch: conntrack's clock
   gatewayIp = 0; // source of ICMP errors we generate: this node's pod gateway
   readonly counters: Float64Array;
 
@@ -33,10 +39,13 @@ export class StageContext {
     this.counters = new Float64Array(stats, worker * NCOUNTERS * 8, NCOUNTERS);
   }
 
-  setTables(t: FibTables & { gatewayIP: string }): void {
+  setTables(t: Tables): void {
     this.route4 = new Lpm4Table(t.route4);
     this.nh = new Int32Array(t.nexthops);
     this.ifmap = new Int32Array(t.ifmap);
     this.gatewayIp = parseIPv4(t.gatewayIP) | 0;
+    if (t.conntrack && (!this.conntrack || this.conntrack.buffer !== t.conntrack)) this.conntrack = new Conntrack(t.conntrack);
+    this.policy = t.policy ? new PolicyTables(t.policy) : undefined;
+    this.policyGen = t.policyGen ?? 0;
   }
 }

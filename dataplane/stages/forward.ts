@@ -6,16 +6,28 @@
 //   host → the bare IP packet into TUN
 // A DF packet over the pod MTU headed for the overlay gets ICMP
 // fragmentation-needed back (RFC 1191) instead.
-import { writeVxlan, VXLAN_HLEN } from '../packet/vxlan.js';
-import { ETH_HLEN, ETH_P_IP, ethReplyInPlace } from '../packet/ethernet.js';
+import * as vxlan from '../packet/vxlan.js';
+import * as ethernet from '../packet/ethernet.js';
 import { decTtl } from '../packet/ipv4.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
-import { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST } from '../engine/fib.js';
+import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
+import { admit } from './policy.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
+
+// V8 does not constant-fold imported bindings (every use in a hot loop is a
+// module-cell load); module-level consts it does fold.
+const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP } = fib;
+const { writeVxlan, VXLAN_HLEN } = vxlan;
+const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
+
+// Byte stores: TypedArray.prototype.set costs a builtin call (~15 ns) for 6 bytes.
+function copyMac(b: Uint8Array, off: number, mac: Uint8Array): void {
+  b[off] = mac[0]; b[off + 1] = mac[1]; b[off + 2] = mac[2]; b[off + 3] = mac[3]; b[off + 4] = mac[4]; b[off + 5] = mac[5];
+}
 
 function writeMac(b: Uint8Array, off: number, hi: number, lo: number): void {
   b[off] = hi >>> 8; b[off + 1] = hi & 0xff;
@@ -32,11 +44,12 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     const l3 = bt.l3[i];
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
     const kind = nh[p + NH_KIND];
+    if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, from === FROM_POD, kind === NH_LOCAL)) continue;
     if (kind === NH_LOCAL) {
       if (from !== FROM_TUN && !ttlOk(b, l3, c)) continue;
       const eth = l3 - ETH_HLEN;
       writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
-      b.set(ctx.gwMac, eth + 6);
+      copyMac(b, eth + 6, ctx.gwMac);
       writeEthType(b, eth);
       bt.offs[i] = eth; bt.lens[i] = l3len + ETH_HLEN;
       bt.toPod(i, nh[p + NH_IFINDEX]);
@@ -46,7 +59,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       if (from === FROM_POD && !ttlOk(b, l3, c)) continue;
       const eth = l3 - ETH_HLEN;
       writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
-      b.set(ctx.vtepMac, eth + 6);
+      copyMac(b, eth + 6, ctx.vtepMac);
       writeEthType(b, eth);
       writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
       bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = l3len + ETH_HLEN + VXLAN_HLEN;

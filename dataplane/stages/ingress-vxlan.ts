@@ -3,16 +3,23 @@
 // partial: over a veth underlay the kernel hands the frame on with checksum
 // offload pending (CHECKSUM_PARTIAL), so the TCP/UDP field holds only the
 // pseudo-header sum. A full checksum verifies; a partial one is completed.
-import { parseVxlan, VXLAN_HLEN } from '../packet/vxlan.js';
-import { parseEthernet, ETH_HLEN, ETH_P_IP } from '../packet/ethernet.js';
+import * as vxlan from '../packet/vxlan.js';
+import * as ethernet from '../packet/ethernet.js';
 import { parseIPv4 } from '../packet/ipv4.js';
 import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
-import { F_ETHTYPE, F_L3OFF, F_PROTO, F_FRAG, F_L4OFF, F_L4LEN, F_SRC4, F_DST4 } from '../packet/fields.js';
-import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/l4.js';
+import * as fields from '../packet/fields.js';
+import * as l4 from '../packet/l4.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
+
+// V8 does not constant-fold imported bindings (every use in a hot loop is a
+// module-cell load); module-level consts it does fold.
+const { parseVxlan, VXLAN_HLEN } = vxlan;
+const { parseEthernet, ETH_HLEN, ETH_P_IP } = ethernet;
+const { F_ETHTYPE, F_L3OFF, F_PROTO, F_FRAG, F_L4OFF, F_L4LEN, F_SRC4, F_DST4 } = fields;
+const { IPPROTO_TCP, IPPROTO_UDP } = l4;
 
 export function ingressVxlan(ctx: StageContext, bt: Batch): void {
   const b = bt.arena, f = ctx.f, c = ctx.counters;

@@ -1,9 +1,13 @@
 // Shared by the ingress stages: count a parser's reason code, and copy the
 // parsed IPv4 fields the later stages need into the batch.
 import { R_TRUNCATED } from '../packet/reasons.js';
-import { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF } from '../packet/fields.js';
+import * as fields from '../packet/fields.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
+
+// V8 does not constant-fold imported bindings (every use in a hot loop is a
+// module-cell load); module-level consts it does fold.
+const { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF, F_PROTO, F_SPORT, F_DPORT } = fields;
 
 export function countParseDrop(c: Float64Array, reason: number): void {
   if (reason === R_TRUNCATED) c[C.drop_truncated]++;
@@ -16,4 +20,7 @@ export function takeIPv4(bt: Batch, i: number, f: Int32Array): void {
   bt.dst[i] = f[F_DST4];
   bt.l3len[i] = f[F_L3LEN];
   bt.flags[i] = f[F_DF];
+  bt.proto[i] = f[F_PROTO];
+  bt.sport[i] = f[F_SPORT];
+  bt.dport[i] = f[F_DPORT];
 }

@@ -1,0 +1,69 @@
+// A deliberately naive NetworkPolicy evaluator, written from the API documentation and
+// independent of policy/ (no shared helpers), used only to cross-check the compiled
+// tables on generated clusters. Returns 1 allowed by a rule, 0 not isolated, -1 denied.
+import type { ClusterModel, LabelSelector, NetworkPolicyPeer, NetworkPolicyPort, Pod } from '../../policy/model.js';
+
+const PROTO: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132 };
+
+function ipNum(s: string): number {
+  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+}
+function inCidr(ip: number, cidr: string): boolean {
+  const [a, l] = cidr.split('/');
+  const len = Number(l);
+  const size = 2 ** (32 - len);
+  const base = Math.floor(ipNum(a) / size) * size;
+  return ip >= base && ip < base + size;
+}
+function sel(s: LabelSelector, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(s.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of s.matchExpressions ?? []) {
+    const has = k(labels, e.key);
+    const vals = e.values ?? [];
+    if (e.operator === 'In' && !(has && vals.includes(labels[e.key]))) return false;
+    if (e.operator === 'NotIn' && has && vals.includes(labels[e.key])) return false;
+    if (e.operator === 'Exists' && !has) return false;
+    if (e.operator === 'DoesNotExist' && has) return false;
+  }
+  return true;
+}
+const k = (o: object, key: string) => Object.keys(o).includes(key);
+
+export function referenceVerdict(model: ClusterModel, ingress: boolean, podIp: number, peerIp: number, proto: number, port: number): number {
+  const byIp = (ip: number): Pod | undefined => [...model.pods].reverse().find((p) => p.ip !== undefined && ipNum(p.ip) === ip);
+  const pod = byIp(podIp);
+  if (!pod) return 0;
+  const nsLabels = (ns: string) => model.namespaces.find((n) => n.name === ns)?.labels ?? {};
+  const applies = model.policies.filter((np) => {
+    if (np.namespace !== pod.namespace || !sel(np.spec.podSelector, pod.labels)) return false;
+    const types = np.spec.policyTypes?.length ? np.spec.policyTypes : np.spec.egress?.length ? ['Ingress', 'Egress'] : ['Ingress'];
+    return types.includes(ingress ? 'Ingress' : 'Egress');
+  });
+  if (applies.length === 0) return 0;
+  if (podIp === peerIp) return 1;
+  if (ingress && model.nodeIps.some((n) => ipNum(n) === peerIp)) return 1;
+  const peerPod = byIp(peerIp);
+  const dest = ingress ? pod : peerPod;
+  const peerOk = (p: NetworkPolicyPeer, policyNs: string): boolean => {
+    if (p.ipBlock) return inCidr(peerIp, p.ipBlock.cidr) && !(p.ipBlock.except ?? []).some((e) => inCidr(peerIp, e));
+    if (!peerPod) return false;
+    const nsOk = p.namespaceSelector ? sel(p.namespaceSelector, nsLabels(peerPod.namespace)) : peerPod.namespace === policyNs;
+    return nsOk && sel(p.podSelector ?? {}, peerPod.labels);
+  };
+  const portOk = (pp: NetworkPolicyPort): boolean => {
+    const pr = PROTO[pp.protocol ?? 'TCP'];
+    if (pr !== proto) return false;
+    if (pp.port === undefined) return true;
+    if (typeof pp.port === 'number') return port >= pp.port && port <= (pp.endPort ?? pp.port);
+    return (dest?.containerPorts ?? []).some((c) => c.name === pp.port && PROTO[c.protocol] === proto && c.containerPort === port);
+  };
+  for (const np of applies) {
+    const rules = ingress ? (np.spec.ingress ?? []).map((r) => ({ peers: r.from, ports: r.ports })) : (np.spec.egress ?? []).map((r) => ({ peers: r.to, ports: r.ports }));
+    for (const r of rules) {
+      const pOk = !r.peers || r.peers.length === 0 || r.peers.some((p) => peerOk(p, np.namespace));
+      const portsOk = !r.ports || r.ports.length === 0 || r.ports.some(portOk);
+      if (pOk && portsOk) return 1;
+    }
+  }
+  return -1;
+}

@@ -17,7 +17,7 @@ export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'rtt_p5
 export type Metric = (typeof METRICS)[number];
 export type Figures = Record<Metric, number>;
 
-export interface SuiteOptions { quick: boolean; dataplanes?: DataplaneName[]; progress: (msg: string) => void }
+export interface SuiteOptions { quick: boolean; tiny?: boolean; dataplanes?: DataplaneName[]; progress: (msg: string) => void }
 export interface RunRecord { dataplane: DataplaneName; run: number; figures: Figures }
 export interface SuiteResult {
   env: Record<string, unknown>;
@@ -62,7 +62,8 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
 }
 
 export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
-  const settings = o.quick ? { runs: 1, seconds: 2, pings: 200, rr: 300 } : { runs: 3, seconds: 5, pings: 500, rr: 2000 };
+  // tiny: the smallest end-to-end case, for the test that keeps the suite from rotting.
+  const settings = o.tiny ? { runs: 1, seconds: 1, pings: 20, rr: 50 } : o.quick ? { runs: 1, seconds: 2, pings: 200, rr: 300 } : { runs: 3, seconds: 5, pings: 500, rr: 2000 };
   const runs: RunRecord[] = [];
   for (const d of o.dataplanes ?? DATAPLANES) {
     o.progress(`${d}: setting up`);

@@ -1,10 +1,17 @@
-// `twill bench <suite>`: the benchmark command line. Only `micro` exists so far.
+// `twill bench`: the benchmark suite. With no subcommand (or --quick) it runs
+// the dataplane comparison (twill, kernel VXLAN, wireguard-go) and the micro
+// benchmarks, and writes bench/results/; subcommands run one part.
+import path from 'node:path';
+import { repoRoot } from '../dataplane/engine/paths.js';
+
+const USAGE = `usage:
+  twill bench [--quick]          the whole suite: dataplanes side by side + micro; writes bench/results/
+  twill bench micro [--json] [--quick]
+`;
+
 export async function benchCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (!sub || sub === '-h' || sub === '--help') {
-    process.stderr.write('usage:\n  twill bench micro [--json] [--quick]\n');
-    return 2;
-  }
+  if (sub === '-h' || sub === '--help') { process.stderr.write(USAGE); return 2; }
   if (sub === 'micro') {
     const unknown = rest.filter((a) => a !== '--json' && a !== '--quick');
     if (unknown.length) {
@@ -15,6 +22,30 @@ export async function benchCommand(args: string[]): Promise<number> {
     await runMicro({ json: rest.includes('--json'), quick: rest.includes('--quick') });
     return 0;
   }
-  process.stderr.write(`not yet: ${sub}\n`);
+  if (sub === undefined || sub === '--quick') return suite(args.includes('--quick'));
+  process.stderr.write(`twill bench: unknown part "${sub}"\n${USAGE}`);
   return 2;
+}
+
+async function suite(quick: boolean): Promise<number> {
+  const { runSuite, abortCleanup } = await import('./suite/run.js');
+  const { writeReport, markdown } = await import('./suite/report.js');
+  const { runMicro } = await import('./micro.js');
+  const t0 = Date.now();
+  const say = (m: string) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
+  const onSig = () => { say('interrupted: tearing down'); void abortCleanup().finally(() => process.exit(130)); };
+  process.once('SIGINT', onSig);
+  process.once('SIGTERM', onSig);
+  try {
+    const r = await runSuite({ quick, progress: say });
+    say('micro benchmarks');
+    const micro = await runMicro({ json: false, quick: true });
+    const out = writeReport({ ...r, micro } as typeof r, path.join(repoRoot(), 'bench', 'results'));
+    process.stdout.write(`\n${markdown(r)}\n`);
+    say(`done: ${out.json}, ${out.md}, ${out.charts.join(', ')}`);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+  }
 }

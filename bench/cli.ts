@@ -7,6 +7,7 @@ import { repoRoot } from '../dataplane/engine/paths.js';
 const USAGE = `usage:
   twill bench [--quick]          the whole suite: dataplanes side by side + micro; writes bench/results/
   twill bench micro [--json] [--quick]
+  twill bench cni [--json] [--quick]      CNI ADD/DEL latency, process start included
 `;
 
 export async function benchCommand(args: string[]): Promise<number> {
@@ -20,6 +21,11 @@ export async function benchCommand(args: string[]): Promise<number> {
     }
     const { runMicro } = await import('./micro.js');
     await runMicro({ json: rest.includes('--json'), quick: rest.includes('--quick') });
+    return 0;
+  }
+  if (sub === 'cni') {
+    const { runCniBench } = await import('./cni.js');
+    await runCniBench({ json: rest.includes('--json'), quick: rest.includes('--quick') });
     return 0;
   }
   if (sub === undefined || sub === '--quick') return suite(args.includes('--quick'));

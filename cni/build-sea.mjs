@@ -6,16 +6,21 @@
 // bundle (which then needs node on the host) and says so.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const out = path.join(root, 'dist', 'cni');
-const bundle = path.join(out, 'twill-cni.cjs');
-const blob = path.join(out, 'twill-cni.blob');
-const exe = path.join(out, 'twill-cni');
-const seaConfig = path.join(out, 'sea-config.json');
+// Everything is built under names of this process and renamed into place at the
+// end: tests running in parallel may rebuild while others execute the binary.
+const tmp = `.${process.pid}.tmp`;
+const bundleFinal = path.join(out, 'twill-cni.cjs');
+const bundle = bundleFinal + tmp;
+const blob = path.join(out, 'twill-cni.blob' + tmp);
+const exeFinal = path.join(out, 'twill-cni');
+const exe = exeFinal + tmp;
+const seaConfig = path.join(out, 'sea-config.json' + tmp);
 mkdirSync(out, { recursive: true });
 
 await build({
@@ -51,10 +56,16 @@ function sea() {
 try {
   if (!existsSync(path.join(root, 'node_modules', 'postject'))) throw new Error('postject is not installed (npm install)');
   sea();
-  console.log(`twill-cni: built ${path.relative(root, exe)} (single executable application, no Node.js needed on the host)`);
+  renameSync(bundle, bundleFinal);
+  renameSync(exe, exeFinal);
+  console.log(`twill-cni: built ${path.relative(root, exeFinal)} (single executable application, no Node.js needed on the host)`);
 } catch (e) {
   console.warn(`twill-cni: single executable build failed (${e instanceof Error ? e.message : String(e)}); writing a shell wrapper that needs node on the host`);
   rmSync(exe, { force: true });
   writeFileSync(exe, `#!/bin/sh\nexec node "$(dirname "$(readlink -f "$0")")/twill-cni.cjs" "$@"\n`);
   chmodSync(exe, 0o755);
+  renameSync(bundle, bundleFinal);
+  renameSync(exe, exeFinal);
+} finally {
+  for (const f of [bundle, blob, exe, seaConfig]) rmSync(f, { force: true });
 }

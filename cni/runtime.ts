@@ -15,7 +15,7 @@ export function installNodeCni(nodeDir: string, agentSocket: string, o: { cniVer
   mkdirSync(confDir, { recursive: true });
   mkdirSync(binDir, { recursive: true });
   const conflist = {
-    cniVersion: o.cniVersion ?? '1.1.0', name: 'twill',
+    cniVersion: o.cniVersion ?? '1.0.0', name: 'twill', // containerd up to 1.7 (libcni 1.1) parses results up to 1.0.0
     plugins: [{ type: 'twill-cni', agentSocket, ipam: { dataDir: path.join(nodeDir, 'cni', 'ipam') } }],
   };
   const confFile = path.join(confDir, '10-twill.conflist');

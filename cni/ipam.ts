@@ -131,7 +131,9 @@ export class Ipam {
         try { unlinkSync(path.join(this.dir, name, key)); } catch { continue; }
         freed.push(name);
         rmdirQuiet(path.join(this.dir, name));
-      } else if (name.startsWith('.tmp-') && existsSync(path.join(this.dir, name, key)) && tmpOwnerDead(name)) {
+      } else if (name.startsWith('.tmp-') && tmpOwnerDead(name)) {
+        // A dead process's unfinished allocation, ours or not: it can never be renamed into
+        // place now. (It may be empty: the kill can land between mkdir and the owner file.)
         rmSync(path.join(this.dir, name), { recursive: true, force: true });
       }
     }

@@ -35,7 +35,7 @@ export interface NetConf {
   raw: Record<string, unknown>;
 }
 
-interface AgentStatus { node: string; podCIDR: string; gatewayIP: string; mtu: number }
+interface AgentStatus { node: string; podCIDR: string; gatewayIP: string; mtu: number; podTxOffload?: boolean }
 
 export const DEFAULT_SOCKET = '/run/twill/agent.sock';
 export const DEFAULT_IPAM_DIR = '/var/lib/twill/ipam';
@@ -213,7 +213,7 @@ async function cmdAdd(env: Env, conf: NetConf): Promise<Record<string, unknown>>
       log(`ADD ${t.containerId}: ${alloc.ip} was already held by this attachment; rewiring`);
       unwirePod('', hostIf);
     }
-    const spec = { hostNs: '', podNs: netns, hostIf, podIf: t.ifname, ip: alloc.ip, prefixLen: ipam.prefixLen, gateway, mtu, hostMtu };
+    const spec = { hostNs: '', podNs: netns, hostIf, podIf: t.ifname, ip: alloc.ip, prefixLen: ipam.prefixLen, gateway, mtu, hostMtu, txOffload: st.podTxOffload === true };
     let macs: { podMac: string; hostMac: string };
     try {
       macs = wirePod(spec);

@@ -36,6 +36,7 @@ export interface WireSpec {
   hostMtu: number; // the node side's: larger, so a pod set above the path MTU still reaches the engine and gets ICMP back
   podMac?: string; // chosen at random when absent
   hostMac?: string; // chosen at random when absent
+  txOffload?: boolean; // keep the pod's TX checksum offload and TSO on (the engine reads with PACKET_VNET_HDR: agent status podTxOffload)
 }
 
 /** A random locally administered unicast MAC. */
@@ -55,11 +56,11 @@ export function podExec(podNs: string, cmd: string, ...args: string[]): string {
   return run('nsenter', [`--net=${netnsPath(podNs)}`, cmd, ...args]);
 }
 
-// $1 ifname, $2 address/len, $3 gateway. The sysctl is a builtin write: /proc/sys/net
+// $1 ifname, $2 address/len, $3 gateway, $4 "on" to keep TX offload. The sysctl is a builtin write: /proc/sys/net
 // answers for the netns of the process that opens it, and nsenter put us in the pod's.
 const POD_SCRIPT = `set -e
 echo 1 > /proc/sys/net/ipv6/conf/"$1"/disable_ipv6
-ethtool -K "$1" tx off >/dev/null
+[ "$4" = on ] || ethtool -K "$1" tx off >/dev/null
 printf 'link set lo up\\naddr add %s dev %s\\nlink set %s up\\nroute add default via %s dev %s\\n' "$2" "$1" "$1" "$3" "$1" | ip -batch -
 `;
 
@@ -73,9 +74,10 @@ export function wirePod(s: WireSpec): { podMac: string; hostMac: string } {
     hostSysctl(s.hostNs, `net/ipv4/conf/${s.hostIf}/arp_ignore`, '8');
     hostSysctl(s.hostNs, `net/ipv4/conf/${s.hostIf}/rp_filter`, '1');
     ipn(s.hostNs, 'link', 'set', s.hostIf, 'up');
-    // The pod side. Checksum offload off: the engine forwards frames as AF_PACKET
-    // hands them over, so they must carry finished checksums and no TSO.
-    podExec(s.podNs, 'sh', '-c', POD_SCRIPT, 'sh', s.podIf, `${s.ip}/${s.prefixLen}`, s.gateway);
+    // The pod side. Checksum offload off unless the engine reads the veth with
+    // PACKET_VNET_HDR: without it AF_PACKET hands frames over as they are, so
+    // they must carry finished checksums and no TSO.
+    podExec(s.podNs, 'sh', '-c', POD_SCRIPT, 'sh', s.podIf, `${s.ip}/${s.prefixLen}`, s.gateway, s.txOffload ? 'on' : 'off');
   } catch (e) {
     unwirePod(s.hostNs, s.hostIf); // deleting one end deletes the pair: nothing half-made stays
     throw e;

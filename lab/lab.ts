@@ -24,6 +24,7 @@ export interface UpOptions {
   clusterCIDR?: string;
   workers?: number;
   underlayMTU?: number;
+  offloads?: { podTso?: boolean; podGso?: boolean }; // engine pod offloads (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
   progress?: (msg: string) => void;
 }
@@ -35,7 +36,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], model: { namespaces: [], pods: [], policies: [] } };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], model: { namespaces: [], pods: [], policies: [] }, offloads: o.offloads };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
@@ -127,7 +128,7 @@ export function writeDatastore(s: LabState, extra: ClusterView['nodes'] = []): v
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
-  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU };
+  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.offloads };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');

@@ -17,6 +17,7 @@ export interface LabState {
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
   model: PolicyView; // namespaces, pods (labels, ports, IPs) and NetworkPolicies, as agents see them
+  offloads?: { podTso?: boolean; podGso?: boolean }; // engine settings the agents start with (absent: the engine's defaults)
 }
 
 export const LAB_ROOT = '/run/twill/labs';

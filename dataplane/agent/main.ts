@@ -25,6 +25,13 @@ export interface AgentConfig {
   workers?: number;
   vxlanPort?: number;
   vni?: number;
+  podTso?: boolean; // engine/config.ts: read pods' TSO super-frames (pods keep TX offload on)
+  podGso?: boolean; // engine/config.ts: coalesce overlay TCP into GSO frames for pods
+}
+
+// PACKET_VNET_HDR works on this kernel (a socket on lo with it set opens).
+function vnetHdrWorks(): boolean {
+  try { native.close(native.packetOpen('lo', { vnetHdr: true })); return true; } catch { return false; }
 }
 
 export async function runAgent(cfg: AgentConfig): Promise<void> {
@@ -39,7 +46,13 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
     podMtu: (cfg.underlayMTU ?? 1500) - VXLAN_OVERHEAD,
     workers: cfg.workers ?? 2, vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
+    ...(cfg.podTso !== undefined ? { podTso: cfg.podTso } : {}),
+    ...(cfg.podGso !== undefined ? { podGso: cfg.podGso } : {}),
   });
+  if ((ecfg.podTso || ecfg.podGso) && !vnetHdrWorks()) {
+    log.warn('PACKET_VNET_HDR is refused here: pod offloads off');
+    ecfg.podTso = false; ecfg.podGso = false;
+  }
   ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR });
   const pods = new PodRegistry(path.join(cfg.stateDir, 'pods.json'));
 
@@ -58,7 +71,11 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     return { ...compileFib(input), gatewayIP };
   };
 
-  // NetworkPolicy: compiled (incrementally) whenever the policy view changes; none → nothing judged.
+  // NetworkPolicy: compiled (incrementally) whenever the policy view changes. Tables are
+  // published even when there is no policy (nobody isolated: every packet allowed), so the
+  // engine tracks every flow from its first packet: a flow first seen after policies
+  // appear could otherwise be seen first by its reply and recorded backwards, which lets
+  // a denied flow through and drops an allowed one (test/policy-lab/under-traffic.test.ts).
   const compiler = new PolicyCompiler();
   let policy: { buffers?: PolicyBuffers; gen: number; rev: string; text: string } = { gen: 0, rev: '', text: '' };
   const compilePolicy = () => {
@@ -66,7 +83,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     const text = JSON.stringify(m ?? null) + JSON.stringify(view.nodes);
     if (text === policy.text) return;
     const rev = policyRev(m);
-    if (!m || m.policies.length === 0) { policy = { gen: policy.gen + 1, rev, text }; return; }
+    if (!m) { policy = { gen: policy.gen + 1, rev, text }; return; }
     const nodeIps = view.nodes.flatMap((n) => [gatewayOf(n.podCIDR), n.underlayIP]);
     const t0 = performance.now();
     const buffers = compiler.compile({ ...m, nodeIps }).buffers;
@@ -111,7 +128,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
         return { removed: had };
       }
       case 'pods': return pods.list();
-      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, policyRev: appliedRev };
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, policyRev: appliedRev, podTxOffload: ecfg.podTso };
       case 'counters': return engine.counters();
       default: throw new Error(`unknown op ${String(req.op)}`);
     }

@@ -13,6 +13,9 @@ export interface EngineConfig {
   completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
   udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message
   udpGro: boolean; // let the kernel coalesce overlay receives (UDP_GRO)
+  // Pod offloads (stages/segment.ts, stages/coalesce.ts):
+  podTso: boolean; // pods keep TX offload on; their veths are read with PACKET_VNET_HDR (TSO super-frames, partial checksums)
+  podGso: boolean; // coalesce overlay TCP segments into GSO super-frames for local pods (AF_PACKET send with a virtio_net_hdr)
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
@@ -32,6 +35,8 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     completeInnerChecksums: true,
     udpGso: true,
     udpGro: true,
+    podTso: true,
+    podGso: true,
     conntrackSize: 1 << 18,
     ...partial,
   };

@@ -7,7 +7,8 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { native, type PacketOptions } from '../native/index.js';
 import { ETH_HLEN } from '../packet/ethernet.js';
-import { Batch, GRO_SLOT, splitGro } from '../stages/batch.js';
+import { Batch, GEN_ENTRIES, GRO_SLOT, splitGro } from '../stages/batch.js';
+import { VNET_HLEN } from '../packet/virtio.js';
 import { pino } from 'pino';
 import { StageContext } from '../stages/context.js';
 import { ingressPod } from '../stages/ingress-pod.js';
@@ -35,6 +36,7 @@ export interface WorkerTask {
 }
 
 const ROUNDS = 8;
+const OUT_BYTES = 2 << 20; // segments and coalesced frames made per batch (stages/segment.ts, coalesce.ts)
 const GRO_SLOTS = 8; // 64 KB overlay receives per batch // batches per ready fd before looking at the others again
 const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
 
@@ -43,7 +45,9 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const ctl = new Int32Array(task.ctl);
   const ctx = new StageContext(cfg, task.stats, index);
   const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
-  const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64));
+  const offload = cfg.podTso || cfg.podGso;
+  const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64) + (offload ? GEN_ENTRIES : 0),
+    offload ? { bigSlots: cfg.podTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
   const ns = cfg.netns;
   const udpOpts = { reusePort: true, gro: cfg.udpGro };
   const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
@@ -51,10 +55,26 @@ export default function runWorker(task: WorkerTask): { index: number } {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
     udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, udpOpts) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, udpOpts),
     pod: openPacket('', { qdiscBypass: true }),
+    podVnet: -1,
   };
   ctx.udpGso = cfg.udpGso && native.udpOffloads(out.udp).gso;
   const log = pino({ base: { node: cfg.node, worker: index } });
-  ctx.onOffloadRefused = (what, err) => log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
+  const refused = new Set<string>();
+  ctx.onOffloadRefused = (what, err) => {
+    if (refused.has(what)) return;
+    refused.add(what);
+    log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
+  };
+  if (offload) {
+    // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
+    try {
+      out.podVnet = openPacket('', { qdiscBypass: true, vnetHdr: true });
+      ctx.podVnetTx = true;
+    } catch (e) {
+      ctx.onOffloadRefused('pod-vnet-send', e);
+    }
+  }
+  ctx.flush = () => { egress(ctx, bt, out); bt.resetMade(); };
   const pods = new Map<number, number>(); // ifindex → fd
   let fds = new Int32Array(0), kinds = new Int32Array(0), ready = new Int32Array(0);
   let gen = -1;
@@ -66,7 +86,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     for (const [ifx, name] of want) {
       if (pods.has(ifx)) continue;
       try {
-        pods.set(ifx, openPacket(name, { ignoreOutgoing: true, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
+        pods.set(ifx, openPacket(name, { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
       } catch {
         ctx.counters[C.rx_errors]++; // the veth went away between publication and now
       }
@@ -105,6 +125,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   }
   for (const fd of pods.values()) native.close(fd);
   native.close(out.tun); native.close(out.udp); native.close(out.pod);
+  if (out.podVnet >= 0) native.close(out.podVnet);
   return { index };
 }
 
@@ -114,7 +135,10 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
   for (let round = 0; round < ROUNDS; round++) {
     let n: number;
     try {
-      if (kind === SRC_POD) {
+      if (kind === SRC_POD && ctx.podTso) {
+        bt.aimBig(ETH_HLEN + VNET_HLEN);
+        n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.bigSlots, bt.bigCapacity(ETH_HLEN + VNET_HLEN));
+      } else if (kind === SRC_POD) {
         bt.aim(ETH_HLEN);
         n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, max, bt.capacity(ETH_HLEN));
       } else if (kind === SRC_TUN) {

@@ -8,8 +8,18 @@
 // slots (64 KB each) take overlay receives, which the kernel may coalesce
 // (UDP_GRO): one receive then holds many VXLAN datagrams back to back, and
 // splitting it yields one entry per datagram.
+//
+// With pod offloads on (engine/config.ts podTso, podGso) two more regions
+// follow: big slots (one pod receive each: a virtio_net_hdr and a frame of up
+// to 64 KB, a TSO super-frame) and the out region, where the segment and
+// coalesce stages write the packets they make. Made packets take entries from
+// `top` up (entries below n are the receives).
 export const HEADROOM = 64;
 export const GRO_SLOT = 65536;
+export const BIG_SLOT = 65536 + 512; // virtio_net_hdr + Ethernet + a 64 KB IP packet, after HEADROOM
+export const GEN_ENTRIES = 2048; // entries for made packets (segments) per batch
+
+export interface BigRegions { bigSlots: number; outBytes: number }
 
 export class Batch {
   n = 0; // entries in use
@@ -36,19 +46,40 @@ export class Batch {
   readonly podIdx: Int32Array;
   readonly udpIdx: Int32Array;
   readonly runs: Int32Array; // UDP send runs (see egress)
+  // Offloads (pods with PACKET_VNET_HDR): per-entry virtio_net_hdr facts.
+  readonly gso: Int32Array; // gso_size, 0 = not a super-frame
+  readonly vflags: Int32Array; // virtio flags | gso_type << 8; 0 = nothing pending
+  readonly csumStart: Int32Array; // NEEDS_CSUM: absolute offset where the sum starts
+  readonly csumOff: Int32Array; // NEEDS_CSUM: checksum field offset from csumStart
+  readonly podVnet: Int32Array; // 1: offs points at a virtio_net_hdr, send on the vnet socket
+  readonly scratch: Int32Array; // an index list egress builds (one stretch of pod frames)
+  readonly words: Uint32Array; // the arena as words, for csumAdd32
+  readonly bigBase: number;
+  readonly bigSlots: number;
+  readonly outBase: number;
+  readonly outEnd: number;
+  top = 0; // next free entry for made packets
+  outTop = 0; // next free byte of the out region
   nTun = 0;
   nPod = 0;
   nUdp = 0;
 
-  constructor(readonly slots: number, readonly slotSize: number, readonly groSlots: number, readonly entries: number) {
+  constructor(readonly slots: number, readonly slotSize: number, readonly groSlots: number, readonly entries: number, big?: BigRegions) {
     if (entries < slots) throw new Error('a batch needs at least one entry per slot');
     this.groBase = slots * slotSize;
-    this.arena = new Uint8Array(new SharedArrayBuffer(this.groBase + groSlots * GRO_SLOT));
+    this.bigBase = this.groBase + groSlots * GRO_SLOT;
+    this.bigSlots = big?.bigSlots ?? 0;
+    this.outBase = this.bigBase + this.bigSlots * BIG_SLOT;
+    this.outEnd = this.outBase + (big?.outBytes ?? 0);
+    if (this.bigSlots > entries) throw new Error('a batch needs at least one entry per big slot');
+    this.arena = new Uint8Array(new SharedArrayBuffer(this.outEnd));
+    this.words = new Uint32Array(this.arena.buffer, 0, this.outEnd >>> 2);
     const a = () => new Int32Array(entries);
     this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
     this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a();
     this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
+    this.gso = a(); this.vflags = a(); this.csumStart = a(); this.csumOff = a(); this.podVnet = a(); this.scratch = a();
     for (let i = 0; i < slots; i++) this.base[i] = i * slotSize;
   }
 
@@ -66,9 +97,22 @@ export class Batch {
     for (let i = 0; i < this.groSlots; i++) this.offs[i] = this.groBase + i * GRO_SLOT;
   }
 
+  /** Point the first bigSlots receive offsets at the big slots (lead as for aim). */
+  aimBig(lead: number): void {
+    const off = this.bigBase + HEADROOM - lead;
+    for (let i = 0; i < this.bigSlots; i++) this.offs[i] = off + i * BIG_SLOT;
+  }
+
+  bigCapacity(lead: number): number { return BIG_SLOT - HEADROOM + lead; }
+
+  /** Forget the packets made so far (after they were sent, or at a batch's start). */
+  resetMade(): void { this.top = this.n; this.outTop = this.outBase; }
+
   clearOutputs(): void { this.nTun = 0; this.nPod = 0; this.nUdp = 0; }
   toTun(i: number): void { this.tunIdx[this.nTun++] = i; }
-  toPod(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podIdx[this.nPod++] = i; }
+  toPod(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podVnet[i] = 0; this.podIdx[this.nPod++] = i; }
+  /** offs[i] points at a virtio_net_hdr: the frame leaves on the vnet socket. */
+  toPodVnet(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podVnet[i] = 1; this.podIdx[this.nPod++] = i; }
   toUdp(i: number, dst: number, port: number): void { this.outDst[i] = dst; this.outPort[i] = port; this.udpIdx[this.nUdp++] = i; }
 }
 

@@ -21,6 +21,10 @@ export class StageContext {
   readonly podMtu: number;
   readonly completeInnerChecksums: boolean;
   udpGso = false; // set by the worker once the socket is open and the kernel says yes
+  readonly podTso: boolean; // pod receives start with a virtio_net_hdr (see stages/segment.ts)
+  podGso: boolean; // coalesce overlay TCP for local pods (stages/coalesce.ts)
+  podVnetTx = false; // the worker has a vnet send socket the kernel takes frames on
+  flush?: () => void; // send everything queued and free the out region (set by the worker)
   onOffloadRefused?: (what: string, err: unknown) => void;
   policy?: PolicyTables; // undefined: no NetworkPolicy in the cluster, nothing to judge
   policyGen = 0;
@@ -36,6 +40,8 @@ export class StageContext {
     this.vxlanPort = cfg.vxlanPort;
     this.podMtu = cfg.podMtu;
     this.completeInnerChecksums = cfg.completeInnerChecksums;
+    this.podTso = cfg.podTso;
+    this.podGso = cfg.podGso;
     this.counters = new Float64Array(stats, worker * NCOUNTERS * 8, NCOUNTERS);
   }
 

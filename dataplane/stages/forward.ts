@@ -6,6 +6,12 @@
 //   host → the bare IP packet into TUN
 // A DF packet over the pod MTU headed for the overlay gets ICMP
 // fragmentation-needed back (RFC 1191) instead.
+//
+// Offloads: a frame from a pod may carry a partial checksum or be a TSO
+// super-frame (bt.vflags, bt.gso; stages/segment.ts). A local pod takes it as
+// it is, with its virtio_net_hdr, on the vnet socket; the overlay and TUN get
+// it finished and cut into pieces. Overlay TCP for a local pod is coalesced
+// into super-frames when it can be (stages/coalesce.ts).
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { decTtl } from '../packet/ipv4.js';
@@ -13,6 +19,8 @@ import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
 import { admit } from './policy.js';
+import { coalesce } from './coalesce.js';
+import { completePartial, segment, OUT_POD, OUT_TUN, OUT_UDP } from './segment.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -23,6 +31,7 @@ export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
 const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP } = fib;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
+const VNET_HLEN = 10;
 
 // Byte stores: TypedArray.prototype.set costs a builtin call (~15 ns) for 6 bytes.
 function copyMac(b: Uint8Array, off: number, mac: Uint8Array): void {
@@ -38,6 +47,8 @@ function writeEthType(b: Uint8Array, off: number): void { b[off + 12] = ETH_P_IP
 
 export function forward(ctx: StageContext, bt: Batch, from: number): void {
   const b = bt.arena, c = ctx.counters, nh = ctx.nh, lpm = ctx.route4;
+  bt.resetMade();
+  const coalescing = from === FROM_VXLAN && ctx.podGso && ctx.podVnetTx;
   for (let i = 0; i < bt.n; i++) {
     const l3len = bt.l3len[i];
     if (l3len === 0) continue;
@@ -45,33 +56,68 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
     const kind = nh[p + NH_KIND];
     if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, from === FROM_POD, kind === NH_LOCAL)) continue;
+    const vf = from === FROM_POD ? bt.vflags[i] : 0; // partial checksum / super-frame from a pod
     if (kind === NH_LOCAL) {
+      if (coalescing) {
+        const k = coalesce(ctx, bt, i, nh[p + NH_IFINDEX], nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
+        if (k > 0) { i += k - 1; continue; }
+      }
       if (from !== FROM_TUN && !ttlOk(b, l3, c)) continue;
       const eth = l3 - ETH_HLEN;
       writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
       copyMac(b, eth + 6, ctx.gwMac);
       writeEthType(b, eth);
+      if (vf !== 0) {
+        if (ctx.podVnetTx) { // its virtio_net_hdr is still in front of the Ethernet header
+          bt.offs[i] = eth - VNET_HLEN; bt.lens[i] = l3len + ETH_HLEN + VNET_HLEN;
+          bt.toPodVnet(i, nh[p + NH_IFINDEX]);
+          continue;
+        }
+        if (bt.gso[i] > 0) { segment(ctx, bt, i, ETH_HLEN, OUT_POD, nh[p + NH_IFINDEX], 0); continue; }
+        if (!finish(bt, i, c)) continue;
+      }
       bt.offs[i] = eth; bt.lens[i] = l3len + ETH_HLEN;
       bt.toPod(i, nh[p + NH_IFINDEX]);
     } else if (kind === NH_REMOTE) {
       if (from === FROM_VXLAN) { c[C.drop_hairpin]++; continue; }
-      if (l3len > ctx.podMtu) { tooBig(ctx, bt, i, l3, from); continue; }
+      const g = vf !== 0 ? bt.gso[i] : 0;
+      if ((g > 0 ? pieceLen(b, l3, g) : l3len) > ctx.podMtu) { tooBig(ctx, bt, i, l3, from); continue; }
       if (from === FROM_POD && !ttlOk(b, l3, c)) continue;
       const eth = l3 - ETH_HLEN;
       writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
       copyMac(b, eth + 6, ctx.vtepMac);
       writeEthType(b, eth);
       writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
+      if (g > 0) { segment(ctx, bt, i, ETH_HLEN + VXLAN_HLEN, OUT_UDP, nh[p + NH_IP], ctx.vxlanPort); continue; }
+      if (vf !== 0 && !finish(bt, i, c)) continue;
       bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = l3len + ETH_HLEN + VXLAN_HLEN;
       bt.toUdp(i, nh[p + NH_IP], ctx.vxlanPort);
     } else if (kind === NH_HOST) {
       if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
+      if (vf !== 0) {
+        if (bt.gso[i] > 0) { segment(ctx, bt, i, 0, OUT_TUN, 0, 0); continue; }
+        if (!finish(bt, i, c)) continue;
+      }
       bt.offs[i] = l3; bt.lens[i] = l3len;
       bt.toTun(i);
     } else {
       c[C.drop_no_route]++;
     }
   }
+}
+
+// A partial checksum from a pod, finished for a path that needs it finished.
+function finish(bt: Batch, i: number, c: Float64Array): boolean {
+  if ((bt.vflags[i] & 1) === 0) return true;
+  if (!completePartial(bt, i)) { c[C.drop_malformed]++; return false; }
+  c[C.pod_csum_completed]++;
+  return true;
+}
+
+// The IP length of one piece of a super-frame cut at gso_size g.
+function pieceLen(b: Uint8Array, l3: number, g: number): number {
+  const ihl = (b[l3] & 15) << 2;
+  return ihl + (b[l3 + 9] === 6 ? (b[l3 + ihl + 12] >>> 4) << 2 : 8) + g;
 }
 
 function ttlOk(b: Uint8Array, l3: number, c: Float64Array): boolean {

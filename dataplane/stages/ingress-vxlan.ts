@@ -6,7 +6,7 @@
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { parseIPv4 } from '../packet/ipv4.js';
-import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
+import { csumAdd32, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
 import * as fields from '../packet/fields.js';
 import * as l4 from '../packet/l4.js';
 import { C } from '../engine/counters.js';
@@ -35,12 +35,12 @@ export function ingressVxlan(ctx: StageContext, bt: Batch): void {
     if (f[F_ETHTYPE] !== ETH_P_IP || f[F_L3OFF] !== eth + ETH_HLEN) { c[C.drop_not_ipv4]++; continue; }
     r = parseIPv4(b, eth + ETH_HLEN, len - VXLAN_HLEN - ETH_HLEN, f, false);
     if (r !== 0) { countParseDrop(c, r); continue; }
-    if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, f, c);
+    if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, bt.words, f, c);
     takeIPv4(bt, i, f);
   }
 }
 
-function completeChecksum(b: Uint8Array, f: Int32Array, c: Float64Array): void {
+function completeChecksum(b: Uint8Array, w: Uint32Array, f: Int32Array, c: Float64Array): void {
   const proto = f[F_PROTO];
   let field: number;
   if (proto === IPPROTO_TCP) field = 16;
@@ -50,7 +50,7 @@ function completeChecksum(b: Uint8Array, f: Int32Array, c: Float64Array): void {
   if (l4len < field + 2) return;
   const at = l4 + field;
   if (proto === IPPROTO_UDP && b[at] === 0 && b[at + 1] === 0) return; // UDP without checksum
-  const s = csumAdd(b, l4, l4len, 0);
+  const s = csumAdd32(b, w, l4, l4len, 0);
   if (csumFold(s + pseudoHeaderSum4(f[F_SRC4], f[F_DST4], proto, l4len)) === 0) return; // already complete
   let v = csumFold(s);
   if (v === 0 && proto === IPPROTO_UDP) v = 0xffff;

@@ -10,6 +10,7 @@ need_root
 # package:command-or-file that proves it is installed
 PKGS=(
   iproute2:/usr/sbin/ip
+  iptables:/usr/sbin/iptables
   iputils-ping:/usr/bin/ping
   iperf3:/usr/bin/iperf3
   ethtool:/usr/sbin/ethtool

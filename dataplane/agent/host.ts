@@ -17,3 +17,24 @@ export function ensureHost(h: HostSetup): void {
   ip('addr', 'replace', `${h.gatewayIP}/32`, 'dev', h.tunName);
   ip('route', 'replace', h.clusterCIDR, 'dev', h.tunName, 'src', h.gatewayIP);
 }
+
+const CHAIN = 'TWILL-POSTROUTING';
+
+function iptables(...args: string[]): boolean {
+  try { execFileSync('iptables', ['-w', '5', ...args], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+/**
+ * flannel's ipMasq: pod traffic that leaves the cluster's pod range (to other
+ * nodes' addresses, services, the internet) goes through the node's own stack,
+ * which masquerades it to the node's address. Replies, and hostPort DNAT's
+ * un-NAT, then pass the node's conntrack as they would with flannel.
+ */
+export function ensureMasquerade(clusterCIDR: string): void {
+  if (!iptables('-t', 'nat', '-L', CHAIN, '-n')) iptables('-t', 'nat', '-N', CHAIN);
+  iptables('-t', 'nat', '-F', CHAIN);
+  const ok = iptables('-t', 'nat', '-A', CHAIN, '-s', clusterCIDR, '-d', clusterCIDR, '-j', 'RETURN') &&
+    iptables('-t', 'nat', '-A', CHAIN, '-s', clusterCIDR, '!', '-d', '224.0.0.0/4', '-j', 'MASQUERADE', '--random-fully') &&
+    (iptables('-t', 'nat', '-C', 'POSTROUTING', '-j', CHAIN) || iptables('-t', 'nat', '-A', 'POSTROUTING', '-j', CHAIN));
+  if (!ok) throw new Error('iptables: could not install the masquerade rules (is iptables installed?)');
+}

@@ -10,7 +10,7 @@ import { compileFib, type FibInput } from '../engine/fib.js';
 import { defaultEngineConfig, VXLAN_OVERHEAD, type EngineConfig } from '../engine/config.js';
 import { FileSource, policyRev, type ClusterView } from './datastore.js';
 import { PodRegistry, type PodRecord } from './pods.js';
-import { ensureHost } from './host.js';
+import { ensureHost, ensureMasquerade } from './host.js';
 import { serve } from './server.js';
 import { gatewayOf } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
@@ -27,6 +27,7 @@ export interface AgentConfig {
   vni?: number;
   podTso?: boolean; // engine/config.ts: read pods' TSO super-frames (pods keep TX offload on)
   podGso?: boolean; // engine/config.ts: coalesce overlay TCP into GSO frames for pods
+  ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
 }
 
 // PACKET_VNET_HDR works on this kernel (a socket on lo with it set opens).
@@ -54,6 +55,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     ecfg.podTso = false; ecfg.podGso = false;
   }
   ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR });
+  if (cfg.ipMasq ?? true) ensureMasquerade(view.clusterCIDR);
   const pods = new PodRegistry(path.join(cfg.stateDir, 'pods.json'));
 
   const tables = () => {

@@ -45,7 +45,6 @@ export function compileFib(input: FibInput): FibTables {
     const mac = parseMac(r.vtepMAC);
     records.push([NH_REMOTE, 0, parseIPv4(r.underlayIP), macHi(mac), macLo(mac)]);
     add(r.podCIDR, records.length - 1);
-    add(`${r.underlayIP}/32`, records.length - 1); // pod → other node's stack, via its TUN (passes rp_filter)
   }
   let maxIf = 0;
   for (const p of input.pods) maxIf = Math.max(maxIf, p.ifindex);

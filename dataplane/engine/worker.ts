@@ -54,7 +54,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const out: Outputs = {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
     udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, udpOpts) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, udpOpts),
-    pod: openPacket('', { qdiscBypass: true }),
+    pod: openPacket('', {}),
     podVnet: -1,
   };
   ctx.udpGso = cfg.udpGso && native.udpOffloads(out.udp).gso;
@@ -68,7 +68,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   if (offload) {
     // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
     try {
-      out.podVnet = openPacket('', { qdiscBypass: true, vnetHdr: true });
+      out.podVnet = openPacket('', { vnetHdr: true });
       ctx.podVnetTx = true;
     } catch (e) {
       ctx.onOffloadRefused('pod-vnet-send', e);

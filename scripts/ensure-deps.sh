@@ -34,7 +34,7 @@ PKGS=(
 missing=()
 for p in "${PKGS[@]}"; do [ -e "${p#*:}" ] || missing+=("${p%%:*}"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "twill: installing ${missing[*]} (apt-get)"
+  echo >&2 "twill: installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
@@ -43,25 +43,25 @@ fi
 
 # npm packages: install when node_modules is missing or older than the lockfile.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "twill: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo >&2 "twill: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >&2
 fi
 
 # Native addon and TypeScript: rebuild only when a source is newer than the output.
 addon=dataplane/native/build/Release/twill_native.node
 if [ ! -f "$addon" ] || [ -n "$(find dataplane/native/src dataplane/native/binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
-  echo "twill: building the native addon"
+  echo >&2 "twill: building the native addon"
   (cd dataplane/native && npx node-gyp rebuild --loglevel=error >/dev/null)
 fi
 stamp=dist/.build-stamp
 if [ ! -f "$stamp" ] || [ -n "$(find dataplane cni policy bench cli lab tsconfig.json -name '*.ts' -newer "$stamp" -o -name tsconfig.json -newer "$stamp" 2>/dev/null | head -1)" ]; then
-  echo "twill: compiling TypeScript"
-  npx tsc -p tsconfig.json
+  echo >&2 "twill: compiling TypeScript"
+  npx tsc -p tsconfig.json >&2
   touch "$stamp"
 fi
 # The CNI plugin as a single executable (runs on nodes without Node.js).
 if [ ! -x dist/cni/twill-cni ] || [ -n "$(find cni dataplane/agent -name '*.ts' -newer dist/cni/twill-cni 2>/dev/null | head -1)" ] || [ cni/build-sea.mjs -nt dist/cni/twill-cni ]; then
-  echo "twill: building the twill-cni executable"
+  echo >&2 "twill: building the twill-cni executable"
   node cni/build-sea.mjs >/dev/null
 fi
 

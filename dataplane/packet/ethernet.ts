@@ -1,6 +1,9 @@
 // Ethernet II framing with at most one 802.1Q tag.
-import { F_ETHTYPE, F_L3OFF, F_L4OFF, F_VLAN } from './fields.js';
-import { R_OK, R_TRUNCATED, R_UNSUPPORTED_ETHERTYPE } from './reasons.js';
+import * as fields from './fields.js';
+import * as reasons from './reasons.js';
+// Imported constants are module-cell loads in V8's hot loops; module-level consts fold.
+const { R_OK, R_TRUNCATED, R_UNSUPPORTED_ETHERTYPE } = reasons;
+const { F_ETHTYPE, F_L3OFF, F_L4OFF, F_VLAN } = fields;
 
 export const ETH_HLEN = 14;
 export const ETH_ALEN = 6;

@@ -1,6 +1,9 @@
 // Transport header parsing shared by IPv4 and IPv6.
-import { F_DPORT, F_FRAG, F_ICMP_CODE, F_ICMP_TYPE, F_SPORT, F_TCP_FLAGS } from './fields.js';
-import { R_BAD_L4, R_OK } from './reasons.js';
+import * as fields from './fields.js';
+import * as reasons from './reasons.js';
+// Imported constants are module-cell loads in V8's hot loops; module-level consts fold.
+const { R_BAD_L4, R_OK } = reasons;
+const { F_DPORT, F_FRAG, F_ICMP_CODE, F_ICMP_TYPE, F_SPORT, F_TCP_FLAGS } = fields;
 
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;

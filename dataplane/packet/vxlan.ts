@@ -2,8 +2,10 @@
 import { ETH_HLEN, ETH_P_IP, writeEthernet } from './ethernet.js';
 import { IPV4_HLEN, writeIPv4Header } from './ipv4.js';
 import { IPPROTO_UDP } from './l4.js';
-import { R_BAD_VXLAN_FLAGS, R_TRUNCATED } from './reasons.js';
+import * as reasons from './reasons.js';
 import { UDP_HLEN, writeUdpHeader } from './udp.js';
+// Imported constants are module-cell loads in V8's hot loops; module-level consts fold.
+const { R_BAD_VXLAN_FLAGS, R_TRUNCATED } = reasons;
 
 export const VXLAN_HLEN = 8;
 export const VXLAN_PORT = 8472; // flannel / Linux default, not IANA 4789

@@ -8,6 +8,7 @@ const USAGE = `usage:
   twill bench [--quick]          the whole suite: dataplanes side by side + micro; writes bench/results/
   twill bench micro [--json] [--quick]
   twill bench cni [--json] [--quick]      CNI ADD/DEL latency, process start included
+  twill bench policy [--quick]            compile 10k policies, apply-to-enforce, throughput with/without policies
 `;
 
 export async function benchCommand(args: string[]): Promise<number> {
@@ -26,6 +27,11 @@ export async function benchCommand(args: string[]): Promise<number> {
   if (sub === 'cni') {
     const { runCniBench } = await import('./cni.js');
     await runCniBench({ json: rest.includes('--json'), quick: rest.includes('--quick') });
+    return 0;
+  }
+  if (sub === 'policy') {
+    const { runPolicyLabBench } = await import('./policy-bench.js');
+    await runPolicyLabBench({ quick: rest.includes('--quick') });
     return 0;
   }
   if (sub === undefined || sub === '--quick') return suite(args.includes('--quick'));

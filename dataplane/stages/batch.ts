@@ -38,6 +38,7 @@ export class Batch {
   readonly proto: Int32Array; // parsed upper protocol
   readonly sport: Int32Array; // TCP/UDP/SCTP ports; ICMP echo: the identifier in both
   readonly dport: Int32Array;
+  readonly tcpFlags: Int32Array; // low 8 bits of the TCP flags (0 for other protocols)
   // Outputs: per-entry destination, and one index list per output.
   readonly outIf: Int32Array;
   readonly outDst: Int32Array;
@@ -76,7 +77,7 @@ export class Batch {
     this.words = new Uint32Array(this.arena.buffer, 0, this.outEnd >>> 2);
     const a = () => new Int32Array(entries);
     this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
-    this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a();
+    this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a(); this.tcpFlags = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a();
     this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
     this.gso = a(); this.vflags = a(); this.csumStart = a(); this.csumOff = a(); this.podVnet = a(); this.scratch = a();

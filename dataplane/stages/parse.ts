@@ -7,7 +7,7 @@ import type { Batch } from './batch.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
 // module-cell load); module-level consts it does fold.
-const { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF, F_PROTO, F_SPORT, F_DPORT } = fields;
+const { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF, F_PROTO, F_SPORT, F_DPORT, F_TCP_FLAGS } = fields;
 
 export function countParseDrop(c: Float64Array, reason: number): void {
   if (reason === R_TRUNCATED) c[C.drop_truncated]++;
@@ -23,4 +23,5 @@ export function takeIPv4(bt: Batch, i: number, f: Int32Array): void {
   bt.proto[i] = f[F_PROTO];
   bt.sport[i] = f[F_SPORT];
   bt.dport[i] = f[F_DPORT];
+  bt.tcpFlags[i] = f[F_TCP_FLAGS];
 }

@@ -8,12 +8,26 @@
 // Entries remember the policy generation that admitted them. After a policy
 // change the next packet of an old flow is judged again: a flow the new
 // policies still allow never loses a packet, one they deny stops at once.
+//
+// A TCP packet without SYN that no entry knows (the agent restarted, the entry
+// expired) belongs to a connection already under way, in one direction or the
+// other: it passes if either direction is allowed, and the entry is recorded
+// that way. Only a SYN opens a new connection, so this lets no new one through.
 import { INGRESS, EGRESS } from '../../policy/tables.js';
 import { C } from '../engine/counters.js';
+import type { PolicyTables } from '../../policy/tables.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export const CT_TTL_S = 120;
+const TCP = 6, SYN = 0x02;
+
+/** 0 allowed; else the counter to charge: a flow from `src` (a local pod if fromPod) to `dst` (if toPod) on proto/port. */
+function judge(pt: PolicyTables, src: number, dst: number, proto: number, port: number, fromPod: boolean, toPod: boolean): number {
+  if (fromPod && pt.verdict(EGRESS, src, dst, proto, port) < 0) return C.drop_policy_egress;
+  if (toPod && pt.verdict(INGRESS, dst, src, proto, port) < 0) return C.drop_policy_ingress;
+  return 0;
+}
 
 /** True when packet i may go on. fromPod: its source is a pod on this node; toPod: its destination is. */
 export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean, toPod: boolean): boolean {
@@ -29,18 +43,17 @@ export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean,
     ct.touch(slot, now, CT_TTL_S);
     return true;
   }
-  // A new flow, or one admitted under older policies: judge it in its original direction.
-  const oSrc = reply ? dst : src, oDst = reply ? src : dst, oPort = reply ? sport : dport;
-  const oFromPod = reply ? toPod : fromPod, oToPod = reply ? fromPod : toPod;
-  if (oFromPod && pt.verdict(EGRESS, oSrc, oDst, proto, oPort) < 0) {
-    ctx.counters[C.drop_policy_egress]++;
+  // Judge the flow in its original direction (known from the entry, or this packet's own).
+  let drop = reply ? judge(pt, dst, src, proto, sport, toPod, fromPod) : judge(pt, src, dst, proto, dport, fromPod, toPod);
+  if (drop !== 0 && slot < 0 && proto === TCP && (bt.tcpFlags[i] & SYN) === 0 && judge(pt, dst, src, proto, sport, toPod, fromPod) === 0) {
+    reply = true; // mid-connection, and the connection from the other side is allowed
+    drop = 0;
+  }
+  if (drop !== 0) {
+    ctx.counters[drop]++;
     return false;
   }
-  if (oToPod && pt.verdict(INGRESS, oDst, oSrc, proto, oPort) < 0) {
-    ctx.counters[C.drop_policy_ingress]++;
-    return false;
-  }
-  if (reply) ct.upsert(proto, dst, src, dport, sport, 1, gen, now, CT_TTL_S);
-  else if (ct.upsert(proto, src, dst, sport, dport, 1, gen, now, CT_TTL_S) < 0) ctx.counters[C.conntrack_full]++;
+  const stored = reply ? ct.upsert(proto, dst, src, dport, sport, 1, gen, now, CT_TTL_S) : ct.upsert(proto, src, dst, sport, dport, 1, gen, now, CT_TTL_S);
+  if (stored < 0) ctx.counters[C.conntrack_full]++;
   return true;
 }

@@ -39,6 +39,21 @@ static int setopt(int fd, int name, int val) {
   return setsockopt(fd, SOL_PACKET, name, &val, sizeof val);
 }
 
+// A fanout group has one tap of its own: the members' PACKET_IGNORE_OUTGOING
+// does not reach it, this flag (Linux 6.8+) does. Without it every frame we
+// send out of a veth wakes a worker that then throws the copy away.
+#ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+#define PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000
+#endif
+
+static int fanout(int fd, const struct pkt_args *a) {
+  int flags = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+  if (a->ignore_outgoing && setopt(fd, PACKET_FANOUT, a->fanout | ((flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16)) == 0)
+    return 0;
+  // Older kernels refuse the flag (EINVAL): join without it; copies of our sends are then skipped on receive.
+  return setopt(fd, PACKET_FANOUT, a->fanout | (flags << 16));
+}
+
 int pkt_open_fd(const void *p, const char **call) {
   const struct pkt_args *a = p;
   // Protocol 0: the socket sees nothing until bind() names ETH_P_ALL and the
@@ -53,8 +68,7 @@ int pkt_open_fd(const void *p, const char **call) {
   else if (a->ifname[0] && !(sll.sll_ifindex = (int)if_nametoindex(a->ifname))) *call = "if_nametoindex";
   else if (a->ifname[0] && bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) *call = "bind";
   else if (a->qdisc_bypass && setopt(fd, PACKET_QDISC_BYPASS, 1) < 0) *call = "PACKET_QDISC_BYPASS";
-  else if (a->fanout > 0 &&
-           setopt(fd, PACKET_FANOUT, a->fanout | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)) < 0)
+  else if (a->fanout > 0 && fanout(fd, a) < 0)
     *call = "PACKET_FANOUT";
   else return fd;
   int e = errno;

@@ -42,9 +42,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # npm packages: install when node_modules is missing or older than the lockfile.
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo >&2 "twill: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error >&2
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  echo >&2 "twill: npm install"
+  # Not `npm ci`: this registry lacks some platform-only optional packages (rollup's), which
+  # npm install skips but npm ci counts as a lock-file mismatch.
+  npm install --no-audit --no-fund --loglevel=error >&2
 fi
 
 # Native addon and TypeScript: rebuild only when a source is newer than the output.

@@ -46,34 +46,36 @@ export function markdown(r: SuiteResult): string {
   return lines.join('\n');
 }
 
+function num(v: number): string { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toPrecision(3); }
+
 function barChart(title: string, unit: string, groups: { label: string; values: Record<string, number> }[]): string {
   const names = Object.keys(COLORS).filter((n) => groups.some((g) => n in g.values));
-  const W = 640, H = 320, left = 60, bottom = 60, top = 40, barW = 26, gap = 30;
+  const W = 640, H = 320, left = 60, right = 10, bottom = 60, top = 40, barW = 26;
   const max = Math.max(1e-9, ...groups.flatMap((g) => Object.values(g.values).filter(Number.isFinite)));
   const scale = (v: number) => ((H - top - bottom) * v) / max;
+  const groupW = (W - left - right) / groups.length; // each group centred in an equal share of the width
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`, `<text x="${W / 2}" y="20" text-anchor="middle" font-size="15">${title}</text>`,
-    `<line x1="${left}" y1="${H - bottom}" x2="${W - 10}" y2="${H - bottom}" stroke="black"/>`];
+    `<rect width="${W}" height="${H}" fill="white"/>`, `<text x="${W / 2}" y="20" text-anchor="middle" font-size="15">${title}</text>`];
   for (let t = 0; t <= 4; t++) {
     const v = (max * t) / 4, y = H - bottom - scale(v);
-    out.push(`<line x1="${left}" y1="${y}" x2="${W - 10}" y2="${y}" stroke="#ddd"/>`, `<text x="${left - 6}" y="${y + 4}" text-anchor="end">${v.toPrecision(3)}</text>`);
+    out.push(`<line x1="${left}" y1="${y}" x2="${W - right}" y2="${y}" stroke="#ddd"/>`, `<text x="${left - 6}" y="${y + 4}" text-anchor="end">${num(v)}</text>`);
   }
+  out.push(`<line x1="${left}" y1="${H - bottom}" x2="${W - right}" y2="${H - bottom}" stroke="black"/>`);
   out.push(`<text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">${unit}</text>`);
-  let x = left + gap;
-  for (const g of groups) {
-    const x0 = x;
+  groups.forEach((g, gi) => {
+    const centre = left + groupW * (gi + 0.5);
+    let x = centre - (names.length * barW) / 2;
     for (const n of names) {
       const v = g.values[n];
       if (Number.isFinite(v)) {
         const h = scale(v);
-        out.push(`<rect x="${x}" y="${H - bottom - h}" width="${barW}" height="${h}" fill="${COLORS[n]}"><title>${n}: ${v.toPrecision(3)} ${unit}</title></rect>`);
-        out.push(`<text x="${x + barW / 2}" y="${H - bottom - h - 4}" text-anchor="middle" font-size="10">${v.toPrecision(3)}</text>`);
+        out.push(`<rect x="${x}" y="${H - bottom - h}" width="${barW}" height="${h}" fill="${COLORS[n]}"><title>${n}: ${num(v)} ${unit}</title></rect>`);
+        out.push(`<text x="${x + barW / 2}" y="${H - bottom - h - 4}" text-anchor="middle" font-size="10">${num(v)}</text>`);
       }
       x += barW;
     }
-    out.push(`<text x="${(x0 + x) / 2}" y="${H - bottom + 16}" text-anchor="middle">${g.label}</text>`);
-    x += gap;
-  }
+    out.push(`<text x="${centre}" y="${H - bottom + 16}" text-anchor="middle">${g.label}</text>`);
+  });
   names.forEach((n, i) => out.push(`<rect x="${left + i * 150}" y="${H - 22}" width="12" height="12" fill="${COLORS[n]}"/>`, `<text x="${left + i * 150 + 16}" y="${H - 12}">${n}</text>`));
   out.push('</svg>');
   return out.join('\n');

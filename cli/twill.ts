@@ -30,8 +30,10 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await labCommand(rest);
       return;
     case '_workload': { // inside a lab pod's netns
-      const { startWorkload, parseWorkloadArgs } = await import('../lab/workload.js');
-      startWorkload(parseWorkloadArgs(rest));
+      const { startWorkload, parseWorkloadArgs, READY_LINE } = await import('../lab/workload.js');
+      await startWorkload(parseWorkloadArgs(rest));
+      process.stdout.write(`${READY_LINE}\n`); // the lab waits for this before it calls the pod up
+      process.stdout.on('error', () => undefined); // whoever waited may have closed the pipe
       return;
     }
     case '_probe': { // inside a lab pod's netns: _probe ip...

@@ -1,7 +1,7 @@
 // The lab: nodes and pods as network namespaces on one machine, with a real
 // agent and engine per node. Nodes hang off a bridge in an underlay namespace
 // of their own; nothing is added to the root namespace.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import type { AgentConfig } from '../dataplane/agent/main.js';
 import { policyRev, type ClusterView } from '../dataplane/agent/datastore.js';
 import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, type ContainerPort } from '../policy/model.js';
-import { workloadArgs } from './workload.js';
+import { workloadArgs, READY_LINE } from './workload.js';
 
 export interface UpOptions {
   name?: string;
@@ -168,10 +168,11 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   Object.assign(pod, { ip: r.ip, mac: r.podMac, hostIf: r.hostIf });
   const ports = spec.containerPorts ?? [];
   const args = ports.length ? workloadArgs({ tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) }) : [];
-  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload', ...args], { detached: true, stdio: 'ignore' });
-  child.unref();
+  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload', ...args], { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
   pod.workloadPid = child.pid!;
   s.pids.push(pod.workloadPid);
+  saveState(s);
+  await workloadReady(child, `${namespace}/${name}`);
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
   s.model.pods = s.model.pods.filter((p) => !(p.namespace === namespace && p.name === name));
   s.model.pods.push({ namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports });
@@ -179,6 +180,25 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   saveState(s);
   writeDatastore(s);
   return pod;
+}
+
+/** Waits for a pod's workload to say every port listens, then lets it run on its own. */
+function workloadReady(child: ChildProcess, pod: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => done(new Error(`workload of ${pod} did not start within 10 s`)), 10_000);
+    const done = (err?: Error) => {
+      clearTimeout(t);
+      child.stdout?.removeAllListeners('data');
+      child.stdout?.destroy();
+      child.removeAllListeners('exit');
+      child.unref();
+      if (err) reject(err);
+      else resolve();
+    };
+    child.stdout?.on('data', (d) => { out += d; if (out.includes(READY_LINE)) done(); });
+    child.once('exit', (code) => done(new Error(`workload of ${pod} exited with code ${code}`)));
+  });
 }
 
 /** Applies (or, with remove, deletes) the NetworkPolicies in manifests; resolves once every agent enforces them. */

@@ -10,20 +10,26 @@ export const UDP_ECHO_PORT = 8081;
 
 export interface WorkloadPorts { tcp: number[]; udp: number[] }
 
-export function startWorkload(ports: WorkloadPorts = { tcp: [TCP_ECHO_PORT], udp: [UDP_ECHO_PORT] }): { close(): void } {
+/** Serves every port; resolves once all of them listen. */
+export async function startWorkload(ports: WorkloadPorts = { tcp: [TCP_ECHO_PORT], udp: [UDP_ECHO_PORT] }): Promise<{ close(): void }> {
   const closers: (() => void)[] = [];
+  const listening: Promise<void>[] = [];
   for (const p of ports.tcp) {
-    const tcp = net.createServer((c) => { c.on('error', () => c.destroy()); c.pipe(c); }).listen(p);
+    const tcp = net.createServer((c) => { c.on('error', () => c.destroy()); c.pipe(c); });
+    listening.push(new Promise((r) => tcp.listen(p, r)));
     closers.push(() => tcp.close());
   }
   for (const p of ports.udp) {
     const udp = dgram.createSocket('udp4');
     udp.on('message', (m, r) => udp.send(m, r.port, r.address));
-    udp.bind(p);
+    listening.push(new Promise((r) => udp.bind(p, r)));
     closers.push(() => udp.close());
   }
+  await Promise.all(listening);
   return { close: () => closers.forEach((c) => c()) };
 }
+
+export const READY_LINE = 'twill-workload-ready';
 
 /** Command-line form: `--tcp 80,81 --udp 80,81`. */
 export function parseWorkloadArgs(args: string[]): WorkloadPorts | undefined {

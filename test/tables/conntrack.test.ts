@@ -212,9 +212,12 @@ describe('Conntrack shared by worker threads', () => {
   it('sweeps concurrently with upserts without losing or duplicating keys', async () => {
     const ct = Conntrack.create(1 << 18);
     let sweeps = 0;
-    // every 3rd key expires at 1; the main thread sweeps at now=5 until the workers finish
+    // every 3rd key expires at 1; the main thread sweeps at now=5 until the workers finish.
+    // A sweep holds every stripe lock: back to back on 2 cores they can starve the
+    // workers for minutes, so nap 0.2 ms between sweeps (still many sweeps mid-insert).
+    const nap = new Int32Array(new SharedArrayBuffer(4));
     const results = await run(ct, 3, (done) => {
-      while (!done()) (ct.sweep(5), sweeps++);
+      while (!done()) { ct.sweep(5); sweeps++; Atomics.wait(nap, 0, 0, 0.2); }
     });
     for (const r of results) expect(r).toEqual({ full: 0, missing: 0, wrongKey: 0 });
     ct.sweep(5);

@@ -35,9 +35,9 @@ export interface WorkerTask {
   tables: TablesMsg;
 }
 
-const ROUNDS = 8;
+const ROUNDS = 8; // batches per ready fd before looking at the others again
 const OUT_BYTES = 2 << 20; // segments and coalesced frames made per batch (stages/segment.ts, coalesce.ts)
-const GRO_SLOTS = 8; // 64 KB overlay receives per batch // batches per ready fd before looking at the others again
+const GRO_SLOTS = 8; // 64 KB overlay receives per batch
 const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
 
 export default function runWorker(task: WorkerTask): { index: number } {

@@ -35,6 +35,7 @@ import { forward, FROM_TUN, FROM_VXLAN } from '../dataplane/stages/forward.js';
 import { defaultEngineConfig } from '../dataplane/engine/config.js';
 import { compileFib, type LocalPod, type RemoteNode } from '../dataplane/engine/fib.js';
 import { NCOUNTERS } from '../dataplane/engine/counters.js';
+import { mulberry32 } from './prng.js';
 
 export interface MicroOptions { json: boolean; quick?: boolean }
 
@@ -62,16 +63,6 @@ const HEAP_PACKETS_QUICK = 2_000_000;
 // Results go to a module variable so no loop is optimized away.
 let sink = 0;
 
-/** mulberry32: a small deterministic PRNG, so runs are comparable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 const highBits = (n: number) => (n <= 0 ? 0 : n >= 32 ? -1 : -1 << (32 - n));
 
@@ -88,7 +79,7 @@ function v4Len(r: number): number {
 }
 
 export function setupLpm4() {
-  const rnd = prng(4);
+  const rnd = mulberry32(4);
   const b = new Lpm4Builder();
   const pfx = new Int32Array(PREFIXES), plen = new Uint8Array(PREFIXES);
   let n = 0;
@@ -121,7 +112,7 @@ function v6Len(r: number): number {
 }
 
 export function setupLpm6() {
-  const rnd = prng(6);
+  const rnd = mulberry32(6);
   const allocs = Array.from({ length: 4000 }, () => (0x20000000 | (rnd() & 0x1fffffff)) | 0); // /32s in 2000::/3
   const b = new Lpm6Builder();
   const pfx = new Int32Array(4 * PREFIXES), plen = new Uint8Array(PREFIXES);
@@ -157,7 +148,7 @@ const CT_NOW = 1000, CT_TTL = 1e9;
 const CT_OPS = 1 << 18; // length of the (cyclic) op stream
 
 export function setupConntrack() {
-  const rnd = prng(7);
+  const rnd = mulberry32(7);
   const ct = Conntrack.create(1 << 18);
   const key = new Int32Array(5 * CT_FLOWS); // proto, src, dst, sport, dport
   for (let i = 0; i < CT_FLOWS; i++) {
@@ -256,7 +247,7 @@ export function setupStages() {
 // ---- checksum -----------------------------------------------------------------------
 
 function setupChecksum() {
-  const rnd = prng(1);
+  const rnd = mulberry32(1);
   const n = 64, slot = 2048, len = 1500;
   const b = new Uint8Array(new SharedArrayBuffer(n * slot));
   for (let i = 0; i < b.length; i++) b[i] = rnd() & 0xff;

@@ -3,18 +3,9 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PolicyCompiler } from './compile.js';
+import { uniform } from '../bench/prng.js';
 import { NS_NAME_LABEL, type ClusterModel, type NetworkPolicy, type Pod } from './model.js';
 
-/** Deterministic PRNG (mulberry32) so runs are comparable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface BenchShape {
   namespaces: number;
@@ -25,7 +16,7 @@ export interface BenchShape {
 
 /** A synthetic cluster: apps with tiers across namespaces, policies mixing every feature. */
 export function makeBenchModel(shape: BenchShape = { namespaces: 10, podsPerNamespace: 100, policies: 10_000, apps: 20 }, seed = 42): ClusterModel {
-  const r = rng(seed);
+  const r = uniform(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
   const tiers = ['web', 'api', 'db'] as const;
   const model: ClusterModel = { namespaces: [], pods: [], policies: [], nodeIps: ['10.0.0.1', '10.0.0.2'] };

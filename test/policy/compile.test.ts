@@ -8,21 +8,13 @@ import { parseIPv4 } from '../../dataplane/tables/lpm4.js';
 import { e2eModel, ipOf, policy } from './fixture.js';
 import { referenceVerdict } from './reference.js';
 
+import { uniform } from '../../bench/prng.js';
+
 const sign = (v: number) => (v > 0 ? 1 : v);
 
-/** Deterministic PRNG for sampling. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sampleAgainstReference(model: ClusterModel, t: PolicyTables, n: number, seed: number): void {
-  const r = rng(seed);
+  const r = uniform(seed);
   const ips = model.pods.filter((p) => p.ip).map((p) => parseIPv4(p.ip!));
   const externals = [parseIPv4('192.168.7.5'), parseIPv4('192.168.7.200'), parseIPv4('8.8.8.8'), ...model.nodeIps.map(parseIPv4)];
   const ports = [53, 80, 81, 8080, 8081, 8050, 8150, 9999, 443, 1, 1024];
@@ -59,7 +51,7 @@ describe('compiled tables', () => {
     let model = makeBenchModel(shape, 3);
     const c = new PolicyCompiler();
     sampleAgainstReference(model, c.compile(model), 600, 1);
-    const r = rng(99);
+    const r = uniform(99);
     const donor = makeBenchModel(shape, 4); // fresh policies to swap in
     for (let step = 0; step < 12; step++) {
       model = { ...model, pods: model.pods.slice(), policies: model.policies.slice(), namespaces: model.namespaces.slice() };

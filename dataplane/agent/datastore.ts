@@ -1,7 +1,7 @@
 // Where a node learns the cluster: which nodes exist, their pod subnets,
 // underlay addresses and VTEP MACs (flannel's subnet-manager role). The lab
 // uses a JSON file; a Kubernetes or etcd source implements the same interface.
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ClusterModel } from '../../policy/model.js';
@@ -32,19 +32,28 @@ export class FileSource implements ClusterSource {
   constructor(readonly file: string) {}
 
   read(): ClusterView {
-    const v = JSON.parse(readFileSync(this.file, 'utf8')) as ClusterView;
+    return this.parse(readFileSync(this.file, 'utf8'));
+  }
+
+  private parse(text: string): ClusterView {
+    const v = JSON.parse(text) as ClusterView;
     if (typeof v.clusterCIDR !== 'string' || !Array.isArray(v.nodes)) throw new Error(`${this.file}: expected {clusterCIDR, nodes[]}`);
     return v;
   }
 
   watch(onChange: (v: ClusterView) => void): () => void {
-    let last = '';
+    let last = '', stamp = '';
     const check = () => {
       try {
+        // The timer tick looks at the file's stamp first: a large datastore is read only when it changed.
+        const st = statSync(this.file);
+        const now = `${st.mtimeMs}/${st.size}/${st.ino}`;
+        if (now === stamp) return;
         const text = readFileSync(this.file, 'utf8');
+        stamp = now;
         if (text === last) return;
         last = text;
-        onChange(this.read());
+        onChange(this.parse(text));
       } catch {
         // a writer is between truncate and write: the next event or tick reads it whole
       }

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { labDown, labPolicies, labUp, writeDatastore } from '../lab/lab.js';
-import { iperf } from '../lab/measure.js';
+import { tcpThroughput } from '../lab/measure.js';
 import { loadState, saveState, type LabPod } from '../lab/state.js';
 import { makeBenchModel, runPolicyBench } from '../policy/bench.js';
 import { policyRev } from '../dataplane/agent/datastore.js';
@@ -241,7 +241,7 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
 
     // throughput: with and without, in ABBA order against drift (the machine may be shared)
     say('iperf3 warm-up (the engines\' hot paths are compiled by the JIT as traffic comes)');
-    await iperf(p1.netns, p1.ip, p0.netns, quick ? 1 : 2, 1, IPERF_PORT);
+    await tcpThroughput(p1, p0.netns, quick ? 1 : 2, 1, IPERF_PORT);
     let inForce = true;
     for (let r = 0; r < rounds; r++) {
       for (const wantPolicies of r % 2 === 0 ? [true, false] : [false, true]) {
@@ -251,7 +251,7 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
           inForce = wantPolicies;
         }
         say(`iperf3 ${p0.name} → ${p1.name}, ${wantPolicies ? `${policies.length} policies` : 'no policy'} (${seconds} s)`);
-        (wantPolicies ? withP : without).push(await iperf(p1.netns, p1.ip, p0.netns, seconds, 1, IPERF_PORT));
+        (wantPolicies ? withP : without).push((await tcpThroughput(p1, p0.netns, seconds, 1, IPERF_PORT)).gbps);
       }
     }
 

@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { labUp, labDown, labPolicies, nodeCni } from '../lab/lab.js';
 import { loadState } from '../lab/state.js';
-import { reachability, formatMatrix, allReachable, iperf, pingStats } from '../lab/measure.js';
+import { reachability, formatMatrix, allReachable, tcpThroughput, pingRtts, percentile } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
 
 function flag(args: string[], name: string, def?: string): string | undefined {
@@ -87,18 +87,18 @@ async function demo(name: string): Promise<number> {
   const ok = allReachable(m);
   const a = s.pods.find((p) => p.node === 'node1')!, b = s.pods.find((p) => p.node === 'node2')!;
   log(`\ncross-node iperf3, TCP 1 stream, 5 s, ${a.name} → ${b.name}, and the kernel's VXLAN (set up as flannel does) in the same run:`);
-  const twill = await iperf(b.netns, b.ip, a.netns, 5);
-  const rtt = pingStats(a.netns, b.ip);
+  const twill = (await tcpThroughput(b, a.netns, 5)).gbps;
+  const rtt = percentile(await pingRtts(a.netns, b.ip, 200), 50);
   const k = await kernelVxlanPair('twkv-');
   let kg = NaN, krtt = NaN;
   try {
-    kg = await iperf(k.pods[1].netns, k.pods[1].ip, k.pods[0].netns, 5);
-    krtt = pingStats(k.pods[0].netns, k.pods[1].ip).avgUs;
+    kg = (await tcpThroughput(k.pods[1], k.pods[0].netns, 5)).gbps;
+    krtt = percentile(await pingRtts(k.pods[0].netns, k.pods[1].ip, 200), 50);
   } finally {
     await k.teardown();
   }
-  log(`  twill         ${twill.toFixed(2)} Gbps   ping avg ${rtt.avgUs} µs`);
-  log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping avg ${krtt} µs`);
+  log(`  twill         ${twill.toFixed(2)} Gbps   ping p50 ${rtt.toFixed(0)} µs`);
+  log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping p50 ${krtt.toFixed(0)} µs`);
   log(`  ratio         ${(twill / kg).toFixed(3)}`);
   log(`\n${ok ? 'every pod reaches every other pod' : 'SOME PAIRS FAILED (see the matrix)'}. The lab stays up:`);
   log(`  node dist/cli/twill.js lab status             list nodes and pods`);

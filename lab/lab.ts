@@ -3,13 +3,13 @@
 // of their own; nothing is added to the root namespace.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, openSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ipn, netnsDel, netnsList, run, stopPid, sysctl } from './sh.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import { request } from '../dataplane/agent/server.js';
-import { installNodeCni, cniAdd, cniDel, type NodeCni } from '../cni/runtime.js';
+import { installNodeCni, cniAdd, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
 import type { AgentConfig } from '../dataplane/agent/main.js';
 import { policyRev, type ClusterView } from '../dataplane/agent/datastore.js';
@@ -229,17 +229,6 @@ async function waitForPolicies(s: LabState, timeoutMs = 10_000): Promise<void> {
   }
 }
 
-export async function removePod(s: LabState, pod: LabPod): Promise<void> {
-  const n = s.nodes.find((x) => x.name === pod.node)!;
-  await stopPid(pod.workloadPid);
-  cniDel(n.netns, nodeCni(n), { containerId: pod.containerId, netns: pod.netns, podName: pod.name, podNamespace: pod.namespace });
-  netnsDel(pod.netns);
-  s.pods = s.pods.filter((p) => p !== pod);
-  s.model.pods = s.model.pods.filter((p) => !(p.namespace === pod.namespace && p.name === pod.name));
-  saveState(s);
-  writeDatastore(s);
-}
-
 /** Tears a lab down: stops the processes it started (by PID), deletes its namespaces and files. Safe to run twice. */
 export async function labDown(name = 'lab'): Promise<{ namespaces: number; processes: number }> {
   const s = loadState(name);
@@ -252,8 +241,4 @@ export async function labDown(name = 'lab'): Promise<{ namespaces: number; proce
   for (const ns of mine) netnsDel(ns);
   rmSync(labDir(name), { recursive: true, force: true });
   return { namespaces: mine.length, processes };
-}
-
-export function labNames(): string[] {
-  return existsSync('/run/twill/labs') ? readdirSync('/run/twill/labs') : [];
 }

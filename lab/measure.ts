@@ -1,21 +1,12 @@
 // Measurements over a running lab: the reachability matrix (ICMP, TCP and UDP
-// between every pair of pods) and iperf3 / ping between two pods.
-import { spawn, spawnSync } from 'node:child_process';
+// between every pair of pods), iperf3 throughput and ping RTTs between two pods.
+import { spawn } from 'node:child_process';
+import { capture } from './sh.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import type { LabPod } from './state.js';
 
 export interface Reach { icmp: boolean; tcp: boolean; udp: boolean }
 export type Matrix = Record<string, Record<string, Reach>>;
-
-function capture(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    c.stdout.on('data', (d) => (out += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
-  });
-}
 
 export async function ping(fromNs: string, ip: string, count = 1): Promise<boolean> {
   const r = await capture('ip', ['netns', 'exec', fromNs, 'ping', '-c', String(count), '-W', '1', '-q', ip], 5000);
@@ -58,24 +49,28 @@ export function allReachable(m: Matrix): boolean {
   return Object.values(m).every((row) => Object.values(row).every((r) => r.icmp && r.tcp && r.udp));
 }
 
-/** iperf3 TCP from one namespace to a server in another; returns Gbps. */
-export async function iperf(serverNs: string, serverIp: string, clientNs: string, seconds: number, streams = 1, port = 5299): Promise<number> {
-  const srv = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** iperf3 TCP from clientNs to a server started in server.netns: Gbps received and bytes moved. */
+export async function tcpThroughput(server: { netns: string; ip: string }, clientNs: string, seconds: number, streams = 1, port = 5399): Promise<{ gbps: number; bytes: number }> {
+  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
   try {
     await new Promise((r) => setTimeout(r, 300));
-    const r = await capture('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', serverIp, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 15) * 1000);
-    const j = JSON.parse(r.out) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
+    const r = await capture('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000);
+    const j = JSON.parse(r.out.slice(r.out.indexOf('{'))) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
     if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? 'no result'}`);
-    return j.end.sum_received.bits_per_second / 1e9;
+    return { gbps: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes };
   } finally {
     srv.kill('SIGKILL');
   }
 }
 
-/** ping RTT statistics in microseconds. */
-export function pingStats(fromNs: string, ip: string, count = 200, intervalS = 0.005): { avgUs: number; loss: number } {
-  const r = spawnSync('ip', ['netns', 'exec', fromNs, 'ping', '-c', String(count), '-i', String(intervalS), '-q', ip], { encoding: 'utf8' });
-  const rtt = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
-  const loss = /([\d.]+)% packet loss/.exec(r.stdout);
-  return { avgUs: rtt ? Math.round(parseFloat(rtt[1]) * 1000) : NaN, loss: loss ? parseFloat(loss[1]) : 100 };
+/** ICMP echo RTTs in microseconds (ping -i 2 ms), sorted. */
+export async function pingRtts(fromNs: string, ip: string, count: number): Promise<number[]> {
+  const r = await capture('ip', ['netns', 'exec', fromNs, 'ping', '-c', String(count), '-i', '0.002', ip], count * 50 + 10_000);
+  const rtts = [...r.out.matchAll(/time=([\d.]+) ms/g)].map((m) => parseFloat(m[1]) * 1000);
+  return rtts.sort((a, b) => a - b);
 }

@@ -1,5 +1,5 @@
 // Small wrappers over iproute2 and friends for the lab and the tests.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export function run(cmd: string, args: string[], input?: string): string {
@@ -63,4 +63,16 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Runs a command without blocking the event loop; kills it after timeoutMs. Never rejects. */
+export function capture(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('close', (code) => { clearTimeout(t); resolve({ code, out, err }); });
+  });
 }

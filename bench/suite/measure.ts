@@ -1,4 +1,4 @@
-// One measurement each: TCP throughput (iperf3), RTT (ping), TCP
+// The bench's own measurements (TCP throughput and ping RTTs are lab/measure.ts's): TCP
 // request/response latency, 64-byte UDP delivery (trafgen), and the CPU and
 // memory the dataplane used. All traffic runs between pods in namespaces.
 import { spawn, spawnSync } from 'node:child_process';
@@ -6,43 +6,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { distFile } from '../../dataplane/engine/paths.js';
-
-function capture(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (out += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
-  });
-}
-
-export function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-/** iperf3 TCP: Gbps received and bytes moved. */
-export async function tcpThroughput(server: { netns: string; ip: string }, clientNs: string, seconds: number, streams: number, port = 5399): Promise<{ gbps: number; bytes: number }> {
-  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
-  try {
-    await new Promise((r) => setTimeout(r, 300));
-    const r = await capture('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000);
-    const j = JSON.parse(r.out.slice(r.out.indexOf('{'))) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
-    if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? 'no result'}`);
-    return { gbps: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes };
-  } finally {
-    srv.kill('SIGKILL');
-  }
-}
-
-/** ICMP echo RTTs in microseconds (ping -i 2 ms), sorted. */
-export async function pingRtts(fromNs: string, ip: string, count: number): Promise<number[]> {
-  const r = await capture('ip', ['netns', 'exec', fromNs, 'ping', '-c', String(count), '-i', '0.002', ip], count * 50 + 10_000);
-  const rtts = [...r.out.matchAll(/time=([\d.]+) ms/g)].map((m) => parseFloat(m[1]) * 1000);
-  return rtts.sort((a, b) => a - b);
-}
+import { capture } from '../../lab/sh.js';
 
 /** TCP request/response: one byte each way, `count` times in sequence; RTTs in microseconds, sorted. */
 export async function tcpRrRtts(fromNs: string, ip: string, count: number, port = 8080): Promise<number[]> {
@@ -55,7 +19,7 @@ export async function tcpRrRtts(fromNs: string, ip: string, count: number, port 
     s.on('error', (e) => { console.error(String(e)); process.exit(1); });`;
   const r = await capture('ip', ['netns', 'exec', fromNs, process.execPath, '-e', script], count * 20 + 15_000);
   const line = r.out.split('\n').find((l) => l.startsWith('['));
-  if (!line) throw new Error(`tcp request/response failed: ${r.out.trim()}`);
+  if (!line) throw new Error(`tcp request/response failed: ${(r.out + r.err).trim()}`);
   return (JSON.parse(line) as number[]).sort((a, b) => a - b);
 }
 
@@ -99,7 +63,7 @@ export async function udp64(src: { netns: string; ip: string }, dst: { netns: st
     const r = await capture('ip', ['netns', 'exec', src.netns, 'timeout', '-s', 'INT', String(seconds), 'trafgen', '--dev', 'eth0', '--conf', conf, '--cpus', '1', '--no-sock-mem', '-q'], (seconds + 10) * 1000);
     await new Promise((res) => setTimeout(res, 300)); // let the last packets land
     const got = ifStats(dst.netns, 'eth0').rx - before.rx;
-    const sent = Number(/(\d+) packets outgoing/.exec(r.out)?.[1] ?? NaN);
+    const sent = Number(/(\d+) packets outgoing/.exec(r.out + r.err)?.[1] ?? NaN);
     return { pps: got / seconds, offered: sent / seconds, loss: sent > 0 ? Math.max(0, 1 - got / sent) : NaN };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -123,14 +87,4 @@ export function rssMb(pids: number[]): number {
     } catch { /* gone */ }
   }
   return kb / 1024;
-}
-
-/** `ip netns exec` starts the real process as a child: find the dataplane's own pids under the ones we started. */
-export function withChildren(pids: number[]): number[] {
-  const out = new Set<number>(pids);
-  for (const pid of pids) {
-    const r = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' });
-    for (const l of r.stdout.split('\n')) if (l.trim()) out.add(Number(l));
-  }
-  return [...out];
 }

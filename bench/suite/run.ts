@@ -8,7 +8,8 @@ import { twillPair } from '../peers/twill.js';
 import { kernelVxlanPair } from '../peers/kernel-vxlan.js';
 import { wireguardPair } from '../peers/wireguard-go.js';
 import type { PeerTopology } from '../peers/topology.js';
-import { tcpThroughput, pingRtts, tcpRrRtts, ensureEchoServer, udp64, machineBusySeconds, rssMb, percentile } from './measure.js';
+import { tcpRrRtts, ensureEchoServer, udp64, machineBusySeconds, rssMb } from './measure.js';
+import { tcpThroughput, pingRtts, percentile } from '../../lab/measure.js';
 import { stopPid } from '../../lab/sh.js';
 
 export const DATAPLANES = ['twill', 'kernel-vxlan', 'wireguard-go'] as const;

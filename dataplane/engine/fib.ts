@@ -1,7 +1,7 @@
 // The forwarding information base: an IPv4 LPM table whose values index a
 // next-hop array, plus an ifindex → pod map for anti-spoofing. Compiled on the
 // main thread into fresh SharedArrayBuffers; workers only read it.
-import { Lpm4Builder, Lpm4Table, parseIPv4, parseCidr4 } from '../tables/lpm4.js';
+import { Lpm4Builder, parseIPv4, parseCidr4 } from '../tables/lpm4.js';
 import { parseMac } from '../packet/ethernet.js';
 
 export const NH_HOST = 1; // hand to the node's stack through TUN

@@ -16,6 +16,8 @@ export interface EngineConfig {
   // Pod offloads (stages/segment.ts, stages/coalesce.ts):
   podTso: boolean; // pods keep TX offload on; their veths are read with PACKET_VNET_HDR (TSO super-frames, partial checksums)
   podGso: boolean; // coalesce overlay TCP segments into GSO super-frames for local pods (AF_PACKET send with a virtio_net_hdr)
+  busyPollUs: number; // after traffic, poll without sleeping this long before blocking (0: always block)
+  pinWorkers: boolean; // worker k on CPU k, fed what arrives on that CPU (see worker.ts)
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
@@ -37,6 +39,8 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     udpGro: true,
     podTso: true,
     podGso: true,
+    busyPollUs: Number(process.env.TWILL_BUSY_POLL_US ?? 0),
+    pinWorkers: process.env.TWILL_PIN !== '0',
     conntrackSize: 1 << 18,
     ...partial,
   };

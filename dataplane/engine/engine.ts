@@ -11,6 +11,7 @@ import { distFile } from './paths.js';
 import type { EngineConfig } from './config.js';
 import type { Tables, TablesMsg, WorkerTask } from './worker.js';
 import { Conntrack } from '../tables/conntrack.js';
+import { PodQueues } from './pod-queues.js';
 
 export class Engine {
   private readonly ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_INTS));
@@ -22,18 +23,23 @@ export class Engine {
   private gen = 0;
   private readonly ct: Conntrack; // shared by all workers, swept here
   private sweeper?: NodeJS.Timeout;
+  private readonly cpus: number[]; // worker k's CPU, empty when workers are not pinned
+  private readonly pods: PodQueues;
 
   constructor(readonly cfg: EngineConfig, private readonly log: Logger) {
     if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
     this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
     this.ct = Conntrack.create(cfg.conntrackSize);
+    const cpus = native.cpus();
+    this.cpus = cfg.pinWorkers && cfg.workers <= cpus.length ? cpus.slice(0, cfg.workers) : [];
+    this.pods = new PodQueues(cfg, this.cpus.length > 0, log);
   }
 
   /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
   async start(tables: Tables): Promise<void> {
     const n = this.cfg.workers;
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
-    const first: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen: 0 };
+    const shares = this.pods.sync(tables.ports, 0);
     this.sweeper = setInterval(() => this.ct.sweep((Date.now() / 1000) | 0), 5000);
     this.sweeper.unref();
     const failures: unknown[] = [];
@@ -42,7 +48,8 @@ export class Engine {
       this.ports.push(ch.port1);
       const doorbell = native.eventfd();
       this.doorbells.push(doorbell);
-      const task: WorkerTask = { index: w, cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
+      const first: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen: 0, podFds: shares[w] };
+      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
       p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); });
       this.tasks.push(p);
@@ -53,7 +60,7 @@ export class Engine {
       if (Date.now() > deadline) { await this.stop(); throw new Error('engine workers did not start within 10 s'); }
       await new Promise((r) => setTimeout(r, 5));
     }
-    this.log.info({ workers: n, tun: this.cfg.tunName, underlay: this.cfg.underlayIp, port: this.cfg.vxlanPort, vni: this.cfg.vni }, 'engine started');
+    this.log.info({ workers: n, cpus: this.cpus, tun: this.cfg.tunName, underlay: this.cfg.underlayIp, port: this.cfg.vxlanPort, vni: this.cfg.vni }, 'engine started');
   }
 
   private allReady(): boolean {
@@ -64,10 +71,11 @@ export class Engine {
   /** Publishes new tables: post them to every worker, then move the generation and ring each doorbell. */
   publish(tables: Tables): number {
     const gen = ++this.gen;
-    const msg: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen };
-    for (const p of this.ports) p.postMessage(msg);
+    const shares = this.pods.sync(tables.ports, gen);
+    this.ports.forEach((p, w) => p.postMessage({ ...tables, conntrack: this.ct.buffer, gen, podFds: shares[w] } satisfies TablesMsg));
     Atomics.store(this.ctl, CTL_GEN, gen);
     for (const d of this.doorbells) native.eventfdSignal(d);
+    void this.applied(gen).then((ok) => { if (ok) this.pods.release(gen); });
     return gen;
   }
 
@@ -93,6 +101,7 @@ export class Engine {
     for (const d of this.doorbells) native.eventfdSignal(d);
     await Promise.allSettled(this.tasks);
     await this.pool?.destroy();
+    this.pods.closeAll();
     for (const d of this.doorbells) native.close(d);
     for (const p of this.ports) p.close();
     this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;

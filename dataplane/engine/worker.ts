@@ -19,14 +19,16 @@ import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
 import { C } from './counters.js';
 import type { EngineConfig } from './config.js';
+import type { PodFds } from './pod-queues.js';
 import type { FibTables } from './fib.js';
 import type { PolicyBuffers } from '../../policy/tables.js';
 
 /** What the main thread publishes: forwarding tables, and NetworkPolicy tables when the cluster has policies. */
 export interface Tables extends FibTables { gatewayIP: string; policy?: PolicyBuffers; policyGen?: number; conntrack?: SharedArrayBuffer }
-export interface TablesMsg extends Tables { gen: number }
+export interface TablesMsg extends Tables { gen: number; podFds: PodFds }
 export interface WorkerTask {
   index: number;
+  cpu: number; // pin to this CPU; -1: not pinned
   cfg: EngineConfig;
   ctl: SharedArrayBuffer;
   stats: SharedArrayBuffer;
@@ -49,7 +51,12 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64) + (offload ? GEN_ENTRIES : 0),
     offload ? { bigSlots: cfg.podTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
   const ns = cfg.netns;
-  const udpOpts = { reusePort: true, gro: cfg.udpGro };
+  // Pinned, worker k runs on CPU k and gets what arrives on that CPU (pod
+  // frames by PACKET_FANOUT_CPU, see pod-queues.ts; datagrams by
+  // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
+  // instead of interrupting an idle one, which on a VM costs tens of µs.
+  if (task.cpu >= 0) native.pinThread(task.cpu);
+  const udpOpts = { reusePort: true, gro: cfg.udpGro, ...(task.cpu >= 0 ? { incomingCpu: task.cpu } : {}) };
   const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
   const out: Outputs = {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
@@ -75,22 +82,14 @@ export default function runWorker(task: WorkerTask): { index: number } {
     }
   }
   ctx.flush = () => { egress(ctx, bt, out); bt.resetMade(); };
-  const pods = new Map<number, number>(); // ifindex → fd
+  const pods = new Map<number, number>(); // ifindex → fd (the engine's: opened and closed there)
   let fds = new Int32Array(0), kinds = new Int32Array(0), ready = new Int32Array(0);
   let gen = -1;
 
   const apply = (t: TablesMsg) => {
     ctx.setTables(t);
-    const want = new Map(t.ports.map((p) => [p.ifindex, p.ifname]));
-    for (const [ifx, fd] of pods) if (!want.has(ifx)) { native.close(fd); pods.delete(ifx); }
-    for (const [ifx, name] of want) {
-      if (pods.has(ifx)) continue;
-      try {
-        pods.set(ifx, openPacket(name, { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: cfg.workers > 1 ? ifx & 0xffff : 0 }));
-      } catch {
-        ctx.counters[C.rx_errors]++; // the veth went away between publication and now
-      }
-    }
+    pods.clear();
+    for (const [ifx, fd] of t.podFds) pods.set(ifx, fd);
     rebuild();
     gen = t.gen;
     Atomics.store(ctl, CTL_ACK + index, gen);
@@ -103,6 +102,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   };
 
   apply(task.tables);
+  let busy = false;
   Atomics.store(ctl, CTL_READY + index, 1);
   while (Atomics.load(ctl, CTL_STOP) === 0) {
     if (Atomics.load(ctl, CTL_GEN) !== gen) {
@@ -110,20 +110,21 @@ export default function runWorker(task: WorkerTask): { index: number } {
       while ((m = receiveMessageOnPort(task.port))) latest = m.message as TablesMsg;
       if (latest) apply(latest);
     }
-    if (native.poll(fds, fds.length, ready, 1000) === 0) continue;
+    // Spin briefly only right after traffic: a reply is usually on its way.
+    if (native.poll(fds, fds.length, ready, 1000, busy ? cfg.busyPollUs : 0) === 0) { busy = false; continue; }
+    busy = true;
     for (let k = 0; k < fds.length; k++) {
       if (ready[k] === 0) continue;
       const kind = kinds[k];
       if (kind === SRC_DOORBELL) native.eventfdDrain(fds[k]);
       else if (!drain(ctx, bt, out, fds[k], kind) && kind === SRC_POD) {
         // A veth that errors would keep poll() hot: stop reading it until the next publication.
-        for (const [ifx, fd] of pods) if (fd === fds[k]) { native.close(fd); pods.delete(ifx); }
+        for (const [ifx, fd] of pods) if (fd === fds[k]) pods.delete(ifx);
         rebuild();
         break;
       }
     }
   }
-  for (const fd of pods.values()) native.close(fd);
   native.close(out.tun); native.close(out.udp); native.close(out.pod);
   if (out.podVnet >= 0) native.close(out.podVnet);
   return { index };

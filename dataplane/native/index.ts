@@ -17,7 +17,8 @@ export interface TunOptions {
   vnetHdr?: boolean; // IFF_VNET_HDR: every read/write starts with a 10-byte virtio_net_hdr
 }
 export interface PacketOptions {
-  fanoutGroup?: number; // PACKET_FANOUT (hash) group id; 0 = no fanout
+  fanoutGroup?: number; // PACKET_FANOUT group id; 0 = no fanout
+  fanoutCpu?: boolean; // fan out by receiving CPU (PACKET_FANOUT_CPU) instead of by flow hash
   vnetHdr?: boolean; // PACKET_VNET_HDR, set before binding
   qdiscBypass?: boolean; // PACKET_QDISC_BYPASS for sends
   ignoreOutgoing?: boolean; // PACKET_IGNORE_OUTGOING: do not see our own sends
@@ -25,6 +26,7 @@ export interface PacketOptions {
 export interface UdpOptions {
   reusePort?: boolean; // SO_REUSEPORT: one socket per worker on the same port
   gro?: boolean; // UDP_GRO: receives may be coalesced; meta[i] then holds the segment size
+  incomingCpu?: number; // SO_INCOMING_CPU: in a reuseport group, datagrams received on this CPU come here
 }
 
 export interface Native {
@@ -34,36 +36,45 @@ export interface Native {
   tunSetOffload(fd: number, flags: number): void;
   /** read() until EAGAIN or `max` entries. */
   tunRead(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, max: number, cap: number): number;
-  /** write() each selected entry; returns how many were written (stops at EAGAIN). */
-  tunWrite(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number): number;
+  /**
+   * One write per packet; returns how many entries were written (stops at EAGAIN).
+   * more (every send takes it): more[j] = 1 says entry j's packet continues in the entry idx lists next,
+   * a chain of at most 1024 entries that the kernel takes as one iovec list; absent, each entry is a packet.
+   * Sends count entries, whole packets only.
+   */
+  tunWrite(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, more?: Uint8Array): number;
 
   /** AF_PACKET SOCK_RAW ETH_P_ALL; bound to `ifname`, or unbound when ifname is "" (send-only). */
   packetOpen(ifname: string, opts: PacketOptions): number;
   /** recvmmsg(MSG_DONTWAIT); meta[i] = ingress ifindex. Outgoing frames are never returned. */
   packetRecv(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, meta: Int32Array, max: number, cap: number): number;
-  /** sendmmsg; entry idx[k] goes out of interface ifindex[idx[k]]. Returns the number sent. */
-  packetSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, ifindex: Int32Array): number;
+  /** sendmmsg; a frame goes out of interface ifindex[j] of its first entry j. Returns the number of entries sent. */
+  packetSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, ifindex: Int32Array, more?: Uint8Array): number;
 
   /** UDP/IPv4 socket bound to addr:port ("0.0.0.0" for any); non-blocking. */
   udpOpen(addr: string, port: number, opts: UdpOptions): number;
   /** recvmmsg(MSG_DONTWAIT); src[i] = source IPv4 as a host-order int32; meta[i] = GRO segment size (0 if none). */
   udpRecv(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, src: Int32Array, meta: Int32Array, max: number, cap: number): number;
-  /** sendmmsg; entry idx[k] goes to dst[idx[k]] (host-order IPv4) : dport[idx[k]]. Returns the number sent. */
-  udpSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array): number;
+  /** sendmmsg; a datagram goes to dst[j] (host-order IPv4) : dport[j] of its first entry j. Returns the number of entries sent. */
+  udpSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, more?: Uint8Array): number;
   /** One sendmsg with UDP_SEGMENT=segSize: the kernel cuts arena[off, off+len) into datagrams of segSize. */
   udpSendGso(fd: number, arena: Uint8Array, off: number, len: number, segSize: number, dst: number, dport: number): void;
   /**
-   * sendmmsg of runs: idx[0..count) splits into nruns consecutive runs of runs[r] entries (1..256 each).
-   * A run of one is a plain datagram; a longer run is one UDP_SEGMENT message whose segments are its
-   * entries (same destination, each the first entry's length but the last, which may be shorter).
-   * Returns the number of entries sent (whole runs only).
+   * sendmmsg of runs: idx[0..count) splits into nruns consecutive runs of runs[r] entries (1..1024 each,
+   * whole packets). A run of one packet is a plain datagram; a longer run is one UDP_SEGMENT message whose
+   * segments are its packets (same destination, each the first one's length but the last, which may be
+   * shorter; a packet's length is the sum of its chain's). Returns the number of entries sent (whole runs only).
    */
-  udpSendRuns(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, runs: Int32Array, nruns: number): number;
+  udpSendRuns(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, runs: Int32Array, nruns: number, more?: Uint8Array): number;
   /** Whether this kernel accepts UDP_SEGMENT / UDP_GRO on this socket. */
   udpOffloads(fd: number): { gso: boolean; gro: boolean };
 
   /** poll() on fds[0..n-1] for POLLIN; ready[i] = 1 if readable. Blocks up to timeoutMs (-1 = forever). Returns the number ready. */
-  poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number): number;
+  poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number, spinUs?: number): number;
+  /** The CPUs this thread may run on, ascending. */
+  cpus(): number[];
+  /** Pins the calling thread to one CPU; -1 lets it run anywhere again. */
+  pinThread(cpu: number): void;
   /** A non-blocking eventfd used as a doorbell to wake workers blocked in poll. */
   eventfd(): number;
   eventfdSignal(fd: number): void;

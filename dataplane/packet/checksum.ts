@@ -9,8 +9,10 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 // < 2^30) and `>>> 16` folding stays exact (< 2^32).
 // csumAdd: hi*256 + lo <= 16384/2 * 255 * 257 ≈ 5.4e8.
 const CHUNK = 16384;
-// csumAdd32: each word adds <= 2 * 0xffff; 4096 words ≈ 5.4e8.
-const CHUNK32 = 4096;
+// csumAdd32 sums whole 32-bit words in a double (exact below 2^53): 2^20
+// words of < 2^32 each stay far below it. Folding the 32-bit sum's halves
+// gives the 16-bit one's-complement sum, as 2^16 ≡ 1 (mod 0xffff).
+const CHUNK32 = 1 << 20;
 
 /**
  * Add bytes [off, off+len) to a running one's-complement sum of big-endian
@@ -64,16 +66,10 @@ export function csumAdd32(b: Uint8Array, w: Uint32Array, off: number, len: numbe
     let s = 0;
     const stop = kend - k > CHUNK32 ? k + CHUNK32 : kend;
     const stop4 = stop - 3;
-    for (; k < stop4; k += 4) {
-      const w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3];
-      s += (w0 & 0xffff) + (w0 >>> 16) + (w1 & 0xffff) + (w1 >>> 16) +
-        (w2 & 0xffff) + (w2 >>> 16) + (w3 & 0xffff) + (w3 >>> 16);
-    }
-    for (; k < stop; k++) {
-      const x = w[k];
-      s += (x & 0xffff) + (x >>> 16);
-    }
-    acc += s;
+    for (; k < stop4; k += 4) s += w[k] + w[k + 1] + w[k + 2] + w[k + 3];
+    for (; k < stop; k++) s += w[k];
+    const lo = s % 0x100000000;
+    acc += (s - lo) / 0x100000000 + (lo & 0xffff) + Math.floor(lo / 0x10000);
     acc = (acc & 0xffff) + (acc >>> 16);
   }
   for (i = k << 2; i < end; i++) acc += (i & 1) === (LITTLE_ENDIAN ? 1 : 0) ? b[i] << 8 : b[i];

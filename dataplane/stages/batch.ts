@@ -14,10 +14,16 @@
 // to 64 KB, a TSO super-frame) and the out region, where the segment and
 // coalesce stages write the packets they make. Made packets take entries from
 // `top` up (entries below n are the receives).
+//
+// A packet on an output list may be a chain of entries: more[e] = 1 says that
+// entry e's bytes continue in the next entry of the same list. The segment and
+// coalesce stages write headers to the out region and leave payloads where
+// they were received; the addon hands a chain to the kernel as one iovec list,
+// so the kernel's copy on send is the only one.
 export const HEADROOM = 64;
 export const GRO_SLOT = 65536;
 export const BIG_SLOT = 65536 + 512; // virtio_net_hdr + Ethernet + a 64 KB IP packet, after HEADROOM
-export const GEN_ENTRIES = 2048; // entries for made packets (segments) per batch
+export const GEN_ENTRIES = 4096; // entries for made packets (segment headers and payloads) per batch
 
 export interface BigRegions { bigSlots: number; outBytes: number }
 
@@ -39,6 +45,7 @@ export class Batch {
   readonly sport: Int32Array; // TCP/UDP/SCTP ports; ICMP echo: the identifier in both
   readonly dport: Int32Array;
   readonly tcpFlags: Int32Array; // low 8 bits of the TCP flags (0 for other protocols)
+  readonly more: Uint8Array; // 1: the packet continues in the next entry of its output list (a chain)
   // Outputs: per-entry destination, and one index list per output.
   readonly outIf: Int32Array;
   readonly outDst: Int32Array;
@@ -80,6 +87,7 @@ export class Batch {
     this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a(); this.tcpFlags = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a();
     this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
+    this.more = new Uint8Array(entries);
     this.gso = a(); this.vflags = a(); this.csumStart = a(); this.csumOff = a(); this.podVnet = a(); this.scratch = a();
     for (let i = 0; i < slots; i++) this.base[i] = i * slotSize;
   }
@@ -110,11 +118,13 @@ export class Batch {
   resetMade(): void { this.top = this.n; this.outTop = this.outBase; }
 
   clearOutputs(): void { this.nTun = 0; this.nPod = 0; this.nUdp = 0; }
-  toTun(i: number): void { this.tunIdx[this.nTun++] = i; }
-  toPod(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podVnet[i] = 0; this.podIdx[this.nPod++] = i; }
+  // Queue entry i on an output. `more` = 1: the packet goes on in the entry
+  // queued next on the same output (a chain; the last piece has more = 0).
+  toTun(i: number, more = 0): void { this.more[i] = more; this.tunIdx[this.nTun++] = i; }
+  toPod(i: number, ifindex: number, more = 0): void { this.outIf[i] = ifindex; this.podVnet[i] = 0; this.more[i] = more; this.podIdx[this.nPod++] = i; }
   /** offs[i] points at a virtio_net_hdr: the frame leaves on the vnet socket. */
-  toPodVnet(i: number, ifindex: number): void { this.outIf[i] = ifindex; this.podVnet[i] = 1; this.podIdx[this.nPod++] = i; }
-  toUdp(i: number, dst: number, port: number): void { this.outDst[i] = dst; this.outPort[i] = port; this.udpIdx[this.nUdp++] = i; }
+  toPodVnet(i: number, ifindex: number, more = 0): void { this.outIf[i] = ifindex; this.podVnet[i] = 1; this.more[i] = more; this.podIdx[this.nPod++] = i; }
+  toUdp(i: number, dst: number, port: number, more = 0): void { this.outDst[i] = dst; this.outPort[i] = port; this.more[i] = more; this.udpIdx[this.nUdp++] = i; }
 }
 
 /**

@@ -12,8 +12,10 @@
 // The frame gets the first segment's headers with the total length, TTL - 1,
 // the last segment's flags, and in place of the TCP checksum the pseudo-header
 // sum: virtio NEEDS_CSUM (csum_start at TCP, csum_offset 16), GSO_TCPV4 with
-// gso_size = MSS. It is written to the out region; entry i carries it, the
-// other segments' entries are consumed.
+// gso_size = MSS. It leaves as a chain (stages/batch.ts): those headers, in
+// front of the virtio_net_hdr, written to the out region in a made entry,
+// then the segments' own entries, pointed at their payloads where they were
+// received.
 import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
@@ -22,6 +24,7 @@ import type { StageContext } from './context.js';
 const ACK = 0x10, PSH = 0x08;
 const VNET = 10, ETH = 14;
 const MAX_IP = 65535;
+const MAX_SEGS = 64; // segments per frame, as the kernel's GRO: bounds the chain the addon hands over
 
 function rd32(b: Uint8Array, o: number): number { return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]; }
 
@@ -51,21 +54,20 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
     for (let o = 20; o < thl; o++) if (b[tq + o] !== b[th + o]) { same = false; break; }
     if (!same) break;
     const plen = bt.l3len[j] - hdr;
-    if (plen <= 0 || plen > mss || total + plen > MAX_IP) break;
+    if (plen <= 0 || plen > mss || total + plen > MAX_IP || j - i === MAX_SEGS) break;
     total += plen;
     seq = (seq + plen) | 0;
     if (plen < mss || (f & PSH) !== 0) { j++; break; }
   }
   const cnt = j - i;
   if (cnt < 2) return 0;
-  const need = VNET + ETH + total + 3;
-  if (bt.outTop + need > bt.outEnd) {
+  const hl = ETH + hdr, need = (VNET + hl + 3) & ~3;
+  if (bt.top >= bt.entries || bt.outTop + need > bt.outEnd) {
     ctx.flush?.();
-    if (bt.outTop + need > bt.outEnd) return 0;
+    if (bt.top >= bt.entries || bt.outTop + need > bt.outEnd) return 0;
   }
   const w = bt.outTop, eth = w + VNET, ip = eth + ETH, tcp = ip + 20;
   // virtio_net_hdr: NEEDS_CSUM, GSO_TCPV4, hdr_len, gso_size, csum_start, csum_offset (little-endian)
-  const hl = ETH + hdr;
   b[w] = 1; b[w + 1] = 1; b[w + 2] = hl & 0xff; b[w + 3] = hl >>> 8;
   b[w + 4] = mss & 0xff; b[w + 5] = mss >>> 8; b[w + 6] = ETH + 20; b[w + 7] = 0; b[w + 8] = 16; b[w + 9] = 0;
   b[eth] = macHi >>> 8; b[eth + 1] = macHi & 0xff;
@@ -74,12 +76,6 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   b[eth + 6] = gw[0]; b[eth + 7] = gw[1]; b[eth + 8] = gw[2]; b[eth + 9] = gw[3]; b[eth + 10] = gw[4]; b[eth + 11] = gw[5];
   b[eth + 12] = 0x08; b[eth + 13] = 0x00;
   b.copyWithin(ip, l3, l3 + hdr);
-  let p = ip + hdr;
-  for (let k = i; k < j; k++) {
-    const q = bt.l3[k] + hdr, plen = bt.l3len[k] - hdr;
-    b.copyWithin(p, q, q + plen);
-    p += plen;
-  }
   b[tcp + 13] = b[bt.l3[j - 1] + 33]; // the last segment's flags (PSH)
   b[ip + 2] = total >>> 8; b[ip + 3] = total & 0xff;
   b[ip + 8]--;
@@ -88,9 +84,14 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   b[ip + 10] = hc >>> 8; b[ip + 11] = hc & 0xff;
   const ph = ~csumFold(pseudoHeaderSum4(src, dst, 6, total - 20)) & 0xffff;
   b[tcp + 16] = ph >>> 8; b[tcp + 17] = ph & 0xff;
-  bt.offs[i] = w; bt.lens[i] = VNET + ETH + total;
-  bt.toPodVnet(i, ifindex);
-  bt.outTop = (w + VNET + ETH + total + 3) & ~3;
+  const h = bt.top++;
+  bt.offs[h] = w; bt.lens[h] = VNET + hl;
+  bt.toPodVnet(h, ifindex, 1);
+  for (let k = i; k < j; k++) {
+    bt.offs[k] = bt.l3[k] + hdr; bt.lens[k] = bt.l3len[k] - hdr;
+    bt.toPodVnet(k, ifindex, k < j - 1 ? 1 : 0);
+  }
+  bt.outTop = w + need;
   const c = ctx.counters;
   c[C.coalesced_segments] += cnt;
   c[C.tx_pod_gso]++;

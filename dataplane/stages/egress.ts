@@ -1,6 +1,10 @@
 // Stage: hand each output's share of the batch to the kernel in one call per
 // output. A send the kernel refuses (a full queue, an unreachable underlay
 // address) costs that packet, never the batch or the worker.
+//
+// An output list holds packets as chains of entries (bt.more, stages/batch.ts):
+// the addon sends each chain as one message, reports how many entries went
+// out (whole chains only), and the counters here count packets.
 import { native } from '../native/index.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
@@ -9,36 +13,59 @@ import type { StageContext } from './context.js';
 export interface Outputs { tun: number; pod: number; udp: number; podVnet: number } // podVnet: -1 when not open
 const MAX_SEGS = 64; // UDP_MAX_SEGMENTS on older kernels
 const MAX_GSO_BYTES = 65000; // one UDP datagram's worth of payload, under 65507
-const TUN = 0, POD = 1, UDP = 2;
+const MAX_IOV = 1024; // UIO_MAXIOV: entries in one message
+const TUN = 0, POD = 1, UDP = 2, VNET = 3;
 
 export function egress(ctx: StageContext, bt: Batch, out: Outputs): void {
   const c = ctx.counters;
-  if (bt.nTun > 0) c[C.tx_tun] += sendAll(c, bt, out, TUN, bt.tunIdx, bt.nTun);
-  if (bt.nPod > 0) c[C.tx_pod] += out.podVnet < 0 ? sendAll(c, bt, out, POD, bt.podIdx, bt.nPod) : sendPods(ctx, bt, out);
-  if (bt.nUdp > 0) c[C.tx_vxlan] += ctx.udpGso ? sendRuns(ctx, bt, out) : sendAll(c, bt, out, UDP, bt.udpIdx, bt.nUdp);
+  if (bt.nTun > 0) c[C.tx_tun] += sendAll(ctx, bt, out, TUN, bt.tunIdx, bt.nTun);
+  if (bt.nPod > 0) c[C.tx_pod] += out.podVnet < 0 ? sendAll(ctx, bt, out, POD, bt.podIdx, bt.nPod) : sendPods(ctx, bt, out);
+  if (bt.nUdp > 0) c[C.tx_vxlan] += ctx.udpGso ? sendRuns(ctx, bt, out) : sendAll(ctx, bt, out, UDP, bt.udpIdx, bt.nUdp);
   bt.clearOutputs();
 }
 
-function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
-  if (kind === TUN) return native.tunWrite(out.tun, bt.arena, bt.offs, bt.lens, idx, n);
-  if (kind === POD) return native.packetSend(out.pod, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf);
-  return native.udpSend(out.udp, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort);
+/** Where the chain starting at idx[k] ends (the position after its last entry), within n. */
+function chainEnd(more: Uint8Array, idx: Int32Array, k: number, n: number): number {
+  while (k < n && more[idx[k]] !== 0) k++;
+  return k < n ? k + 1 : n;
 }
 
-// Sends idx[0..n); on a short count or an error, drops the packet that stopped
-// the call and goes on with the rest. The common case is one call.
-function sendAll(c: Float64Array, bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+/** Packets (chains) among idx[from, to). */
+function packets(more: Uint8Array, idx: Int32Array, from: number, to: number): number {
+  let p = 0;
+  for (let k = from; k < to; k++) if (more[idx[k]] === 0) p++;
+  return p;
+}
+
+function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+  if (kind === TUN) return native.tunWrite(out.tun, bt.arena, bt.offs, bt.lens, idx, n, bt.more);
+  if (kind === POD) return native.packetSend(out.pod, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
+  if (kind === VNET) return native.packetSend(out.podVnet, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
+  return native.udpSend(out.udp, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort, bt.more);
+}
+
+// Sends idx[0..n) and returns the packets sent; on a short count or an error,
+// drops the packet that stopped the call and goes on with the rest. The common
+// case is one call. If the kernel refuses a vnet frame (EINVAL: a GSO it will
+// not take), the worker stops making them: the refused frames are lost once,
+// TCP sends them again.
+function sendAll(ctx: StageContext, bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+  const more = bt.more, c = ctx.counters;
   let done = 0, sent = 0;
   while (done < n) {
     let k: number;
     try {
       k = send(bt, out, kind, done === 0 ? idx : idx.subarray(done), n - done);
-    } catch {
+    } catch (e) {
+      if (kind === VNET && (e as { code?: string }).code === 'EINVAL' && ctx.podVnetTx) {
+        ctx.podVnetTx = false;
+        ctx.onOffloadRefused?.('pod-vnet-send', e);
+      }
       k = -1;
     }
-    if (k >= 0) sent += k;
+    if (k > 0) sent += packets(more, idx, done, done + k);
     if (k === n - done) break;
-    done += Math.max(k, 0) + 1;
+    done = chainEnd(more, idx, done + Math.max(k, 0), n);
     c[k < 0 ? C.tx_errors : C.drop_tx_busy]++;
   }
   return sent;
@@ -46,11 +73,10 @@ function sendAll(c: Float64Array, bt: Batch, out: Outputs, kind: number, idx: In
 
 // Pod frames when a vnet socket is open: the podIdx list in order, cut into
 // stretches of plain frames (the plain socket) and frames that start with a
-// virtio_net_hdr (the vnet socket), so a flow's frames keep their order. If
-// the kernel refuses a vnet frame (EINVAL: a GSO it will not take), the worker
-// stops making them: the refused frames are lost once, TCP sends them again.
+// virtio_net_hdr (the vnet socket), so a flow's frames keep their order. The
+// entries of one chain share their socket, so a stretch holds whole chains.
 function sendPods(ctx: StageContext, bt: Batch, out: Outputs): number {
-  const idx = bt.podIdx, n = bt.nPod, vn = bt.podVnet, c = ctx.counters;
+  const idx = bt.podIdx, n = bt.nPod, vn = bt.podVnet;
   let sent = 0;
   for (let k = 0; k < n;) {
     const v = vn[idx[k]];
@@ -58,61 +84,51 @@ function sendPods(ctx: StageContext, bt: Batch, out: Outputs): number {
     while (e < n && vn[idx[e]] === v) e++;
     let part = idx;
     if (k !== 0 || e !== n) { part = bt.scratch; for (let q = k; q < e; q++) part[q - k] = idx[q]; } // no subarray: no allocation
-    if (v === 0) sent += sendAll(c, bt, out, POD, part, e - k);
-    else sent += sendVnet(ctx, bt, out, part, e - k);
+    sent += sendAll(ctx, bt, out, v === 0 ? POD : VNET, part, e - k);
     k = e;
-  }
-  return sent;
-}
-
-function sendVnet(ctx: StageContext, bt: Batch, out: Outputs, idx: Int32Array, n: number): number {
-  let done = 0, sent = 0;
-  while (done < n) {
-    let k: number;
-    try {
-      k = native.packetSend(out.podVnet, bt.arena, bt.offs, bt.lens, done === 0 ? idx : idx.subarray(done), n - done, bt.outIf);
-    } catch (e) {
-      if ((e as { code?: string }).code === 'EINVAL' && ctx.podVnetTx) {
-        ctx.podVnetTx = false;
-        ctx.onOffloadRefused?.('pod-vnet-send', e);
-      }
-      k = -1;
-    }
-    if (k >= 0) sent += k;
-    if (k === n - done) break;
-    done += Math.max(k, 0) + 1;
-    ctx.counters[k < 0 ? C.tx_errors : C.drop_tx_busy]++;
   }
   return sent;
 }
 
 // UDP GSO: consecutive datagrams to one node, all the size of the first but a
 // shorter last one, go out as one UDP_SEGMENT message: the kernel moves them
-// through its stack as one packet. If the kernel refuses (an old kernel, a
-// device without checksum offload), GSO is turned off for this worker.
+// through its stack as one packet. A datagram may be a chain; its size is the
+// sum of its entries'. runs[r] counts the entries of run r. If the kernel
+// refuses (an old kernel, a device without checksum offload), GSO is turned
+// off for this worker.
 function sendRuns(ctx: StageContext, bt: Batch, out: Outputs): number {
-  const idx = bt.udpIdx, n = bt.nUdp, lens = bt.lens, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
-  let nr = 0;
+  const idx = bt.udpIdx, n = bt.nUdp, lens = bt.lens, more = bt.more, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
+  let nr = 0, total = 0;
   for (let k = 0; k < n;) {
-    const first = idx[k], seg = lens[first];
-    let len = 1, bytes = seg;
-    while (k + len < n && len < MAX_SEGS) {
-      const j = idx[k + len];
-      if (dst[j] !== dst[first] || port[j] !== port[first] || lens[j] > seg || bytes + lens[j] > MAX_GSO_BYTES) break;
-      len++;
-      bytes += lens[j];
-      if (lens[j] < seg) break; // only the last segment may be shorter
+    const first = idx[k];
+    let e = chainEnd(more, idx, k, n), seg = 0;
+    for (let q = k; q < e; q++) seg += lens[idx[q]];
+    let segs = 1, bytes = seg;
+    while (e < n && segs < MAX_SEGS) {
+      const j = idx[e];
+      if (dst[j] !== dst[first] || port[j] !== port[first]) break;
+      const f = chainEnd(more, idx, e, n);
+      let len = 0;
+      for (let q = e; q < f; q++) len += lens[idx[q]];
+      if (seg === 0 || len > seg || bytes + len > MAX_GSO_BYTES || f - k > MAX_IOV) break;
+      segs++;
+      bytes += len;
+      e = f;
+      if (len < seg) break; // only the last segment may be shorter
     }
-    runs[nr++] = len;
-    k += len;
+    runs[nr++] = e - k;
+    total += segs;
+    k = e;
   }
   try {
-    const sent = native.udpSendRuns(out.udp, bt.arena, bt.offs, bt.lens, idx, n, dst, port, runs, nr);
-    if (sent < n) ctx.counters[C.drop_tx_busy] += n - sent;
-    return sent;
+    const sent = native.udpSendRuns(out.udp, bt.arena, bt.offs, bt.lens, idx, n, dst, port, runs, nr, more);
+    if (sent === n) return total;
+    const p = packets(more, idx, 0, sent);
+    ctx.counters[C.drop_tx_busy] += total - p;
+    return p;
   } catch (e) {
     ctx.udpGso = false;
     ctx.onOffloadRefused?.('udp-gso', e);
-    return sendAll(ctx.counters, bt, out, UDP, idx, n);
+    return sendAll(ctx, bt, out, UDP, idx, n);
   }
 }

@@ -2,7 +2,11 @@
 // inner IPv4 packet, and finishes inner checksums a kernel VXLAN peer left
 // partial: over a veth underlay the kernel hands the frame on with checksum
 // offload pending (CHECKSUM_PARTIAL), so the TCP/UDP field holds only the
-// pseudo-header sum. A full checksum verifies; a partial one is completed.
+// folded pseudo-header sum. A field that holds exactly that is completed; any
+// other is left as it came, for the pod's stack to verify (checking it here
+// would cost a pass over every payload byte). A complete checksum that
+// happens to equal that sum is summed needlessly but keeps its value: with
+// F = ~(D + P) = P, completion writes ~(D + F) = ~(D + P) = F.
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { parseIPv4 } from '../packet/ipv4.js';
@@ -48,11 +52,10 @@ function completeChecksum(b: Uint8Array, w: Uint32Array, f: Int32Array, c: Float
   else return;
   const l4 = f[F_L4OFF], l4len = f[F_L4LEN];
   if (l4len < field + 2) return;
-  const at = l4 + field;
-  if (proto === IPPROTO_UDP && b[at] === 0 && b[at + 1] === 0) return; // UDP without checksum
-  const s = csumAdd32(b, w, l4, l4len, 0);
-  if (csumFold(s + pseudoHeaderSum4(f[F_SRC4], f[F_DST4], proto, l4len)) === 0) return; // already complete
-  let v = csumFold(s);
+  const at = l4 + field, v0 = (b[at] << 8) | b[at + 1];
+  if (proto === IPPROTO_UDP && v0 === 0) return; // UDP without checksum
+  if (v0 !== (~csumFold(pseudoHeaderSum4(f[F_SRC4], f[F_DST4], proto, l4len)) & 0xffff)) return; // not partial
+  let v = csumFold(csumAdd32(b, w, l4, l4len, 0));
   if (v === 0 && proto === IPPROTO_UDP) v = 0xffff;
   b[at] = v >> 8; b[at + 1] = v & 0xff;
   c[C.inner_csum_completed]++;

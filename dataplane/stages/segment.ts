@@ -8,9 +8,11 @@
 //     PSH stay on the last piece only, CWR on the first only.
 // The forward stage has already written whatever goes in front of the IP
 // header (VXLAN + inner Ethernet, or Ethernet, or nothing for TUN): `lead`
-// bytes before l3, copied in front of every piece. Pieces go to the out region
-// back to back (4-aligned) and take entries from bt.top up, in order, so a
-// run of them leaves as one UDP_SEGMENT message.
+// bytes before l3, copied in front of every piece. Each piece is a chain of
+// two entries (stages/batch.ts): its headers, written to the out region (back
+// to back, 4-aligned), and its payload, left in place in the super-frame.
+// Entries come from bt.top up, in order, so a run of pieces leaves as one
+// UDP_SEGMENT message and the kernel's copy on send is the only one.
 import { csumAdd, csumAdd32, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
@@ -46,10 +48,10 @@ export function segment(ctx: StageContext, bt: Batch, i: number, lead: number, o
   const hdr = ihl + thl, payload = l3len - hdr;
   if (mss <= 0 || payload <= 0) { c[C.drop_malformed]++; return false; }
   const nseg = Math.ceil(payload / mss);
-  const bytes = nseg * (lead + hdr + 3) + payload;
-  if (bt.top + nseg > bt.entries || bt.outTop + bytes > bt.outEnd) {
+  const bytes = nseg * ((lead + hdr + 3) & ~3);
+  if (bt.top + 2 * nseg > bt.entries || bt.outTop + bytes > bt.outEnd) {
     ctx.flush?.(); // send what is queued so far: frees the out region
-    if (bt.top + nseg > bt.entries || bt.outTop + bytes > bt.outEnd) { c[C.drop_gso_unsupported]++; return false; }
+    if (bt.top + 2 * nseg > bt.entries || bt.outTop + bytes > bt.outEnd) { c[C.drop_gso_unsupported]++; return false; }
   }
   const words = bt.words, src = bt.src[i], dip = bt.dst[i];
   const id0 = (b[l3 + 4] << 8) | b[l3 + 5];
@@ -62,7 +64,6 @@ export function segment(ctx: StageContext, bt: Batch, i: number, lead: number, o
     const p0 = hend + k * mss;
     b.copyWithin(w, from, hend);
     const ip = w + lead, th = ip + ihl;
-    b.copyWithin(th + thl, p0, p0 + plen);
     const tot = hdr + plen, l4len = thl + plen, id = (id0 + k) & 0xffff;
     b[ip + 2] = tot >>> 8; b[ip + 3] = tot & 0xff;
     b[ip + 4] = id >>> 8; b[ip + 5] = id & 0xff;
@@ -80,15 +81,18 @@ export function segment(ctx: StageContext, bt: Batch, i: number, lead: number, o
       b[th + 4] = l4len >>> 8; b[th + 5] = l4len & 0xff;
     }
     b[th + field] = 0; b[th + field + 1] = 0;
-    let v = csumFold(csumAdd32(b, words, th, l4len, pseudoHeaderSum4(src, dip, proto, l4len)));
+    // thl is even, so the payload's 16-bit words line up after the header's.
+    const sum = csumAdd(b, th, thl, pseudoHeaderSum4(src, dip, proto, l4len));
+    let v = csumFold(csumAdd32(b, words, p0, plen, sum));
     if (v === 0 && !tcp) v = 0xffff;
     b[th + field] = v >>> 8; b[th + field + 1] = v & 0xff;
-    const e = bt.top++;
-    bt.offs[e] = w; bt.lens[e] = lead + tot;
-    if (out === OUT_UDP) bt.toUdp(e, dst, port);
-    else if (out === OUT_POD) bt.toPod(e, dst);
-    else bt.toTun(e);
-    w = (w + lead + tot + 3) & ~3;
+    const h = bt.top++, e = bt.top++;
+    bt.offs[h] = w; bt.lens[h] = lead + hdr;
+    bt.offs[e] = p0; bt.lens[e] = plen;
+    if (out === OUT_UDP) { bt.toUdp(h, dst, port, 1); bt.toUdp(e, dst, port); }
+    else if (out === OUT_POD) { bt.toPod(h, dst, 1); bt.toPod(e, dst); }
+    else { bt.toTun(h, 1); bt.toTun(e); }
+    w = (w + lead + hdr + 3) & ~3;
   }
   bt.outTop = w;
   c[C.tx_segments] += nseg;

@@ -73,6 +73,23 @@ describe('native TUN inside a netns', () => {
     expect(decode(b.subarray(0, r.lens[0]))).toBe('hello from tun');
   });
 
+  it('writes a packet given as a chain of pieces as one packet', () => {
+    const rx = udpOnRandomPort((port) => native.udpOpenIn(ns.path, '10.99.0.1', port, {}));
+    ns.fds.push(rx.fd);
+    const pkt = udpPacket(ipv4('10.99.0.2'), ipv4('10.99.0.1'), 4000, rx.port, text('chained through tun'));
+    const a = arena(4096);
+    a.set(pkt.subarray(0, 28), 3000); // IP + UDP headers
+    a.set(pkt.subarray(28), 501); // the payload, elsewhere
+    const sent = native.tunWrite(q1, a, Int32Array.of(3000, 501), Int32Array.of(28, pkt.length - 28), Int32Array.of(0, 1), 2, Uint8Array.of(1, 0));
+    expect(sent).toBe(2); // entries
+    const ready = new Int32Array(1);
+    expect(native.poll(Int32Array.of(rx.fd), 1, ready, 2000)).toBe(1);
+    const b = arena(4096);
+    const r = slots(2, 2048);
+    expect(native.udpRecv(rx.fd, b, r.offs, r.lens, r.src, r.meta, 2, 2048)).toBe(1);
+    expect(decode(b.subarray(0, r.lens[0]))).toBe('chained through tun');
+  });
+
   it('tunSetOffload accepts TUN_F_CSUM on a vnetHdr queue and reports kernel errors', () => {
     const fd = native.tunOpenIn(ns.path, 'twt1', { vnetHdr: true });
     ns.fds.push(fd);

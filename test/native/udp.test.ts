@@ -98,6 +98,70 @@ describe('native UDP on loopback', () => {
     expect(metas).toEqual([1000]);
   });
 
+  it('udpSendRuns sends chains: a UDP_SEGMENT run of header + payload pieces and a plain chained datagram arrive byte-identical', () => {
+    const tx = open();
+    const rx = open({ gro: true });
+    const r2 = open();
+    // Five segments of 60 header bytes (written apart, at odd offsets) + a payload
+    // piece cut from one contiguous buffer: 4 x (60 + 940) and a last 60 + 433.
+    const H = 60, P = 940, LAST = 433, SEGS = 5;
+    const a = arena(65536);
+    const offs = new Int32Array(32), lens = new Int32Array(32), more = new Uint8Array(32);
+    const want: number[][] = [];
+    const payload = 20000;
+    for (let j = 0; j < 4 * P + LAST; j++) a[payload + j] = (j * 13 + 7) & 0xff;
+    for (let k = 0; k < SEGS; k++) {
+      const h = 2 * k, e = h + 1, plen = k === SEGS - 1 ? LAST : P;
+      offs[h] = 1001 + k * 97; lens[h] = H; more[h] = 1;
+      for (let j = 0; j < H; j++) a[offs[h] + j] = (k * 50 + j) & 0xff;
+      offs[e] = payload + k * P; lens[e] = plen; // more[e] = 0: the datagram ends here
+      want.push([...a.subarray(offs[h], offs[h] + H), ...a.subarray(offs[e], offs[e] + plen)]);
+    }
+    // A plain datagram of three pieces, to another socket.
+    const pieces = [[40000, 5], [40100, 300], [40999, 1]];
+    pieces.forEach(([o, l], q) => { offs[10 + q] = o; lens[10 + q] = l; more[10 + q] = q < 2 ? 1 : 0; a.fill(q + 1, o, o + l); });
+    const plain = pieces.flatMap(([o, l]) => [...a.subarray(o, o + l)]);
+    const idx = Int32Array.from({ length: 13 }, (_, i) => i);
+    const dst = new Int32Array(32).fill(LOOPBACK);
+    const dport = new Int32Array(32).fill(rx.port);
+    dport.fill(r2.port, 10);
+    expect(native.udpSendRuns(tx.fd, a, offs, lens, idx, 13, dst, dport, Int32Array.of(10, 3), 2, more)).toBe(13);
+
+    const b = arena(4 * 65536);
+    const r = slots(4, 65536);
+    const got: number[] = [];
+    const metas: number[] = [];
+    while (got.length < 4 * (H + P) + H + LAST && waitReadable([rx.fd], 1000)[0]) {
+      const n = native.udpRecv(rx.fd, b, r.offs, r.lens, r.src, r.meta, 4, 65536);
+      for (let k = 0; k < n; k++) { metas.push(r.meta[k]); got.push(...b.subarray(r.offs[k], r.offs[k] + r.lens[k])); }
+    }
+    expect(metas).toEqual([H + P]); // one GSO message: the segment size is a whole chain's length
+    expect(Buffer.from(got).equals(Buffer.from(want.flat()))).toBe(true);
+    waitReadable([r2.fd], 1000);
+    expect(native.udpRecv(r2.fd, b, r.offs, r.lens, r.src, r.meta, 4, 65536)).toBe(1);
+    expect(Buffer.from(b.subarray(r.offs[0], r.offs[0] + r.lens[0])).equals(Buffer.from(plain))).toBe(true);
+  });
+
+  it('chained sends are checked: whole chains in count and in each run, segments the first one\'s length', () => {
+    const tx = open();
+    const a = arena(4096);
+    const offs = Int32Array.of(0, 100, 200, 300), lens = Int32Array.of(10, 20, 10, 20), idx = Int32Array.of(0, 1, 2, 3);
+    const dst = new Int32Array(4).fill(LOOPBACK), dport = new Int32Array(4).fill(9);
+    const thrown = (f: () => unknown) => { try { f(); } catch (e) { return e as Error; } return undefined; };
+    // The last chain runs past count.
+    expect(thrown(() => native.udpSend(tx.fd, a, offs, lens, idx, 3, dst, dport, Uint8Array.of(1, 0, 1, 0)))).toBeInstanceOf(RangeError);
+    // A chain across a run boundary.
+    expect(thrown(() => native.udpSendRuns(tx.fd, a, offs, lens, idx, 4, dst, dport, Int32Array.of(1, 3), 2, Uint8Array.of(1, 0, 1, 0)))).toBeInstanceOf(RangeError);
+    // A segment longer than the first (30 bytes, then 40).
+    lens[3] = 30;
+    expect(thrown(() => native.udpSendRuns(tx.fd, a, offs, lens, idx, 4, dst, dport, Int32Array.of(4), 1, Uint8Array.of(1, 0, 1, 0)))).toBeInstanceOf(RangeError);
+    // A chain of more than UIO_MAXIOV entries.
+    const many = 1025, o = new Int32Array(many), l = new Int32Array(many).fill(1), m = new Uint8Array(many).fill(1);
+    m[many - 1] = 0;
+    expect(thrown(() => native.udpSend(tx.fd, a, o, l, Int32Array.from({ length: many }, (_, i) => i), many,
+      new Int32Array(many).fill(LOOPBACK), new Int32Array(many).fill(9), m))).toBeInstanceOf(RangeError);
+  });
+
   it('works from several worker_threads at once', async () => {
     const addon = fileURLToPath(new URL('../../dataplane/native/build/Release/twill_native.node', import.meta.url));
     const code = `

@@ -118,9 +118,9 @@ bool tw_opt_bool(napi_env env, napi_value opts, const char *key, bool *out) {
   return true;
 }
 
+// An absent key leaves *out as the caller's default.
 bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out) {
   napi_value v;
-  *out = 0;
   if (!opt_get(env, opts, key, &v)) return true;
   return tw_i32(env, v, key, out);
 }
@@ -133,16 +133,48 @@ bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t a
   return true;
 }
 
-bool tw_check_tx(napi_env env, const int32_t *idx, int32_t count, size_t idxlen,
-                 const int32_t *offs, const int32_t *lens, size_t nent, size_t alen) {
-  if (count < 0 || (size_t)count > idxlen) return tw_throw_range(env, "count outside idx"), false;
-  for (int32_t k = 0; k < count; k++) {
-    int32_t j = idx[k];
-    if (j < 0 || (size_t)j >= nent) return tw_throw_range(env, "idx[k] outside the batch arrays"), false;
-    if (offs[j] < 0 || lens[j] < 0 || (size_t)offs[j] + (size_t)lens[j] > alen)
-      return tw_throw_range(env, "offs[j] + lens[j] lies outside the arena"), false;
-  }
+bool tw_tx_args(napi_env env, const napi_value *argv, napi_value more, struct tw_tx *t) {
+  size_t no, nl;
+  t->more = NULL;
+  t->nent = SIZE_MAX;
+  if (!tw_u8(env, argv[1], "arena", &t->arena, &t->alen) || !tw_i32a(env, argv[2], "offs", &t->offs, &no) ||
+      !tw_i32a(env, argv[3], "lens", &t->lens, &nl) || !tw_i32a(env, argv[4], "idx", &t->idx, &t->nidx) ||
+      !tw_i32(env, argv[5], "count", &t->count))
+    return false;
+  if (!absent(env, more) && !tw_u8(env, more, "more", &t->more, &t->nent)) return false;
+  t->nent = tw_min(t->nent, tw_min(no, nl));
   return true;
+}
+
+bool tw_tx_check(napi_env env, const struct tw_tx *t, size_t nent) {
+  nent = tw_min(nent, t->nent);
+  if (t->count < 0 || (size_t)t->count > t->nidx) return tw_throw_range(env, "count outside idx"), false;
+  int32_t run = 0; // entries so far in the chain at hand
+  for (int32_t k = 0; k < t->count; k++) {
+    int32_t j = t->idx[k];
+    if (j < 0 || (size_t)j >= nent) return tw_throw_range(env, "idx[k] outside the batch arrays"), false;
+    if (t->offs[j] < 0 || t->lens[j] < 0 || (size_t)t->offs[j] + (size_t)t->lens[j] > t->alen)
+      return tw_throw_range(env, "offs[j] + lens[j] lies outside the arena"), false;
+    run = t->more && t->more[j] ? run + 1 : 0;
+    if (run >= TW_IOV) return tw_throw_range(env, "a chain must have at most 1024 entries"), false;
+  }
+  if (run > 0) return tw_throw_range(env, "the last chain must end within count"), false;
+  return true;
+}
+
+int tw_tx_chain(const struct tw_tx *t, int32_t k, struct iovec *iov, int room, size_t *bytes) {
+  int n = 1;
+  if (t->more)
+    while (t->more[t->idx[k + n - 1]]) n++; // tw_tx_check: every chain ends within count
+  if (n > room) return 0;
+  size_t sum = 0;
+  for (int q = 0; q < n; q++) {
+    int32_t j = t->idx[k + q];
+    iov[q] = (struct iovec){t->arena + t->offs[j], (size_t)t->lens[j]};
+    sum += (size_t)t->lens[j];
+  }
+  if (bytes) *bytes = sum;
+  return n;
 }
 
 napi_value tw_int(napi_env env, int64_t v) {

@@ -18,7 +18,7 @@
 // Per-thread scratch: worker_threads may call concurrently, calls never nest.
 static __thread struct {
   struct mmsghdr m[TW_BATCH];
-  struct iovec iov[TW_BATCH];
+  struct iovec iov[TW_IOV];
   struct sockaddr_ll sa[TW_BATCH];
 } S;
 
@@ -27,7 +27,8 @@ bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args
   memset(a, 0, sizeof *a);
   if (!tw_str(env, ifname, "ifname", a->ifname, sizeof a->ifname, &len) || !tw_opts(env, opts)) return false;
   if (len >= IFNAMSIZ) return tw_throw_errno(env, "if_nametoindex", ENODEV), false;
-  if (!tw_opt_i32(env, opts, "fanoutGroup", &a->fanout) || !tw_opt_bool(env, opts, "vnetHdr", &a->vnet_hdr) ||
+  if (!tw_opt_i32(env, opts, "fanoutGroup", &a->fanout) || !tw_opt_bool(env, opts, "fanoutCpu", &a->fanout_cpu) ||
+      !tw_opt_bool(env, opts, "vnetHdr", &a->vnet_hdr) ||
       !tw_opt_bool(env, opts, "qdiscBypass", &a->qdisc_bypass) ||
       !tw_opt_bool(env, opts, "ignoreOutgoing", &a->ignore_outgoing))
     return false;
@@ -47,7 +48,7 @@ static int setopt(int fd, int name, int val) {
 #endif
 
 static int fanout(int fd, const struct pkt_args *a) {
-  int flags = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+  int flags = (a->fanout_cpu ? PACKET_FANOUT_CPU : PACKET_FANOUT_HASH) | PACKET_FANOUT_FLAG_DEFRAG;
   if (a->ignore_outgoing && setopt(fd, PACKET_FANOUT, a->fanout | ((flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16)) == 0)
     return 0;
   // Older kernels refuse the flag (EINVAL): join without it; copies of our sends are then skipped on receive.
@@ -127,39 +128,38 @@ napi_value tw_packet_recv(napi_env env, napi_callback_info info) {
   return tw_int(env, got);
 }
 
-// packetSend(fd, arena, offs, lens, idx, count, ifindex)
+// packetSend(fd, arena, offs, lens, idx, count, ifindex, more?): one message
+// per frame (a chain of entries with `more`), out of interface ifindex[j] of
+// its first entry j. Returns the number of entries sent (whole frames).
 napi_value tw_packet_send(napi_env env, napi_callback_info info) {
-  TW_ARGS(7);
-  int32_t fd, count, *offs, *lens, *idx, *ifx;
-  uint8_t *arena;
-  size_t alen, no, nl, ni, nx;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
-      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
-      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
-      !tw_i32a(env, argv[6], "ifindex", &ifx, &nx) ||
-      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(no, tw_min(nl, nx)), alen))
+  TW_ARGS(8);
+  int32_t fd, *ifx;
+  size_t nx;
+  struct tw_tx t;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_tx_args(env, argv, argv[7], &t) ||
+      !tw_i32a(env, argv[6], "ifindex", &ifx, &nx) || !tw_tx_check(env, &t, nx))
     return NULL;
-  int sent = 0;
-  while (sent < count) {
-    int c = (int)tw_min((size_t)(count - sent), TW_BATCH);
-    for (int k = 0; k < c; k++) {
-      int32_t j = idx[sent + k];
-      S.iov[k] = (struct iovec){arena + offs[j], (size_t)lens[j]};
+  int32_t sent = 0;
+  while (sent < t.count) {
+    int msgs = 0, iovs = 0, n;
+    for (int32_t k = sent; k < t.count && msgs < TW_BATCH && (n = tw_tx_chain(&t, k, &S.iov[iovs], TW_IOV - iovs, NULL)); k += n) {
       // SOCK_RAW: the frame carries its own Ethernet header; ETH_P_ALL makes
       // the kernel take skb->protocol from that header.
-      S.sa[k] = (struct sockaddr_ll){.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
-                                     .sll_ifindex = ifx[j], .sll_halen = 6};
-      S.m[k].msg_hdr = (struct msghdr){.msg_name = &S.sa[k], .msg_namelen = sizeof S.sa[k],
-                                       .msg_iov = &S.iov[k], .msg_iovlen = 1};
+      S.sa[msgs] = (struct sockaddr_ll){.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                                        .sll_ifindex = ifx[t.idx[k]], .sll_halen = 6};
+      S.m[msgs].msg_hdr = (struct msghdr){.msg_name = &S.sa[msgs], .msg_namelen = sizeof S.sa[msgs],
+                                          .msg_iov = &S.iov[iovs], .msg_iovlen = (size_t)n};
+      iovs += n;
+      msgs++;
     }
-    int r = sendmmsg(fd, S.m, (unsigned)c, MSG_DONTWAIT);
+    int r = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
       return tw_throw_errno(env, "sendmmsg", errno);
     }
-    sent += r;
-    if (r < c) break;
+    for (int i = 0; i < r; i++) sent += (int32_t)S.m[i].msg_hdr.msg_iovlen;
+    if (r < msgs) break;
   }
   return tw_int(env, sent);
 }

@@ -81,26 +81,24 @@ napi_value tw_tun_read(napi_env env, napi_callback_info info) {
   return tw_int(env, got);
 }
 
-// tunWrite(fd, arena, offs, lens, idx, count)
+// tunWrite(fd, arena, offs, lens, idx, count, more?): one writev per packet
+// (a chain of entries with `more`). Returns the number of entries written.
 napi_value tw_tun_write(napi_env env, napi_callback_info info) {
-  TW_ARGS(6);
-  int32_t fd, count, *offs, *lens, *idx;
-  uint8_t *arena;
-  size_t alen, no, nl, ni;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
-      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
-      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
-      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(no, nl), alen))
+  TW_ARGS(7);
+  int32_t fd;
+  struct tw_tx t;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_tx_args(env, argv, argv[6], &t) || !tw_tx_check(env, &t, SIZE_MAX))
     return NULL;
-  int sent = 0;
-  while (sent < count) {
-    int32_t j = idx[sent];
-    if (write(fd, arena + offs[j], (size_t)lens[j]) >= 0) { sent++; continue; }
+  static __thread struct iovec iov[TW_IOV];
+  int32_t sent = 0;
+  while (sent < t.count) {
+    int n = tw_tx_chain(&t, sent, iov, TW_IOV, NULL);
+    if (writev(fd, iov, n) >= 0) { sent += n; continue; }
     if (errno == EINTR) continue;
     // Stop at backpressure; report other errors only when nothing went out, so
     // the return value stays exact and the retry of entry `sent` throws.
     if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
-    return tw_throw_errno(env, "write", errno);
+    return tw_throw_errno(env, "writev", errno);
   }
   return tw_int(env, sent);
 }

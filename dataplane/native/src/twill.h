@@ -8,9 +8,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 // Largest batch one recvmmsg/sendmmsg call handles; scratch arrays are sized by it.
 #define TW_BATCH 256
+// Largest iovec list (UIO_MAXIOV): bounds one chain, and the iovec scratch of one send call.
+#define TW_IOV 1024
 
 // ---- errors (addon.c) ----
 const char *tw_errname(int err, char buf[16]);
@@ -26,12 +29,25 @@ bool tw_u8(napi_env env, napi_value v, const char *what, uint8_t **data, size_t 
 bool tw_i32a(napi_env env, napi_value v, const char *what, int32_t **data, size_t *len);
 bool tw_opts(napi_env env, napi_value v); // object, undefined or null
 bool tw_opt_bool(napi_env env, napi_value opts, const char *key, bool *out);
-bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out);
+bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out); // absent: *out unchanged
 // Receive slots: offs[0..n) each with room for cap bytes inside the arena.
 bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen);
-// Send entries: idx[0..count) index entries < nent whose [offs, offs+lens) lie in the arena.
-bool tw_check_tx(napi_env env, const int32_t *idx, int32_t count, size_t idxlen,
-                 const int32_t *offs, const int32_t *lens, size_t nent, size_t alen);
+// Send entries, as every send takes them: argv[1..5] = arena, offs, lens, idx,
+// count, and `more` (a Uint8Array, or undefined: every entry is a whole packet).
+// With more, a packet is a chain: more[j] = 1 says entry j's bytes continue in
+// the entry idx lists next; the chain leaves as one message (one iovec list).
+struct tw_tx {
+  uint8_t *arena, *more;
+  size_t alen, nidx, nent;
+  int32_t *offs, *lens, *idx, count;
+};
+bool tw_tx_args(napi_env env, const napi_value *argv, napi_value more, struct tw_tx *t);
+// Checks idx[0..count): entries < nent (and inside the arrays) whose [offs, offs+lens)
+// lie in the arena, chains of at most TW_IOV entries, the last one ending at count.
+bool tw_tx_check(napi_env env, const struct tw_tx *t, size_t nent);
+// The chain that starts at idx[k] as iovecs: returns its entry count, or 0 when
+// it has more than `room`; *bytes (if given) gets its length. After tw_tx_check.
+int tw_tx_chain(const struct tw_tx *t, int32_t k, struct iovec *iov, int room, size_t *bytes);
 static inline size_t tw_min(size_t a, size_t b) { return a < b ? a : b; }
 
 napi_value tw_int(napi_env env, int64_t v);
@@ -48,11 +64,11 @@ struct tun_args { char name[16]; bool multi_queue, vnet_hdr; };
 bool tun_parse(napi_env env, napi_value name, napi_value opts, struct tun_args *a);
 int tun_open_fd(const void *args, const char **call);
 
-struct pkt_args { char ifname[16]; int32_t fanout; bool vnet_hdr, qdisc_bypass, ignore_outgoing; };
+struct pkt_args { char ifname[16]; int32_t fanout; bool fanout_cpu, vnet_hdr, qdisc_bypass, ignore_outgoing; };
 bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args *a);
 int pkt_open_fd(const void *args, const char **call);
 
-struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; }; // addr in network order
+struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; int32_t incoming_cpu; }; // addr in network order; incoming_cpu -1: unset
 bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a);
 int udp_open_fd(const void *args, const char **call);
 
@@ -65,6 +81,7 @@ int udp_open_fd(const void *args, const char **call);
   X(udpSendRuns, tw_udp_send_runs)                                                   \
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
+  X(cpus, tw_cpus) X(pinThread, tw_pin_thread)                                       \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
 
 #define TW_DECL(js, c) napi_value c(napi_env env, napi_callback_info info);

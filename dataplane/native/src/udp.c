@@ -22,7 +22,7 @@
 // Per-thread scratch: worker_threads may call concurrently, calls never nest.
 static __thread struct {
   struct mmsghdr m[TW_BATCH];
-  struct iovec iov[TW_BATCH];
+  struct iovec iov[TW_IOV];
   struct sockaddr_in sa[TW_BATCH];
   union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[TW_BATCH];
 } S;
@@ -39,7 +39,9 @@ bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, 
   if (p < 0 || p > 0xffff) return tw_throw_range(env, "port must be 0..65535"), false;
   a->addr = in.s_addr;
   a->port = (uint16_t)p;
-  return tw_opt_bool(env, opts, "reusePort", &a->reuse_port) && tw_opt_bool(env, opts, "gro", &a->gro);
+  a->incoming_cpu = -1;
+  return tw_opt_bool(env, opts, "reusePort", &a->reuse_port) && tw_opt_bool(env, opts, "gro", &a->gro) &&
+         tw_opt_i32(env, opts, "incomingCpu", &a->incoming_cpu);
 }
 
 static int setopt(int fd, int level, int name, int val) {
@@ -55,6 +57,9 @@ int udp_open_fd(const void *p, const char **call) {
   tw_set_bufs(fd);
   struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(a->port), .sin_addr.s_addr = a->addr};
   if (a->reuse_port && setopt(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) *call = "SO_REUSEPORT";
+  // Linux 6.2+: a reuseport group prefers the socket whose SO_INCOMING_CPU is
+  // the receiving CPU, so a datagram wakes the worker already on that CPU.
+  else if (a->incoming_cpu >= 0 && setopt(fd, SOL_SOCKET, SO_INCOMING_CPU, a->incoming_cpu) < 0) *call = "SO_INCOMING_CPU";
   else if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) *call = "bind";
   else if (a->gro && setopt(fd, SOL_UDP, UDP_GRO, 1) < 0 && errno != ENOPROTOOPT) *call = "UDP_GRO";
   else return fd; // ENOPROTOOPT: old kernel, receives just are not coalesced
@@ -113,38 +118,50 @@ static struct sockaddr_in dest(int32_t ip, int32_t port) {
                               .sin_addr.s_addr = htonl((uint32_t)ip)};
 }
 
-// udpSend(fd, arena, offs, lens, idx, count, dst, dport)
+// Destinations of the entries idx[0..count) lists (dst, dport as JavaScript passes them).
+static bool dests(napi_env env, const napi_value *argv, const struct tw_tx *t, int32_t **dst, int32_t **dport) {
+  size_t nd, np;
+  if (!tw_i32a(env, argv[6], "dst", dst, &nd) || !tw_i32a(env, argv[7], "dport", dport, &np) ||
+      !tw_tx_check(env, t, tw_min(nd, np)))
+    return false;
+  for (int32_t k = 0; k < t->count; k++)
+    if ((*dport)[t->idx[k]] < 0 || (*dport)[t->idx[k]] > 0xffff) return tw_throw_range(env, "dport must be 0..65535"), false;
+  return true;
+}
+
+// Message `msg` of the scratch: `n` iovecs from iov[at], to the first entry's destination.
+static struct msghdr *message(int msg, int at, int n, int32_t ip, int32_t port) {
+  S.sa[msg] = dest(ip, port);
+  S.m[msg].msg_hdr = (struct msghdr){.msg_name = &S.sa[msg], .msg_namelen = sizeof S.sa[msg],
+                                     .msg_iov = &S.iov[at], .msg_iovlen = (size_t)n};
+  return &S.m[msg].msg_hdr;
+}
+
+// udpSend(fd, arena, offs, lens, idx, count, dst, dport, more?): one datagram
+// per packet (a chain of entries with `more`), to dst:dport of its first
+// entry. Returns the number of entries sent (whole datagrams).
 napi_value tw_udp_send(napi_env env, napi_callback_info info) {
-  TW_ARGS(8);
-  int32_t fd, count, *offs, *lens, *idx, *dst, *dport;
-  uint8_t *arena;
-  size_t alen, no, nl, ni, nd, np;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
-      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
-      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
-      !tw_i32a(env, argv[6], "dst", &dst, &nd) || !tw_i32a(env, argv[7], "dport", &dport, &np) ||
-      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(tw_min(no, nl), tw_min(nd, np)), alen))
+  TW_ARGS(9);
+  int32_t fd, *dst, *dport;
+  struct tw_tx t;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_tx_args(env, argv, argv[8], &t) || !dests(env, argv, &t, &dst, &dport))
     return NULL;
-  for (int32_t k = 0; k < count; k++)
-    if (dport[idx[k]] < 0 || dport[idx[k]] > 0xffff) return tw_throw_range(env, "dport must be 0..65535");
-  int sent = 0;
-  while (sent < count) {
-    int c = (int)tw_min((size_t)(count - sent), TW_BATCH);
-    for (int k = 0; k < c; k++) {
-      int32_t j = idx[sent + k];
-      S.iov[k] = (struct iovec){arena + offs[j], (size_t)lens[j]};
-      S.sa[k] = dest(dst[j], dport[j]);
-      S.m[k].msg_hdr = (struct msghdr){.msg_name = &S.sa[k], .msg_namelen = sizeof S.sa[k],
-                                       .msg_iov = &S.iov[k], .msg_iovlen = 1};
+  int32_t sent = 0;
+  while (sent < t.count) {
+    int msgs = 0, iovs = 0, n;
+    for (int32_t k = sent; k < t.count && msgs < TW_BATCH && (n = tw_tx_chain(&t, k, &S.iov[iovs], TW_IOV - iovs, NULL)); k += n) {
+      int32_t j = t.idx[k];
+      message(msgs++, iovs, n, dst[j], dport[j]);
+      iovs += n;
     }
-    int r = sendmmsg(fd, S.m, (unsigned)c, MSG_DONTWAIT);
+    int r = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
       return tw_throw_errno(env, "sendmmsg", errno);
     }
-    sent += r;
-    if (r < c) break;
+    for (int i = 0; i < r; i++) sent += (int32_t)S.m[i].msg_hdr.msg_iovlen;
+    if (r < msgs) break;
   }
   return tw_int(env, sent);
 }
@@ -201,45 +218,55 @@ napi_value tw_udp_offloads(napi_env env, napi_callback_info info) {
   return o;
 }
 
-// udpSendRuns(fd, arena, offs, lens, idx, count, dst, dport, runs, nruns):
-// idx[0..count) falls into nruns consecutive runs of runs[r] entries. A run of
-// one entry is a plain datagram; a longer run is one UDP_SEGMENT message whose
-// segments are its entries (JavaScript chose them: same destination, every
-// entry the first one's length but the last, which may be shorter). All runs
-// go out in sendmmsg calls. Returns the number of entries sent.
+// udpSendRuns(fd, arena, offs, lens, idx, count, dst, dport, runs, nruns, more?):
+// idx[0..count) falls into nruns consecutive runs of runs[r] entries, each run
+// whole packets (chains with `more`). A run of one packet is a plain datagram;
+// a longer run is one UDP_SEGMENT message whose segments are its packets, the
+// segment size the first one's length (JavaScript chose them: same destination,
+// every packet that length but the last, which may be shorter; checked here).
+// All runs go out in sendmmsg calls. Returns the number of entries sent (whole
+// runs only).
 napi_value tw_udp_send_runs(napi_env env, napi_callback_info info) {
-  TW_ARGS(10);
-  int32_t fd, count, nruns, *offs, *lens, *idx, *dst, *dport, *runs;
-  uint8_t *arena;
-  size_t alen, no, nl, ni, nd, np, nr;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_u8(env, argv[1], "arena", &arena, &alen) ||
-      !tw_i32a(env, argv[2], "offs", &offs, &no) || !tw_i32a(env, argv[3], "lens", &lens, &nl) ||
-      !tw_i32a(env, argv[4], "idx", &idx, &ni) || !tw_i32(env, argv[5], "count", &count) ||
-      !tw_i32a(env, argv[6], "dst", &dst, &nd) || !tw_i32a(env, argv[7], "dport", &dport, &np) ||
+  TW_ARGS(11);
+  int32_t fd, nruns, *dst, *dport, *runs;
+  size_t nr, bytes;
+  struct tw_tx t;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_tx_args(env, argv, argv[10], &t) ||
       !tw_i32a(env, argv[8], "runs", &runs, &nr) || !tw_i32(env, argv[9], "nruns", &nruns) ||
-      !tw_check_tx(env, idx, count, ni, offs, lens, tw_min(tw_min(no, nl), tw_min(nd, np)), alen))
+      !dests(env, argv, &t, &dst, &dport))
     return NULL;
   if (nruns < 0 || (size_t)nruns > nr) return tw_throw_range(env, "nruns outside runs");
-  int32_t total = 0;
+  int32_t k = 0;
   for (int32_t r = 0; r < nruns; r++) {
-    if (runs[r] < 1 || runs[r] > TW_BATCH) return tw_throw_range(env, "runs[r] must be 1..256");
-    total += runs[r];
+    if (runs[r] < 1 || runs[r] > TW_IOV || runs[r] > t.count - k) return tw_throw_range(env, "runs[r] must be 1..1024 and add up to count");
+    int32_t end = k + runs[r];
+    size_t seg = 0;
+    for (int n; k < end; k += n) {
+      n = tw_tx_chain(&t, k, S.iov, TW_IOV, &bytes);
+      if (k + n > end) return tw_throw_range(env, "a run must hold whole chains");
+      if (seg == 0) seg = bytes;
+      else if (bytes > seg || (bytes < seg && k + n < end)) return tw_throw_range(env, "a run's packets must be its first one's length, the last no longer");
+    }
+    if (seg > 0xffff) return tw_throw_range(env, "a run's segment size must be at most 65535");
   }
-  if (total != count) return tw_throw_range(env, "runs must add up to count");
-  for (int32_t k = 0; k < count; k++)
-    if (dport[idx[k]] < 0 || dport[idx[k]] > 0xffff) return tw_throw_range(env, "dport must be 0..65535");
-  int32_t sent = 0, r = 0, k = 0; // r: next run, k: its first entry
+  if (k != t.count) return tw_throw_range(env, "runs must add up to count");
+  int32_t sent = 0, r = 0;
+  k = 0; // r: next run, k: its first entry
   while (r < nruns) {
     int msgs = 0, iovs = 0;
     int32_t kk = k;
     // Fill one sendmmsg with as many whole runs as the scratch holds.
-    while (r + msgs < nruns && msgs < TW_BATCH && iovs + runs[r + msgs] <= TW_BATCH) {
-      int32_t n = runs[r + msgs], first = idx[kk];
-      struct msghdr *h = &S.m[msgs].msg_hdr;
-      S.sa[msgs] = dest(dst[first], dport[first]);
-      *h = (struct msghdr){.msg_name = &S.sa[msgs], .msg_namelen = sizeof S.sa[msgs], .msg_iov = &S.iov[iovs], .msg_iovlen = (size_t)n};
-      for (int32_t j = 0; j < n; j++) S.iov[iovs + j] = (struct iovec){arena + offs[idx[kk + j]], (size_t)lens[idx[kk + j]]};
-      if (n > 1) {
+    while (r + msgs < nruns && msgs < TW_BATCH && iovs + runs[r + msgs] <= TW_IOV) {
+      int32_t end = kk + runs[r + msgs], first = t.idx[kk];
+      size_t seg = 0;
+      int segs = 0;
+      for (int n; kk < end; kk += n, segs++) {
+        n = tw_tx_chain(&t, kk, &S.iov[iovs], TW_IOV - iovs, &bytes);
+        iovs += n;
+        if (segs == 0) seg = bytes;
+      }
+      struct msghdr *h = message(msgs, iovs - runs[r + msgs], runs[r + msgs], dst[first], dport[first]);
+      if (segs > 1) {
         memset(S.ctl[msgs].buf, 0, sizeof S.ctl[msgs].buf);
         h->msg_control = S.ctl[msgs].buf;
         h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
@@ -247,11 +274,9 @@ napi_value tw_udp_send_runs(napi_env env, napi_callback_info info) {
         c->cmsg_level = SOL_UDP;
         c->cmsg_type = UDP_SEGMENT;
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t seg = (uint16_t)lens[first];
-        memcpy(CMSG_DATA(c), &seg, sizeof seg);
+        uint16_t s16 = (uint16_t)seg;
+        memcpy(CMSG_DATA(c), &s16, sizeof s16);
       }
-      iovs += n;
-      kk += n;
       msgs++;
     }
     int got = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);

@@ -17,13 +17,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { labDown, labPolicies, labUp, writeDatastore } from '../lab/lab.js';
+import { labCommit, labDown, labPolicies, labUp } from '../lab/lab.js';
 import { tcpThroughput } from '../lab/measure.js';
-import { loadState, saveState, type LabPod } from '../lab/state.js';
+import { type LabPod } from '../lab/state.js';
 import { makeBenchModel, runPolicyBench } from '../policy/bench.js';
-import { policyRev } from '../dataplane/agent/datastore.js';
-import { request } from '../dataplane/agent/server.js';
-import type { ClusterModel, NetworkPolicy } from '../policy/model.js';
+import type { Change } from '../dataplane/agent/datastore.js';
+import { podKey, type ClusterModel, type NetworkPolicy } from '../policy/model.js';
 
 export interface PolicyLabBenchResult {
   compile_ms_10k_policies: number;
@@ -177,40 +176,27 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
     if (p0.node === p1.node) throw new Error('the two pods are on one node: the bench measures across nodes');
 
     // the rest of the synthetic cluster, in the datastore only
-    const s = loadState(name)!;
-    const have = new Set(s.model.pods.map((p) => `${p.namespace}/${p.name}`));
-    s.model.namespaces = [...s.model.namespaces.filter((n) => n.name === 'ns0'), ...model.namespaces.filter((n) => n.name !== 'ns0')];
-    s.model.pods = [...s.model.pods, ...model.pods.filter((p) => !have.has(`${p.namespace}/${p.name}`))];
-    saveState(s);
-    writeDatastore(s);
-    await new Promise((r) => setTimeout(r, 1500)); // the agents take the bigger view in (no policy rev to wait for)
+    const have = new Set(s0.pods.map(podKey));
+    await labCommit(s0, [
+      ...model.namespaces.filter((n) => n.name !== 'ns0').map((object): Change => ({ put: 'namespace', object })),
+      ...model.pods.filter((p) => !have.has(podKey(p))).map((object): Change => ({ put: 'pod', object })),
+    ], 120_000);
 
     const seconds = quick ? 2 : 4;
     const rounds = opts.rounds ?? (quick ? 1 : 3);
     const without: number[] = [], withP: number[] = [];
     const enforce: { wire: number; denied: number; allowed: number; resolved: number }[] = [];
 
-    // First load through `lab apply` (timed); later switches between none and all write the
-    // datastore directly (no YAML parse), so more throughput samples fit in the time.
+    // First load through `lab apply` (timed); later switches between none and all commit
+    // to the datastore directly (no YAML parse), so more throughput samples fit in the time.
     const allFile = path.join(dir, 'policies.json');
     writeFileSync(allFile, manifest(policies));
     say(`lab apply of ${policies.length} policies`);
     const t = performance.now();
     await labPolicies(name, [allFile]);
     const loadMs = performance.now() - t;
-    const setPolicies = async (list: NetworkPolicy[]): Promise<void> => {
-      const st = loadState(name)!;
-      st.model.policies = list;
-      saveState(st);
-      writeDatastore(st);
-      const want = policyRev(st.model);
-      const deadline = Date.now() + 120_000;
-      for (const n of st.nodes) {
-        while (((await request(n.socket, { op: 'status' })) as { policyRev: string }).policyRev !== want) {
-          if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not take the policies in 120 s (see ${n.log})`);
-          await new Promise((res) => setTimeout(res, 20));
-        }
-      }
+    const setPolicies = async (all: boolean): Promise<void> => {
+      await labCommit(s0, policies.map((np): Change => (all ? { put: 'policy', object: np } : { delete: 'policy', key: podKey(np) })), 120_000);
     };
 
     // apply → enforce, with real traffic: one change that denies p0 → p1 and allows p1 → p0 (then back)
@@ -237,7 +223,7 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
       const denied = d.t[lastEcho + 1] - t0, allowed = a.t[firstEcho] - t0;
       enforce.push({ wire: Math.max(denied, allowed), denied, allowed, resolved: res.ms });
     }
-    if (flipTo !== 'app1') await setPolicies(policies); // back to the set the iperf3 flow is allowed by
+    if (flipTo !== 'app1') await labCommit(s0, [{ put: 'policy', object: flip('app1') }]); // back to the set the iperf3 flow is allowed by
 
     // throughput: with and without, in ABBA order against drift (the machine may be shared)
     say('iperf3 warm-up (the engines\' hot paths are compiled by the JIT as traffic comes)');
@@ -247,7 +233,7 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
       for (const wantPolicies of r % 2 === 0 ? [true, false] : [false, true]) {
         if (wantPolicies !== inForce) {
           say(wantPolicies ? `putting the ${policies.length} policies back` : 'removing every policy');
-          await setPolicies(wantPolicies ? policies : []);
+          await setPolicies(wantPolicies);
           inForce = wantPolicies;
         }
         say(`iperf3 ${p0.name} → ${p1.name}, ${wantPolicies ? `${policies.length} policies` : 'no policy'} (${seconds} s)`);

@@ -5,16 +5,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ipn, netnsDel, netnsList, run, stopPid, sysctl } from './sh.js';
+import { ipn, netnsDel, netnsList, stopPid, sysctl } from './sh.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import { request } from '../dataplane/agent/server.js';
 import { installNodeCni, cniAdd, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
 import type { AgentConfig } from '../dataplane/agent/main.js';
-import { policyRev, type ClusterView } from '../dataplane/agent/datastore.js';
+import type { Change, NodeRecord, PolicyView } from '../dataplane/agent/datastore.js';
+import { commitChanges, createDatastore, latestRev, readDatastore } from './datastore.js';
 import { loadModelFiles } from '../policy/manifests.js';
-import { NS_NAME_LABEL, type ContainerPort } from '../policy/model.js';
+import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
 import { workloadArgs, READY_LINE } from './workload.js';
 
 export interface UpOptions {
@@ -36,7 +37,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], model: { namespaces: [], pods: [], policies: [] }, offloads: o.offloads };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], offloads: o.offloads };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
@@ -62,21 +63,24 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       s.nodes.push(n);
       saveState(s);
     }
-    writeDatastore(s);
+    // the pods' namespaces (with the labels the manifests give) and the policies exist before the pods
+    const namespaces: Namespace[] = [...(wanted?.namespaces ?? [])];
+    for (const ns of wanted ? wanted.pods.map((p) => p.namespace) : ['default']) {
+      if (!namespaces.some((x) => x.name === ns)) namespaces.push({ name: ns, labels: { [NS_NAME_LABEL]: ns } });
+    }
+    createDatastore(datastoreDir(s), { clusterCIDR: s.clusterCIDR, nodes: s.nodes.map(nodeRecord), model: { namespaces, pods: [], policies: wanted?.policies ?? [] } });
     for (const n of s.nodes) {
       await startAgent(s, n, { workers: o.workers });
       installNodeCni(n.stateDir, n.socket);
       saveState(s);
     }
     if (wanted) {
-      s.model.namespaces = wanted.namespaces;
-      s.model.policies = wanted.policies;
       for (const [k, p] of wanted.pods.entries()) {
         const n = s.nodes[k % s.nodes.length];
         const pod = await addPod(s, n, p.name, p.namespace, { labels: p.labels, containerPorts: p.containerPorts });
         say(`pod ${pod.namespace}/${pod.name} on ${n.name}: ${pod.ip}`);
       }
-      await waitForPolicies(s);
+      await waitForRev(s, latestRev(datastoreDir(s)));
     } else {
       for (const n of s.nodes) {
         for (let k = 1; k <= (o.podsPerNode ?? 2); k++) {
@@ -113,22 +117,24 @@ function addNodeNs(s: LabState, n: LabNode, mtu: number): void {
   mkdirSync(n.stateDir, { recursive: true });
 }
 
-export function datastorePath(s: LabState): string { return path.join(s.dir, 'datastore.json'); }
+/** The lab's datastore (dataplane/agent/datastore.ts): the directory every agent watches. */
+export function datastoreDir(s: Pick<LabState, 'dir'>): string { return path.join(s.dir, 'datastore'); }
 
-export function writeDatastore(s: LabState, extra: ClusterView['nodes'] = []): void {
-  const view: ClusterView = {
-    clusterCIDR: s.clusterCIDR,
-    model: s.model,
-    nodes: [...s.nodes.map((n) => ({ name: n.name, underlayIP: n.underlayIP, podCIDR: n.podCIDR, vtepMAC: n.vtepMAC, backend: 'twill' as const })), ...extra],
-  };
-  const f = datastorePath(s);
-  writeFileSync(`${f}.tmp`, JSON.stringify(view, null, 1));
-  run('mv', [`${f}.tmp`, f]);
+const nodeRecord = (n: LabNode): NodeRecord => ({ name: n.name, underlayIP: n.underlayIP, podCIDR: n.podCIDR, vtepMAC: n.vtepMAC, backend: 'twill' });
+
+/** Namespaces, pods and NetworkPolicies as the agents see them. */
+export function labModel(name: string): PolicyView {
+  return readDatastore(datastoreDir({ dir: labDir(name) })).model ?? { namespaces: [], pods: [], policies: [] };
+}
+
+/** Writes one change set to the datastore and resolves once every agent enforces it; returns the agents' status. */
+export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_000): Promise<AgentStatus> {
+  return waitForRev(s, commitChanges(datastoreDir(s), changes), timeoutMs);
 }
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
-  const cfg: AgentConfig = { node: n.name, datastore: datastorePath(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.offloads };
+  const cfg: AgentConfig = { node: n.name, datastore: datastoreDir(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.offloads };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');
@@ -174,11 +180,7 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   saveState(s);
   await workloadReady(child, `${namespace}/${name}`);
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
-  s.model.pods = s.model.pods.filter((p) => !(p.namespace === namespace && p.name === name));
-  s.model.pods.push({ namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports });
-  if (!s.model.namespaces.some((x) => x.name === namespace)) s.model.namespaces.push({ name: namespace, labels: { [NS_NAME_LABEL]: namespace } });
-  saveState(s);
-  writeDatastore(s);
+  commitChanges(datastoreDir(s), [{ put: 'pod', object: { namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports } }]);
   return pod;
 }
 
@@ -206,27 +208,26 @@ export async function labPolicies(name: string, files: string[], remove = false)
   const s = loadState(name);
   if (!s) throw new Error(`no lab "${name}" is up`);
   const given = loadModelFiles(files).policies; // throws, naming the field, on an invalid manifest: nothing changes
-  const key = (p: { namespace: string; name: string }) => `${p.namespace}/${p.name}`;
-  const named = new Set(given.map(key));
-  s.model.policies = [...s.model.policies.filter((p) => !named.has(key(p))), ...(remove ? [] : given)];
   const t0 = performance.now();
-  saveState(s);
-  writeDatastore(s);
-  await waitForPolicies(s);
-  return { policies: s.model.policies.length, ms: performance.now() - t0 };
+  const st = await labCommit(s, given.map((p): Change => (remove ? { delete: 'policy', key: podKey(p) } : { put: 'policy', object: p })));
+  return { policies: st.policies, ms: performance.now() - t0 };
 }
 
-async function waitForPolicies(s: LabState, timeoutMs = 10_000): Promise<void> {
-  const want = policyRev(s.model);
+export interface AgentStatus { rev: number; policies: number }
+
+/** Resolves once every agent enforces datastore revision `rev` (or a later one); the last agent's status. */
+async function waitForRev(s: LabState, rev: number, timeoutMs = 10_000): Promise<AgentStatus> {
   const deadline = Date.now() + timeoutMs;
+  let st: AgentStatus | undefined;
   for (const n of s.nodes) {
     for (;;) {
-      const st = (await request(n.socket, { op: 'status' })) as { policyRev: string };
-      if (st.policyRev === want) break;
-      if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not apply the policies within ${timeoutMs} ms (see ${n.log})`);
+      st = (await request(n.socket, { op: 'status' })) as AgentStatus;
+      if (st.rev >= rev) break;
+      if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not apply datastore revision ${rev} within ${timeoutMs} ms (see ${n.log})`);
       await new Promise((r) => setTimeout(r, 5));
     }
   }
+  return st!;
 }
 
 /** Tears a lab down: stops the processes it started (by PID), deletes its namespaces and files. Safe to run twice. */

@@ -1,8 +1,8 @@
 // What a running lab is made of, kept on disk so `twill lab down` (or a later
-// command) can find every namespace and process it created.
+// command) can find every namespace and process it created. The cluster's objects
+// (namespaces, pods' labels, NetworkPolicies) live in its datastore (lab/datastore.ts).
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { PolicyView } from '../dataplane/agent/datastore.js';
 
 export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
 export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
@@ -16,7 +16,6 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
-  model: PolicyView; // namespaces, pods (labels, ports, IPs) and NetworkPolicies, as agents see them
   offloads?: { podTso?: boolean; podGso?: boolean }; // engine settings the agents start with (absent: the engine's defaults)
 }
 

@@ -1,8 +1,8 @@
 // ClusterModel → PolicyTables, incrementally.
 //
 // Caches, from the bottom up:
-//  - per policy (keyed by its canonical text): its rules turned into peer specs and
-//    port terms, with stable rule ids;
+//  - per policy (keyed by namespace/name; a new object is compared by its JSON text):
+//    its rules turned into peer specs and port terms, with stable rule ids;
 //  - per selector (namespace scope + pod selector): the set of pods it selects. When
 //    pods or namespaces change, only the changed pods are re-matched against each
 //    cached selector; a selector whose membership changes bumps the revision of the
@@ -10,7 +10,8 @@
 //  - per rule set, keyed by direction + (policy id, revision) of every policy isolating
 //    the pod + whatever named ports depend on: the compiled block. Pods that are
 //    selected by the same policies share one block; a change recompiles only the blocks
-//    whose key changed, then the final buffers are re-assembled by copying blocks.
+//    whose key changed, straight into an arena the tables of every generation share;
+//    a change publishes a new pod directory over it (see tables.ts).
 // Model objects are treated as immutable: pass a new object to change a pod, namespace
 // or policy (unchanged objects are recognised by identity, so they are not re-hashed).
 import { Lpm4Builder, parseCidr4, parseIPv4 } from '../dataplane/tables/lpm4.js';
@@ -19,7 +20,9 @@ import {
   type ClusterModel, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod,
 } from './model.js';
 import { Scratch, compileRuleset, type PodUniverse, type PortTerm, type RuleInput } from './ruleset.js';
-import { EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION } from './tables.js';
+import { EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION, type PolicyMeta } from './tables.js';
+import { IsolationIndex } from './isolation.js';
+import { BlockArena, type Placed } from './arena.js';
 
 interface SelectorSpec {
   ns?: string; // exactly this namespace...
@@ -30,6 +33,7 @@ interface SelectorState {
   spec: SelectorSpec;
   members: Set<number>; // pod uids
   users: Set<PolicyState>; // policies using it as a peer
+  targets: Set<PolicyState>; // policies it is the podSelector of
   refs: number; // policies using it (as target or peer)
   ranks?: Int32Array; // members' ranks in the pod universe of epoch ranksEpoch
   ranksEpoch: number;
@@ -48,14 +52,15 @@ interface PolicyState {
   id: number;
   rev: number;
   obj: NetworkPolicy;
-  canon: string;
   name: string;
   target: string; // selector key of spec.podSelector
   rules: [CompiledRule[], CompiledRule[]] | undefined; // by direction; undefined: not isolating in it
   isolates: [boolean, boolean];
   named: [boolean, boolean]; // has named ports, by direction
   sels: string[]; // all selector keys referenced
-  metaRules: string; // this policy's part of PolicyMeta.rules, as JSON members
+  seen: number; // the last generation whose model held it
+  inputs: [RuleInput[] | undefined, RuleInput[] | undefined]; // its rules resolved, by direction, for pod epoch inputsEpoch
+  inputsEpoch: number;
 }
 interface PodState {
   uid: number;
@@ -64,13 +69,11 @@ interface PodState {
   ip: number; // -1: none
   portsCanon: string;
 }
-interface CachedRuleset {
-  block: Int32Array;
+interface CachedRuleset extends Placed {
   dir: number;
   policies: PolicyState[];
   revs: number[];
   extra: string;
-  isolatedBy: string; // JSON array of policy ids, for PolicyMeta.isolatedBy
   used: number; // generation last used
 }
 
@@ -124,20 +127,27 @@ function portTerms(ports: NetworkPolicyPort[] | undefined): PortTerm[] | null {
 export class PolicyCompiler {
   private readonly pods = new Map<string, PodState>();
   private readonly podsByUid = new Map<number, PodState>();
+  private readonly podsByNs = new Map<string, Map<string, PodState>>(); // a namespace-scoped selector looks there only
   private readonly namespaces = new Map<string, { obj: Namespace; canon: string }>();
   private readonly nsLabels = new Map<string, Record<string, string>>();
   private readonly selectors = new Map<string, SelectorState>();
+  private readonly selectorKeys = new Map<string, string>(); // JSON text of a spec → its canonical key
   private readonly policies = new Map<string, PolicyState>();
+  private readonly policyOf = new WeakMap<NetworkPolicy, PolicyState>();
   private readonly rulesets = new Map<number, CachedRuleset[]>(); // by key hash
+  private readonly iso = new IsolationIndex<PolicyState, CachedRuleset>();
   private nextUid = 1;
   private nextPolicyId = 1;
   private nextRev = 1;
   private nextRuleId = FIRST_POLICY_RULE;
   private podEpoch = 0; // bumped when any pod's IP or container ports change
-  private uni: PodUniverse = { ips: new Float64Array(0), pods: [] };
+  private uni: PodUniverse = { ips: new Float64Array(0), pods: [], portsId: new Int32Array(0) };
   private rankOf = new Map<number, number>(); // uid → rank
+  private portIds = new Map<string, number>(); // container ports (canonical) → PodUniverse.portsId
   private rankEpoch = -1;
   private generation = 0;
+  private readonly arena = new BlockArena(); // PolicyBuffers.blocks, shared by generations
+  private last?: { tables: PolicyTables; nodeKey: string; podUids: Int32Array; podEpoch: number };
   lastStats: CompileStats = { ms: 0, rulesetsBuilt: 0, rulesetsReused: 0, changedPods: 0, changedPolicies: 0 };
 
   compile(model: ClusterModel): PolicyTables {
@@ -145,7 +155,7 @@ export class PolicyCompiler {
     this.generation++;
     const changedPods = this.syncPods(model);
     const changedPolicies = this.syncPolicies(model);
-    const tables = this.assemble(model);
+    const tables = this.assemble(model, changedPods + changedPolicies > 0);
     this.lastStats = { ...this.lastStats, ms: performance.now() - t0, changedPods, changedPolicies };
     return tables;
   }
@@ -192,6 +202,9 @@ export class PolicyCompiler {
       const st: PodState = { uid: old?.uid ?? this.nextUid++, obj: pod, canon, ip, portsCanon };
       this.pods.set(key, st);
       this.podsByUid.set(st.uid, st);
+      let inNs = this.podsByNs.get(pod.namespace);
+      if (!inNs) this.podsByNs.set(pod.namespace, (inNs = new Map()));
+      inNs.set(key, st);
       dirty.add(st.uid);
     }
     for (const [key, st] of [...this.pods]) {
@@ -201,11 +214,17 @@ export class PolicyCompiler {
       }
       this.pods.delete(key);
       this.podsByUid.delete(st.uid);
+      this.podsByNs.get(st.obj.namespace)?.delete(key);
+      this.iso.drop(st.uid);
       dirty.add(st.uid);
       moved.add(st.uid);
       if (st.ip >= 0) portsChanged = true;
     }
-    if (portsChanged) this.podEpoch++;
+    if (portsChanged) {
+      this.podEpoch++;
+      this.iso.touchAll(); // named ports resolve anew
+    }
+    for (const uid of dirty) if (this.podsByUid.has(uid)) this.iso.touch(uid);
     if (dirty.size) {
       for (const sel of this.selectors.values()) {
         let changed = false;
@@ -216,6 +235,10 @@ export class PolicyCompiler {
             changed = true;
             if (now) sel.members.add(uid);
             else sel.members.delete(uid);
+            for (const p of sel.targets) {
+              if (now) this.iso.add(uid, p);
+              else this.iso.remove(uid, p);
+            }
           } else if (now && moved.has(uid)) {
             changed = true; // a member's IP changed
           }
@@ -235,43 +258,59 @@ export class PolicyCompiler {
   }
 
   private selector(spec: SelectorSpec): string {
-    const key = canonical(spec);
+    // most selectors repeat word for word: canonical() (key sorting) runs once per distinct text
+    const text = JSON.stringify(spec);
+    let key = this.selectorKeys.get(text);
+    if (key === undefined) this.selectorKeys.set(text, (key = canonical(spec)));
     if (!this.selectors.has(key)) {
       const members = new Set<number>();
-      for (const st of this.pods.values()) if (this.matches(spec, st.obj)) members.add(st.uid);
-      this.selectors.set(key, { spec, members, users: new Set(), refs: 0, ranksEpoch: -1 });
+      const pool = spec.ns !== undefined ? (this.podsByNs.get(spec.ns)?.values() ?? []) : this.pods.values();
+      for (const st of pool) if (this.matches(spec, st.obj)) members.add(st.uid);
+      this.selectors.set(key, { spec, members, users: new Set(), targets: new Set(), refs: 0, ranksEpoch: -1 });
     }
     return key;
   }
 
   private bump(p: PolicyState): void {
     p.rev = this.nextRev++;
+    for (const uid of this.selectors.get(p.target)!.members) this.iso.touch(uid);
     for (const dir of p.rules ?? []) for (const r of dir) r.resolved = undefined;
+    p.inputs = [undefined, undefined];
   }
 
   // ---- policies ------------------------------------------------------------------
 
   private syncPolicies(model: ClusterModel): number {
     let changed = 0;
-    const seen = new Set<string>();
+    const gen = this.generation;
     for (const np of model.policies) {
+      // the same object as last time: found without building its key (10k policies, one change)
+      const known = this.policyOf.get(np);
+      if (known && known.obj === np && this.policies.get(known.name) === known) {
+        known.seen = gen;
+        continue;
+      }
       const key = `${np.namespace}/${np.name}`;
-      seen.add(key);
       const old = this.policies.get(key);
+      if (old) old.seen = gen;
       if (old && old.obj === np) continue;
       // JSON text is a sound change detector (equal text = equal policy); a mere key
-      // reordering only costs a needless recompile, and it is far cheaper than canonical()
-      const canon = JSON.stringify(np);
-      if (old && old.canon === canon) {
+      // reordering only costs a needless recompile, and it is far cheaper than canonical().
+      // Only a policy met again as a new object pays for it.
+      if (old && JSON.stringify(old.obj) === JSON.stringify(np)) {
         old.obj = np;
+        this.policyOf.set(np, old);
         continue;
       }
       if (old) this.release(old);
-      this.policies.set(key, this.compilePolicy(np, canon));
+      const st = this.compilePolicy(np);
+      st.seen = gen;
+      this.policies.set(key, st);
+      this.policyOf.set(np, st);
       changed++;
     }
-    for (const [key, st] of [...this.policies]) {
-      if (!seen.has(key)) {
+    for (const [key, st] of this.policies) {
+      if (st.seen !== gen) {
         this.release(st);
         this.policies.delete(key);
         changed++;
@@ -281,21 +320,25 @@ export class PolicyCompiler {
   }
 
   private release(p: PolicyState): void {
+    const t = this.selectors.get(p.target)!;
+    t.targets.delete(p);
+    for (const uid of t.members) this.iso.remove(uid, p);
     for (const key of p.sels) {
       const s = this.selectors.get(key)!;
       s.users.delete(p);
       if (--s.refs === 0) this.selectors.delete(key);
     }
+    if (this.selectorKeys.size > 2 * this.selectors.size + 4096) this.selectorKeys.clear(); // texts of selectors gone
   }
 
-  private compilePolicy(np: NetworkPolicy, canon: string): PolicyState {
+  private compilePolicy(np: NetworkPolicy): PolicyState {
     const types = effectivePolicyTypes(np.spec);
     const sels: string[] = [];
     const target = this.selector({ ns: np.namespace, podSel: np.spec.podSelector });
     sels.push(target);
     const st: PolicyState = {
-      id: this.nextPolicyId++, rev: this.nextRev++, obj: np, canon, name: `${np.namespace}/${np.name}`, target,
-      rules: [[], []], isolates: [types.includes('Ingress'), types.includes('Egress')], named: [false, false], sels, metaRules: '',
+      id: this.nextPolicyId++, rev: this.nextRev++, obj: np, name: `${np.namespace}/${np.name}`, target,
+      rules: [[], []], isolates: [types.includes('Ingress'), types.includes('Egress')], named: [false, false], sels, seen: 0, inputs: [undefined, undefined], inputsEpoch: -1,
     };
     const peerSpec = (peer: NetworkPolicyPeer): PeerSpec => {
       if (peer.ipBlock) return { ranges: ipBlockRanges(peer.ipBlock.cidr, peer.ipBlock.except) };
@@ -328,12 +371,14 @@ export class PolicyCompiler {
       rules[EGRESS] = build('egress', eg.map((r) => r.to), eg.map((r) => r.ports));
     }
     st.named = [rules[INGRESS].some((r) => r.named), rules[EGRESS].some((r) => r.named)];
-    st.metaRules = [...rules[INGRESS], ...rules[EGRESS]].map((r) => `"${r.ruleId}":[${st.id},"${r.path}"]`).join(',');
     for (const key of sels) {
       const s = this.selectors.get(key)!;
       s.refs++;
       if (key !== target) s.users.add(st);
     }
+    const t = this.selectors.get(target)!;
+    t.targets.add(st);
+    for (const uid of t.members) this.iso.add(uid, st);
     return st;
   }
 
@@ -363,9 +408,18 @@ export class PolicyCompiler {
     return (r.resolved = { ruleId: r.ruleId, all: r.peers === null, sels, ranges, ports: r.ports, named: r.named });
   }
 
+  /** The policy's rules in a direction, resolved (one array, shared by every rule set the policy is in). */
+  private inputsOf(p: PolicyState, dir: number): RuleInput[] {
+    if (p.inputsEpoch !== this.podEpoch) {
+      p.inputs = [undefined, undefined];
+      p.inputsEpoch = this.podEpoch;
+    }
+    return (p.inputs[dir] ??= p.rules![dir].map((r) => this.resolve(r)));
+  }
+
   // ---- assembly ------------------------------------------------------------------
 
-  private assemble(model: ClusterModel): PolicyTables {
+  private assemble(model: ClusterModel, changed: boolean): PolicyTables {
     // pods in the tables: those with an IP, in model order (a duplicate IP: last wins)
     const tablePods: PodState[] = [];
     const byIp = new Map<number, PodState>();
@@ -377,7 +431,10 @@ export class PolicyCompiler {
     }
     if (this.uni.ips.length !== byIp.size || this.rankEpoch !== this.podEpoch) {
       const ips = Float64Array.from(byIp.keys()).sort();
-      this.uni = { ips, pods: Array.from(ips, (ip) => byIp.get(ip)!.obj) };
+      const portIds = (this.portIds = new Map<string, number>());
+      const ranked = Array.from(ips, (ip) => byIp.get(ip)!);
+      const portsId = Int32Array.from(ranked, (st) => portIds.get(st.portsCanon) ?? (portIds.set(st.portsCanon, portIds.size), portIds.size - 1));
+      this.uni = { ips, pods: ranked.map((st) => st.obj), portsId };
       this.rankOf = new Map(Array.from(ips, (ip, k) => [byIp.get(ip)!.uid, k]));
       this.rankEpoch = this.podEpoch;
     }
@@ -387,35 +444,32 @@ export class PolicyCompiler {
       nodeRanges.push(n, n);
     }
     const nodeKey = model.nodeIps.join(',');
+    const podUids = Int32Array.from(tablePods, (st) => st.uid);
+    const samePods = this.last !== undefined && this.last.podEpoch === this.podEpoch && podUids.length === this.last.podUids.length && podUids.every((u, i) => u === this.last!.podUids[i]);
+    // nothing that the tables depend on moved: the ones in force stay (same object)
+    if (this.last && !changed && samePods && nodeKey === this.last.nodeKey) {
+      this.lastStats = { ...this.lastStats, rulesetsBuilt: 0, rulesetsReused: 0 };
+      return this.last.tables;
+    }
+    if (nodeKey !== this.last?.nodeKey) this.iso.touchAll(); // ingress rule sets admit the nodes
     const scratch = new Scratch(this.uni.ips.length);
 
-    // which policies isolate each pod, per direction (ordered by policy id: stable keys)
-    const isolating = new Map<number, [PolicyState[], PolicyState[]]>();
-    const ordered = [...this.policies.values()].sort((a, b) => a.id - b.id);
-    for (const p of ordered) {
-      if (!p.isolates[0] && !p.isolates[1]) continue;
-      for (const uid of this.selectors.get(p.target)!.members) {
-        let e = isolating.get(uid);
-        if (!e) isolating.set(uid, (e = [[], []]));
-        if (p.isolates[INGRESS]) e[INGRESS].push(p);
-        if (p.isolates[EGRESS]) e[EGRESS].push(p);
-      }
-    }
-
+    // each pod's rule sets: those of last time unless the pod was touched since
     let built = 0;
     let reused = 0;
     const blocks: CachedRuleset[] = [];
     const blockIndex = new Map<CachedRuleset, number>();
     const podDir = new Int32Array(2 * tablePods.length).fill(-1);
     tablePods.forEach((st, i) => {
-      const iso = isolating.get(st.uid);
+      const iso = this.iso.get(st.uid);
       if (!iso) return;
+      const sets: [CachedRuleset | undefined, CachedRuleset | undefined] = [undefined, undefined];
       for (const dir of [INGRESS, EGRESS]) {
-        const ps = iso[dir];
+        const ps = iso.by[dir];
         if (ps.length === 0) continue;
-        const rs = this.ruleset(dir, ps, st, nodeKey, nodeRanges, scratch);
-        if (rs.used === this.generation) reused++;
-        else if (rs.used === -1) built++;
+        const rs = iso.sets?.[dir] ?? this.ruleset(dir, ps, st, nodeKey, nodeRanges, scratch);
+        sets[dir] = rs;
+        if (rs.used === -1) built++;
         else reused++;
         rs.used = this.generation;
         let bi = blockIndex.get(rs);
@@ -426,48 +480,54 @@ export class PolicyCompiler {
         }
         podDir[2 * i + dir] = bi;
       }
+      this.iso.given(st.uid, sets);
     });
+    this.iso.settle();
     for (const [h, list] of this.rulesets) {
       const live = list.filter((rs) => rs.used === this.generation);
       if (live.length === 0) this.rulesets.delete(h);
       else if (live.length !== list.length) this.rulesets.set(h, live);
     }
 
-    // rules buffer: header, pod directory, then the blocks
-    let size = HDR + podDir.length;
-    const offsets = blocks.map((b) => {
-      const o = size;
-      size += b.block.length;
-      return o;
-    });
-    const buf = new SharedArrayBuffer(size * 4);
-    const d = new Int32Array(buf);
+    // the rule sets were written to the arena as they were compiled; the dead ones are
+    // dropped from it once they outweigh the live ones
+    const arena = this.arena;
+    arena.compact(blocks);
+    const size = HDR + podDir.length;
+    const dirBuf = new SharedArrayBuffer(size * 4);
+    const d = new Int32Array(dirBuf);
     d[0] = MAGIC;
     d[1] = VERSION;
     d[2] = size;
     d[3] = tablePods.length;
-    for (let i = 0; i < podDir.length; i++) d[HDR + i] = podDir[i] < 0 ? 0 : offsets[podDir[i]];
-    blocks.forEach((b, i) => d.set(b.block, offsets[i]));
+    for (let i = 0; i < podDir.length; i++) d[HDR + i] = podDir[i] < 0 ? 0 : blocks[podDir[i]].at;
 
-    const lpm = new Lpm4Builder();
-    tablePods.forEach((st, i) => lpm.set(st.ip, 32, i + 1));
-
-    // meta JSON from cached fragments: a recompile does not re-serialize 10k policies
-    const pols: string[] = [];
-    const rules: string[] = [];
-    for (const p of ordered) {
-      pols.push(`"${p.id}":${JSON.stringify(p.name)}`);
-      if (p.metaRules) rules.push(p.metaRules);
+    let pods = samePods ? this.last!.tables.buffers.pods : undefined;
+    if (!pods) {
+      const lpm = new Lpm4Builder();
+      tablePods.forEach((st, i) => lpm.set(st.ip, 32, i + 1));
+      pods = lpm.build().buffer;
     }
-    const json =
-      `{"pods":${JSON.stringify(tablePods.map((st) => `${st.obj.namespace}/${st.obj.name}`))},"policies":{${pols.join(',')}},` +
-      `"rules":{${rules.join(',')}},"isolatedBy":{${blocks.map((b, i) => `"${offsets[i]}":${b.isolatedBy}`).join(',')}}}`;
-    const bytes = new TextEncoder().encode(json);
-    const metaBuf = new SharedArrayBuffer(bytes.length);
-    new Uint8Array(metaBuf).set(bytes);
 
     this.lastStats = { ...this.lastStats, rulesetsBuilt: built, rulesetsReused: reused };
-    return new PolicyTables({ pods: lpm.build().buffer, rules: buf, meta: metaBuf });
+    const tables = new PolicyTables({ pods, rules: dirBuf, blocks: arena.buf }, this.metaOf(tablePods, blocks));
+    this.last = { tables, nodeKey, podUids, podEpoch: this.podEpoch };
+    return tables;
+  }
+
+  /** explain()'s names, built only when asked for (the dataplane never is): from what this compile saw. */
+  private metaOf(tablePods: PodState[], blocks: CachedRuleset[]): () => PolicyMeta {
+    const policies = [...this.policies.values()];
+    const offsets = blocks.map((b) => b.at);
+    return () => {
+      const meta: PolicyMeta = { pods: tablePods.map((st) => `${st.obj.namespace}/${st.obj.name}`), policies: {}, rules: {}, isolatedBy: {} };
+      for (const p of policies) {
+        meta.policies[p.id] = p.name;
+        for (const dir of p.rules ?? []) for (const r of dir) meta.rules[r.ruleId] = [p.id, r.path];
+      }
+      blocks.forEach((b, i) => (meta.isolatedBy[offsets[i]] = b.policies.map((p) => p.id)));
+      return meta;
+    };
   }
 
   /** The cached rule set for these isolating policies, compiled if missing. */
@@ -490,12 +550,11 @@ export class PolicyCompiler {
     // the hash only picks the bucket: a hit is confirmed on the exact inputs
     const hit = bucket?.find((rs) => rs.dir === dir && rs.extra === extra && rs.policies.length === ps.length && rs.policies.every((p, i) => p === ps[i] && rs.revs[i] === p.rev));
     if (hit) return hit;
-    const inputs: RuleInput[] = [];
     // node IPs first: RULE_NODE is the lowest id, so it explains node traffic
-    if (dir === INGRESS && nodeRanges.length) inputs.push({ ruleId: RULE_NODE, all: false, sels: [], ranges: nodeRanges, ports: null, named: false });
-    for (const p of ps) for (const r of p.rules![dir]) inputs.push(this.resolve(r));
-    const block = compileRuleset(inputs, { egress: dir === EGRESS, target: st.obj, uni: this.uni }, scratch);
-    const rs: CachedRuleset = { block, dir, policies: ps, revs: ps.map((p) => p.rev), extra, isolatedBy: `[${ps.map((p) => p.id).join(',')}]`, used: -1 };
+    const head: RuleInput[] = dir === INGRESS && nodeRanges.length ? [{ ruleId: RULE_NODE, all: false, sels: [], ranges: nodeRanges, ports: null, named: false }] : [];
+    const inputs = head.concat(...ps.map((p) => this.inputsOf(p, dir)));
+    const placed = compileRuleset(inputs, { egress: dir === EGRESS, target: st.obj, targetPortsId: this.portIds.get(st.portsCanon), uni: this.uni }, scratch, this.arena);
+    const rs: CachedRuleset = { at: placed.at, len: placed.len, dir, policies: ps.slice(), revs: ps.map((p) => p.rev), extra, used: -1 };
     if (bucket) bucket.push(rs);
     else this.rulesets.set(hash, [rs]);
     return rs;

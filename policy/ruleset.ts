@@ -1,13 +1,18 @@
 // Compiles one (pod, direction) rule set — the rules of every policy isolating the pod
-// in that direction — into a self-contained Int32Array block in the layout tables.ts
-// reads (offsets inside are relative, so a cached block is copied as is).
+// in that direction — into a self-contained block of the arena, in the layout tables.ts
+// reads (offsets inside are relative, so a block can be moved as is).
 //
 // Peer IPs fall in two kinds of places: pod IPs (where selector peers match) and the
 // space between them (only ipBlock peers and "every peer" rules match there). Pods are
-// handled by rank in the cluster's sorted pod-IP list: each rule adds a hash of itself
-// to the pods it covers, so pods covered by the same rules land in the same class
-// without building a set per pod; the gaps are split only at ipBlock edges.
+// handled by rank in the cluster's sorted pod-IP list: each rule adds a 64-bit hash of
+// itself to the pods it covers, so pods covered by the same rules land in the same class
+// without building a set per pod; the gaps are split only at ipBlock edges, and a sweep
+// over those edges gives each gap the same kind of hash. The work arrays live in a
+// Scratch reused across the rule sets of one compile: a compile builds thousands of
+// rule sets, and per-set garbage was a third of its time.
 import { PROTO_NUM, type Pod } from './model.js';
+import { KeyTable } from './key-table.js';
+import type { BlockArena, Placed } from './arena.js';
 
 export const ALL_KEYS_HI = 0xffffff; // (proto 255 << 16) | port 65535
 const TOP = 0x100000000;
@@ -33,12 +38,14 @@ export interface RuleInput {
 export interface PodUniverse {
   ips: Float64Array;
   pods: Pod[];
+  portsId: Int32Array; // by rank: equal ids = equal container ports (named ports resolve alike)
 }
 
 export interface RulesetContext {
   egress: boolean;
   target?: Pod; // ingress: named ports are the pod's own
   uni: PodUniverse; // egress: named ports resolve against the destination pod
+  targetPortsId?: number; // ingress: the target's ports id (as PodUniverse.portsId)
 }
 
 function lowerBound(a: ArrayLike<number>, x: number): number {
@@ -52,13 +59,6 @@ function lowerBound(a: ArrayLike<number>, x: number): number {
   return lo;
 }
 
-function sortedUnique(xs: number[]): Float64Array {
-  const a = Float64Array.from(xs).sort();
-  let n = 0;
-  for (let i = 0; i < a.length; i++) if (i === 0 || a[i] !== a[n - 1]) a[n++] = a[i];
-  return a.subarray(0, n);
-}
-
 function mix(x: number, seed: number): number {
   let h = Math.imul(x ^ seed, 0x7feb352d);
   h ^= h >>> 15;
@@ -66,16 +66,77 @@ function mix(x: number, seed: number): number {
   return h ^ (h >>> 16);
 }
 
+function grown(a: Int32Array<ArrayBuffer>, need: number): Int32Array<ArrayBuffer> {
+  if (need <= a.length) return a;
+  const b = new Int32Array(Math.max(need, a.length * 2));
+  b.set(a);
+  return b;
+}
+
+/** A rule's ranges as sorted, disjoint [lo, hi] pairs (two ipBlock peers of one rule may overlap). */
+function disjoint(r: readonly number[]): readonly number[] {
+  let sorted = true;
+  for (let i = 2; i < r.length; i += 2) if (r[i] <= r[i - 1] + 1) sorted = false;
+  if (sorted) return r;
+  const pairs: [number, number][] = [];
+  for (let i = 0; i < r.length; i += 2) pairs.push([r[i], r[i + 1]]);
+  pairs.sort((p, q) => p[0] - q[0]);
+  const out: number[] = [];
+  for (const [lo, hi] of pairs) {
+    if (out.length && lo <= out[out.length - 1] + 1) out[out.length - 1] = Math.max(out[out.length - 1], hi);
+    else out.push(lo, hi);
+  }
+  return out;
+}
+
+/** Per-pod working arrays, the class table and the block being written, reused across the rule sets of one compile. */
+export class Scratch {
+  readonly h1: Int32Array;
+  readonly h2: Int32Array;
+  readonly stamp: Int32Array;
+  readonly head: Int32Array;
+  readonly named: Uint8Array;
+  // per-pod linked lists of covering rules (entries < 0 name a group of rules)
+  next = new Int32Array(1024);
+  val = new Int32Array(1024);
+  // this rule set's classes: (rule hash, ports id) → body offset + 1 (0: deny)
+  readonly classes = new KeyTable();
+  // every class body compiled in this compile, shared by the rule sets: a class is a set of
+  // rules (they keep their ids while they exist) and where named ports resolve, so most
+  // recur across the rule sets of pods that share policies
+  readonly bodies = new KeyTable(4096);
+  store = new Int32Array(1 << 16);
+  storeEnd = 0;
+  // the block under construction: runs, and class bodies
+  runStart = new Int32Array(1024);
+  runClass = new Int32Array(1024);
+  body = new Int32Array(4096);
+  members = new Int32Array(256);
+  // compileClass: claimed port segments, and the merged result
+  readonly lo: number[] = [];
+  readonly hi: number[] = [];
+  readonly id: number[] = [];
+  readonly keys: number[] = [];
+  readonly ids: number[] = [];
+
+  constructor(readonly n: number) {
+    this.h1 = new Int32Array(n);
+    this.h2 = new Int32Array(n);
+    this.stamp = new Int32Array(n);
+    this.head = new Int32Array(n);
+    this.named = new Uint8Array(n);
+  }
+}
+
 /**
- * Port segments of one peer class: [m, keys..., ruleIds...], rule id 0 marking a gap.
- * Members come in ascending rule id order and a term only claims what earlier (lower
- * id) terms left free, so the lowest rule id explains an overlap.
+ * Appends a class body to s.store: [m, keys..., ruleIds...], rule id 0 marking a gap;
+ * returns its offset. Members come in ascending rule id order and a term only
+ * claims what earlier (lower id) terms left free, so the lowest rule id explains an overlap.
  */
-function compileClass(rules: readonly RuleInput[], members: readonly number[], dest: Pod | undefined): number[] {
+function compileClass(rules: readonly RuleInput[], members: Int32Array, count: number, dest: Pod | undefined, s: Scratch): number {
   // claimed segments, sorted and disjoint: lo[i]..hi[i] owned by id[i]
-  const lo: number[] = [];
-  const hi: number[] = [];
-  const id: number[] = [];
+  const { lo, hi, id, keys, ids } = s;
+  lo.length = hi.length = id.length = keys.length = ids.length = 0;
   const claim = (a: number, b: number, rule: number): void => {
     let i = 0;
     while (a <= b) {
@@ -96,8 +157,8 @@ function compileClass(rules: readonly RuleInput[], members: readonly number[], d
       a = hi[i] + 1;
     }
   };
-  for (const m of members) {
-    const r = rules[m];
+  for (let j = 0; j < count; j++) {
+    const r = rules[members[j]];
     if (r.ports === null) {
       claim(0, ALL_KEYS_HI, r.ruleId);
       break; // everything is claimed: later (higher id) rules cannot change the result
@@ -115,8 +176,6 @@ function compileClass(rules: readonly RuleInput[], members: readonly number[], d
       }
     }
   }
-  const keys: number[] = [];
-  const ids: number[] = [];
   let end = 0; // first key not yet described
   for (let i = 0; i < lo.length; i++) {
     if (lo[i] > end) {
@@ -135,38 +194,22 @@ function compileClass(rules: readonly RuleInput[], members: readonly number[], d
     keys.push(end);
     ids.push(0);
   }
-  return [keys.length, ...keys, ...ids];
+  const m = keys.length;
+  const at = s.storeEnd;
+  s.store = grown(s.store, at + 1 + 2 * m);
+  const body = s.store;
+  body[at] = m;
+  for (let i = 0; i < m; i++) {
+    body[at + 1 + i] = keys[i];
+    body[at + 1 + m + i] = ids[i];
+  }
+  s.storeEnd = at + 1 + 2 * m;
+  return at;
 }
 
-/** Per-pod working arrays, reused across the rule sets of one compile. */
-export class Scratch {
-  h1: Int32Array;
-  h2: Int32Array;
-  stamp: Int32Array;
-  head: Int32Array;
-  named: Uint8Array;
-  next = new Int32Array(1024);
-  val = new Int32Array(1024);
-  grow(): void {
-    const g = (x: Int32Array) => {
-      const y = new Int32Array(x.length * 2);
-      y.set(x);
-      return y;
-    };
-    this.val = g(this.val);
-    this.next = g(this.next);
-  }
-  constructor(readonly n: number) {
-    this.h1 = new Int32Array(n);
-    this.h2 = new Int32Array(n);
-    this.stamp = new Int32Array(n);
-    this.head = new Int32Array(n);
-    this.named = new Uint8Array(n);
-  }
-}
-
-export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext, s: Scratch): Int32Array {
-  const { ips, pods } = ctx.uni;
+/** Compiles the rule set into the arena; returns where it is. */
+export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext, s: Scratch, arena: BlockArena): Placed {
+  const { ips, pods, portsId } = ctx.uni;
   const n = ips.length;
   s.h1.fill(0);
   s.h2.fill(0);
@@ -176,10 +219,14 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
   let entries = 0;
   const allRules: number[] = [];
   const blockRules: number[] = [];
+  const blockRanges: (readonly number[])[] = []; // by position in blockRules: sorted, disjoint
   const gapEdges: number[] = [0];
   let allNamed = false;
   const push = (k: number, v: number): void => {
-    if (entries === s.val.length) s.grow();
+    if (entries === s.val.length) {
+      s.val = grown(s.val, entries + 1);
+      s.next = grown(s.next, entries + 1);
+    }
     s.val[entries] = v;
     s.next[entries] = s.head[k];
     s.head[k] = entries++;
@@ -215,10 +262,12 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
     };
     for (const ranks of r.sels) for (let i = 0; i < ranks.length; i++) covered(ranks[i]);
     if (r.ranges.length) {
+      const rg = disjoint(r.ranges);
       blockRules.push(ri);
-      for (let i = 0; i < r.ranges.length; i += 2) {
-        const lo = r.ranges[i];
-        const hi = r.ranges[i + 1];
+      blockRanges.push(rg);
+      for (let i = 0; i < rg.length; i += 2) {
+        const lo = rg[i];
+        const hi = rg[i + 1];
         gapEdges.push(lo, hi + 1);
         for (let k = lowerBound(ips, lo); k < n && ips[k] <= hi; k++) covered(k);
       }
@@ -226,7 +275,7 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
   }
   const groupRules: number[][] = [];
   for (const [ranks, g] of groups) {
-    const code = -1 - groupRules.length; // linked-list entries < 0 name a group
+    const code = -1 - groupRules.length;
     groupRules.push(g.rules);
     for (let i = 0; i < ranks.length; i++) {
       const k = ranks[i];
@@ -237,68 +286,124 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
     }
   }
 
-  const classKeys = new Map<number | string, number>();
-  const blocks: number[][] = [[]]; // class 0: no rule (deny)
-  const newClass = (key: number | string, members: number[], dest: Pod | undefined): number => {
-    let c = 0;
-    if (members.length) {
-      c = blocks.length;
-      blocks.push(compileClass(rules, members, dest));
-    }
-    classKeys.set(key, c);
-    return c;
-  };
-
-  // gap classes: ipBlock elementary intervals (and every-peer rules)
-  const gb = sortedUnique(gapEdges.filter((e) => e < TOP));
-  const gapClass = new Int32Array(gb.length);
-  for (let g = 0; g < gb.length; g++) {
-    const x = gb[g];
-    const members = [...allRules];
-    for (const ri of blockRules) {
-      const rg = rules[ri].ranges;
-      for (let i = 0; i < rg.length; i += 2) {
-        if (rg[i] <= x && x <= rg[i + 1]) {
-          members.push(ri);
-          break;
-        }
+  // gap boundaries (sorted, unique, below 2^32), and each gap's hash by a sweep: a
+  // rule's hash is added where one of its ranges starts and taken off past its end
+  const gb = Float64Array.from(gapEdges.filter((e) => e < TOP)).sort();
+  let ng = 0;
+  for (let i = 0; i < gb.length; i++) if (i === 0 || gb[i] !== gb[ng - 1]) gb[ng++] = gb[i];
+  const edges = gb.subarray(0, ng);
+  const g1 = new Int32Array(ng + 1);
+  const g2 = new Int32Array(ng + 1);
+  // and each gap's block rules, as linked lists (the members of a gap class)
+  const gapHead = new Int32Array(ng).fill(-1);
+  const gapNext: number[] = [];
+  const gapRule: number[] = [];
+  blockRules.forEach((ri, j) => {
+    const a = mix(rules[ri].ruleId, 0x9e3779b9);
+    const b = mix(rules[ri].ruleId, 0x85ebca6b);
+    const rg = blockRanges[j];
+    for (let i = 0; i < rg.length; i += 2) {
+      const from = lowerBound(edges, rg[i]);
+      const to = rg[i + 1] + 1 < TOP ? lowerBound(edges, rg[i + 1] + 1) : ng;
+      g1[from] += a;
+      g2[from] += b;
+      g1[to] -= a;
+      g2[to] -= b;
+      for (let g = from; g < to; g++) {
+        gapNext.push(gapHead[g]);
+        gapRule.push(ri);
+        gapHead[g] = gapRule.length - 1;
       }
     }
-    members.sort((p, q) => p - q);
-    const key = `g${members.join(',')}`;
-    gapClass[g] = classKeys.get(key) ?? newClass(key, members, ctx.egress ? undefined : ctx.target);
+  });
+  for (let g = 1; g < ng; g++) {
+    g1[g] = (g1[g] + g1[g - 1]) | 0;
+    g2[g] = (g2[g] + g2[g - 1]) | 0;
   }
 
-  const podClass = (k: number): number => {
-    const perDest = ctx.egress && (allNamed || s.named[k] === 1);
-    const dest = ctx.egress ? (perDest ? pods[k] : undefined) : ctx.target;
-    if (s.head[k] < 0 && !perDest) return classKeys.get('pod-none') ?? newClass('pod-none', allRules, dest);
-    const hash = (s.h1[k] >>> 0) * 0x200000 + ((s.h2[k] >>> 0) & 0x1fffff);
-    const key = perDest ? `${hash}@${k}` : hash;
-    const known = classKeys.get(key);
-    if (known !== undefined) return known;
-    const m: number[] = [...allRules];
+  // classes: by the hash of their rules (plus, where named ports resolve per destination
+  // pod, that pod's ports); the body is compiled the first time a hash is seen
+  s.classes.clear(n + ng + 1);
+  let allA = 0;
+  let allB = 0;
+  for (const ri of allRules) {
+    allA = (allA + mix(rules[ri].ruleId, 0x9e3779b9)) | 0;
+    allB = (allB + mix(rules[ri].ruleId, 0x85ebca6b)) | 0;
+  }
+  const fixedDest = ctx.egress ? undefined : ctx.target;
+  const fixedPorts = ctx.egress ? 0 : -2 - (ctx.targetPortsId ?? 0); // ingress: named ports are the target's
+  let bodyEnd = 0;
+  let mc = 0; // members gathered in s.members
+  const member = (ri: number): void => {
+    if (mc === s.members.length) s.members = grown(s.members, mc + 1);
+    s.members[mc++] = ri;
+  };
+  /** Gathers the members of gap g (k < 0: -1 - g) or pod k. */
+  const gather = (k: number): void => {
+    mc = 0;
+    for (const ri of allRules) member(ri);
+    if (k < 0) {
+      for (let e = gapHead[-1 - k]; e >= 0; e = gapNext[e]) member(gapRule[e]);
+      return;
+    }
     for (let e = s.head[k]; e >= 0; e = s.next[e]) {
       const v = s.val[e];
-      if (v >= 0) m.push(v);
-      else for (const ri of groupRules[-1 - v]) m.push(ri);
+      if (v >= 0) member(v);
+      else for (const ri of groupRules[-1 - v]) member(ri);
     }
-    return newClass(key, m.sort((p, q) => p - q), dest);
+  };
+  /**
+   * The class of the rules hashing to (a, b) for pod k or gap -1 - k, p naming the
+   * destination's ports where they resolve per destination: its offset in this block + 1,
+   * 0 for deny. The body comes from this compile's store, compiled there on first sight.
+   */
+  const classOf = (a: number, b: number, p: number, k: number, dest: Pod | undefined): number => {
+    let c = s.classes.get(a, b, p);
+    if (c !== -1) return c;
+    const ka = (a + allA) | 0; // the key of the whole rule set: every-peer rules too
+    const kb = (b + allB) | 0;
+    const kp = ctx.egress ? p : fixedPorts;
+    let at = s.bodies.get(ka, kb, kp); // body offset + 1, 0: deny
+    if (at === -1) {
+      gather(k);
+      if (mc) s.members.subarray(0, mc).sort();
+      at = mc ? compileClass(rules, s.members, mc, dest, s) + 1 : 0;
+      s.bodies.set(ka, kb, kp, at);
+    }
+    c = 0;
+    if (at) {
+      const len = 1 + 2 * s.store[at - 1];
+      s.body = grown(s.body, bodyEnd + len);
+      s.body.set(s.store.subarray(at - 1, at - 1 + len), bodyEnd);
+      c = bodyEnd + 1;
+      bodyEnd += len;
+    }
+    s.classes.set(a, b, p, c);
+    return c;
+  };
+  const gapClass = new Int32Array(ng);
+  for (let g = 0; g < ng; g++) gapClass[g] = classOf(g1[g], g2[g], 0, -1 - g, fixedDest);
+  const podClass = (k: number): number => {
+    const perDest = ctx.egress && (allNamed || s.named[k] === 1);
+    return classOf(s.h1[k], s.h2[k], perDest ? portsId[k] + 1 : 0, k, perDest ? pods[k] : fixedDest);
   };
 
-  const runStarts: number[] = [];
-  const runClass: number[] = [];
+  let nr = 0;
   const emit = (pos: number, cls: number): void => {
-    if (runClass.length && runClass[runClass.length - 1] === cls) return;
-    runStarts.push(pos);
-    runClass.push(cls);
+    if (nr && s.runClass[nr - 1] === cls) return;
+    if (nr === s.runStart.length) {
+      s.runStart = grown(s.runStart, nr + 1);
+      s.runClass = grown(s.runClass, nr + 1);
+    }
+    s.runStart[nr] = pos | 0; // read back through a Uint32Array view
+    s.runClass[nr++] = cls;
   };
   let gi = 0;
   const gapsUntil = (cur: number, end: number): void => {
     while (cur < end) {
-      while (gi + 1 < gb.length && gb[gi + 1] <= cur) gi++;
+      while (gi + 1 < ng && gb[gi + 1] <= cur) gi++;
       emit(cur, gapClass[gi]);
-      cur = Math.min(end, gi + 1 < gb.length ? gb[gi + 1] : TOP);
+      cur = Math.min(end, gi + 1 < ng ? gb[gi + 1] : TOP);
     }
   };
   let cur = 0;
@@ -309,19 +414,17 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
   }
   gapsUntil(cur, TOP);
 
-  const nr = runStarts.length;
-  let size = 1 + 2 * nr;
-  const rel: number[] = [0];
-  for (let c = 1; c < blocks.length; c++) {
-    rel.push(size);
-    size += blocks[c].length;
-  }
-  const out = new Int32Array(size);
-  out[0] = nr;
+  // [n runs, run starts, class offsets (relative; 0 = deny), class bodies]
+  const base = 1 + 2 * nr;
+  const len = base + bodyEnd;
+  const at = arena.reserve(len);
+  const out = arena.b;
+  out[at] = nr;
+  out.set(s.runStart.subarray(0, nr), at + 1);
   for (let j = 0; j < nr; j++) {
-    out[1 + j] = runStarts[j] | 0; // read back through a Uint32Array view
-    out[1 + nr + j] = rel[runClass[j]];
+    const c = s.runClass[j];
+    out[at + 1 + nr + j] = c === 0 ? 0 : base + c - 1;
   }
-  for (let c = 1; c < blocks.length; c++) out.set(blocks[c], rel[c]);
-  return out;
+  out.set(s.body.subarray(0, bodyEnd), at + base);
+  return { at, len };
 }

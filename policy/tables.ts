@@ -5,15 +5,20 @@
 //
 // Buffers:
 //   pods  Lpm4Table: pod IP/32 → pod index + 1
-//   rules Int32Array d (and a Uint32Array view u over the same bytes):
+//   rules Int32Array d, the directory:
 //     d[0..7]   MAGIC, VERSION, int32 count, pod count, reserved
-//     d[8 + 2*pod + dir]  offset of the pod's rule set for dir, 0 = not isolated
-//     rule set at o: d[o] = n runs; u[o+1 .. o+1+n) run start IPs (ascending, first is 0);
-//                    d[o+1+n+j] = offset of run j's class relative to o, 0 = no rule matches
-//     class at c:    d[c] = m segments; d[c+1 .. c+1+m) segment start keys (proto<<16 | port,
-//                    ascending); d[c+1+m+k] = rule id allowing the segment, 0 = none
-//   meta  UTF-8 JSON for explain(): policy names, rule id → (policy, "ingress[i]"),
-//         rule set offset → isolating policies. Never read by verdict().
+//     d[8 + 2*pod + dir]  offset in blocks of the pod's rule set for dir, 0 = not isolated
+//   blocks Int32Array b (and a Uint32Array view u over the same bytes), the rule sets:
+//     rule set at o: b[o] = n runs; u[o+1 .. o+1+n) run start IPs (ascending, first is 0);
+//                    b[o+1+n+j] = offset of run j's class relative to o, 0 = no rule matches
+//     class at c:    b[c] = m segments; b[c+1 .. c+1+m) segment start keys (proto<<16 | port,
+//                    ascending); b[c+1+m+k] = rule id allowing the segment, 0 = none
+//   The blocks buffer is an arena the compiler appends to and several generations of
+//   tables share: a rule set, once a directory points at it, is never written again, so
+//   a change publishes a new directory plus the rule sets it rebuilt, not every rule set.
+// Beside them, for explain() only: policy names, rule id → (policy, "ingress[i]"), rule
+// set offset → isolating policies. The compiler hands a function that builds them on
+// first use; they are not shared with the dataplane, which never explains.
 // Why not an Lpm4 per (pod, direction) over peers: an Lpm4Table is >= 256 KiB (its
 // 2^16-entry first level), so 1,000 pods would need 0.5 GiB; sorted runs cost 8 bytes
 // per peer interval and a ~10-step binary search.
@@ -30,13 +35,13 @@ export const RULE_NODE = 2;
 export const FIRST_POLICY_RULE = 16;
 
 export const MAGIC = 0x504f4c54; // "POLT"
-export const VERSION = 1;
+export const VERSION = 2;
 export const HDR = 8;
 
 export interface PolicyBuffers {
   pods: SharedArrayBuffer;
   rules: SharedArrayBuffer;
-  meta: SharedArrayBuffer;
+  blocks: SharedArrayBuffer;
 }
 
 export interface PolicyMeta {
@@ -61,16 +66,20 @@ export class PolicyTables {
   readonly buffers: PolicyBuffers;
   private readonly podLpm: Lpm4Table;
   private readonly d: Int32Array;
+  private readonly b: Int32Array;
   private readonly u: Uint32Array;
   private metaCache?: PolicyMeta;
+  private readonly metaOf?: () => PolicyMeta;
 
-  constructor(buffers: PolicyBuffers) {
+  constructor(buffers: PolicyBuffers, meta?: () => PolicyMeta) {
     const d = new Int32Array(buffers.rules);
     if (d.length < HDR || d[0] !== MAGIC || d[1] !== VERSION || d[2] !== d.length) throw new Error('policy: buffer is not a PolicyTables rules buffer');
     this.buffers = buffers;
     this.podLpm = new Lpm4Table(buffers.pods);
     this.d = d;
-    this.u = new Uint32Array(buffers.rules);
+    this.b = new Int32Array(buffers.blocks);
+    this.u = new Uint32Array(buffers.blocks);
+    this.metaOf = meta;
   }
 
   /**
@@ -82,13 +91,13 @@ export class PolicyTables {
   verdict(dir: number, podIp: number, peerIp: number, proto: number, port: number): number {
     const pod = this.podLpm.lookup(podIp);
     if (pod === 0) return 0; // not a pod of ours: no policy applies
-    const d = this.d;
-    const o = d[HDR + 2 * (pod - 1) + dir];
+    const o = this.d[HDR + 2 * (pod - 1) + dir];
     if (o === 0) return 0;
     if ((podIp | 0) === (peerIp | 0)) return RULE_SELF;
+    const b = this.b;
     const u = this.u;
     const ip = peerIp >>> 0;
-    const n = d[o];
+    const n = b[o];
     let lo = 0;
     let hi = n - 1;
     while (lo < hi) {
@@ -96,30 +105,31 @@ export class PolicyTables {
       if (u[o + 1 + mid] <= ip) lo = mid;
       else hi = mid - 1;
     }
-    const rel = d[o + 1 + n + lo];
+    const rel = b[o + 1 + n + lo];
     if (rel === 0) return -1;
     const c = o + rel;
-    const m = d[c];
+    const m = b[c];
     const key = (proto << 16) | port;
-    if (m === 0 || d[c + 1] > key) return -1;
+    if (m === 0 || b[c + 1] > key) return -1;
     lo = 0;
     hi = m - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (d[c + 1 + mid] <= key) lo = mid;
+      if (b[c + 1 + mid] <= key) lo = mid;
       else hi = mid - 1;
     }
-    const rule = d[c + 1 + m + lo];
+    const rule = b[c + 1 + m + lo];
     return rule > 0 ? rule : -1;
   }
 
   get meta(): PolicyMeta {
-    this.metaCache ??= JSON.parse(new TextDecoder().decode(new Uint8Array(this.buffers.meta))) as PolicyMeta;
+    if (!this.metaOf) throw new Error('policy: these tables carry no names (only the compiler\'s do)');
+    this.metaCache ??= this.metaOf();
     return this.metaCache;
   }
 
   get bytes(): number {
-    return this.buffers.pods.byteLength + this.buffers.rules.byteLength + this.buffers.meta.byteLength;
+    return this.buffers.pods.byteLength + this.buffers.rules.byteLength + this.buffers.blocks.byteLength;
   }
 
   /** Control path: verdict() plus which policy and rule decided, for `twill policy trace`. */

@@ -1,10 +1,17 @@
-// Where a node learns the cluster: which nodes exist, their pod subnets,
-// underlay addresses and VTEP MACs (flannel's subnet-manager role). The lab
-// uses a JSON file; a Kubernetes or etcd source implements the same interface.
-import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+// Where a node learns the cluster: which nodes exist, their pod subnets, underlay
+// addresses and VTEP MACs (flannel's subnet-manager role), and the objects NetworkPolicy
+// needs. The lab keeps it in a directory of JSON files; a Kubernetes or etcd source
+// implements the same interface.
+//
+// The directory, each file written whole and renamed into place:
+//   snapshot.json          the whole cluster as of revision `rev`
+//   changes/<rev>.json     one change set per revision after it (a `lab apply`, a pod added)
+// Readers apply change sets in revision order, so a change costs what it changes, not
+// the size of the cluster. The writer (lab/datastore.ts) folds change sets into a new
+// snapshot once they add up; a reader that meets a gap reads the snapshot again.
+import { readFileSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
-import type { ClusterModel } from '../../policy/model.js';
+import type { ClusterModel, Namespace, NetworkPolicy, Pod } from '../../policy/model.js';
 
 export interface NodeRecord {
   name: string;
@@ -15,11 +22,91 @@ export interface NodeRecord {
 }
 /** What NetworkPolicy needs to know about the cluster (the Kubernetes objects, as twill's policy model). */
 export type PolicyView = Pick<ClusterModel, 'namespaces' | 'pods' | 'policies'>;
-export interface ClusterView { clusterCIDR: string; nodes: NodeRecord[]; model?: PolicyView }
+/** The cluster as of revision `rev` (revisions only grow). */
+export interface ClusterView { rev: number; clusterCIDR: string; nodes: NodeRecord[]; model?: PolicyView }
 
-/** A short fingerprint of the policies in a view: agents report the one they enforce. */
-export function policyRev(m: PolicyView | undefined): string {
-  return createHash('sha256').update(JSON.stringify(m?.policies ?? [])).digest('hex').slice(0, 16);
+/** One change: an object written whole, or deleted by key (name; namespace/name for pods and policies). */
+export type Change =
+  | { put: 'node'; object: NodeRecord }
+  | { put: 'namespace'; object: Namespace }
+  | { put: 'pod'; object: Pod }
+  | { put: 'policy'; object: NetworkPolicy }
+  | { delete: Kind; key: string };
+export type Kind = 'node' | 'namespace' | 'pod' | 'policy';
+export interface ChangeSet { rev: number; changes: Change[] }
+
+export const snapshotFile = (dir: string): string => path.join(dir, 'snapshot.json');
+export const changesDir = (dir: string): string => path.join(dir, 'changes');
+export const changeFile = (dir: string, rev: number): string => path.join(changesDir(dir), `${String(rev).padStart(12, '0')}.json`);
+
+/** The revisions of the change sets present, ascending. */
+export function changeRevs(dir: string): number[] {
+  return readdirSync(changesDir(dir))
+    .filter((f) => /^\d+\.json$/.test(f))
+    .map((f) => Number(f.slice(0, -5)))
+    .sort((a, b) => a - b);
+}
+
+export function readSnapshot(dir: string): ClusterView {
+  const v = JSON.parse(readFileSync(snapshotFile(dir), 'utf8')) as ClusterView;
+  if (typeof v.clusterCIDR !== 'string' || !Array.isArray(v.nodes) || typeof v.rev !== 'number') throw new Error(`${snapshotFile(dir)}: expected {rev, clusterCIDR, nodes[]}`);
+  return v;
+}
+
+/** A change set, or undefined once it has been folded into the snapshot (its file is gone). */
+function readChange(dir: string, rev: number): ChangeSet | undefined {
+  try {
+    return JSON.parse(readFileSync(changeFile(dir, rev), 'utf8')) as ChangeSet;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+export const keyOf = (kind: Kind, o: { name: string; namespace?: string }): string => (kind === 'pod' || kind === 'policy' ? `${o.namespace}/${o.name}` : o.name);
+
+/**
+ * The cluster as a reader holds it: objects by key, in the order they were last written
+ * (a duplicate pod IP resolves to the pod written last). Objects are never modified, only
+ * replaced, so the policy compiler recognises the unchanged ones by identity.
+ */
+export class ClusterState {
+  private readonly maps: Record<Kind, Map<string, unknown>> = { node: new Map(), namespace: new Map(), pod: new Map(), policy: new Map() };
+  private hasModel: boolean;
+  rev: number;
+  readonly clusterCIDR: string;
+
+  constructor(snap: ClusterView) {
+    this.rev = snap.rev;
+    this.clusterCIDR = snap.clusterCIDR;
+    this.hasModel = snap.model !== undefined;
+    for (const n of snap.nodes) this.maps.node.set(n.name, n);
+    for (const n of snap.model?.namespaces ?? []) this.maps.namespace.set(n.name, n);
+    for (const p of snap.model?.pods ?? []) this.maps.pod.set(keyOf('pod', p), p);
+    for (const p of snap.model?.policies ?? []) this.maps.policy.set(keyOf('policy', p), p);
+  }
+
+  apply(set: ChangeSet): void {
+    for (const c of set.changes) {
+      if ('put' in c) {
+        const key = keyOf(c.put, c.object);
+        const m = this.maps[c.put];
+        m.delete(key); // written last: goes last
+        m.set(key, c.object);
+        if (c.put !== 'node') this.hasModel = true;
+      } else {
+        this.maps[c.delete].delete(c.key);
+      }
+    }
+    this.rev = set.rev;
+  }
+
+  view(): ClusterView {
+    const all = <T>(k: Kind) => [...this.maps[k].values()] as T[];
+    const v: ClusterView = { rev: this.rev, clusterCIDR: this.clusterCIDR, nodes: all<NodeRecord>('node') };
+    if (this.hasModel) v.model = { namespaces: all<Namespace>('namespace'), pods: all<Pod>('pod'), policies: all<NetworkPolicy>('policy') };
+    return v;
+  }
 }
 
 export interface ClusterSource {
@@ -29,39 +116,54 @@ export interface ClusterSource {
 }
 
 export class FileSource implements ClusterSource {
-  constructor(readonly file: string) {}
+  private state?: ClusterState;
+
+  constructor(readonly dir: string) {}
 
   read(): ClusterView {
-    return this.parse(readFileSync(this.file, 'utf8'));
+    this.state = new ClusterState(readSnapshot(this.dir));
+    this.catchUp();
+    return this.state.view();
   }
 
-  private parse(text: string): ClusterView {
-    const v = JSON.parse(text) as ClusterView;
-    if (typeof v.clusterCIDR !== 'string' || !Array.isArray(v.nodes)) throw new Error(`${this.file}: expected {clusterCIDR, nodes[]}`);
-    return v;
+  /** Applies the change sets after the state's revision; true when the state moved. */
+  private catchUp(): boolean {
+    let moved = false;
+    for (;;) {
+      const st = this.state!;
+      let gap = false;
+      for (const rev of changeRevs(this.dir)) {
+        if (rev <= st.rev) continue;
+        const set = rev === st.rev + 1 ? readChange(this.dir, rev) : undefined;
+        if (!set) {
+          gap = true; // the writer folded what we lack into the snapshot
+          break;
+        }
+        st.apply(set);
+        moved = true;
+      }
+      if (!gap) return moved;
+      const snap = readSnapshot(this.dir);
+      if (snap.rev <= st.rev) return moved; // the writer is between two files: its next one wakes us
+      this.state = new ClusterState(snap);
+      moved = true;
+    }
   }
 
   watch(onChange: (v: ClusterView) => void): () => void {
-    let last = '', stamp = '';
+    if (!this.state) this.read();
     const check = () => {
       try {
-        // The timer tick looks at the file's stamp first: a large datastore is read only when it changed.
-        const st = statSync(this.file);
-        const now = `${st.mtimeMs}/${st.size}/${st.ino}`;
-        if (now === stamp) return;
-        const text = readFileSync(this.file, 'utf8');
-        stamp = now;
-        if (text === last) return;
-        last = text;
-        onChange(this.parse(text));
+        if (this.catchUp()) onChange(this.state!.view());
       } catch {
-        // a writer is between truncate and write: the next event or tick reads it whole
+        // unreadable for now (a snapshot being replaced): the next event or tick retries
       }
     };
+    // inotify wakes us at once; the timer only covers events lost (a directory replaced)
     let w: FSWatcher | undefined;
     try {
-      w = watch(path.dirname(this.file), (_e, name) => { if (!name || name === path.basename(this.file)) check(); });
-    } catch { /* fall back to the timer alone */ }
+      w = watch(changesDir(this.dir), () => check());
+    } catch { /* the timer alone */ }
     const t = setInterval(check, 1000);
     t.unref();
     check();

@@ -8,17 +8,17 @@ import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
 import { compileFib, type FibInput } from '../engine/fib.js';
 import { defaultEngineConfig, VXLAN_OVERHEAD, type EngineConfig } from '../engine/config.js';
-import { FileSource, policyRev, type ClusterView } from './datastore.js';
+import { FileSource, type ClusterView } from './datastore.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade } from './host.js';
 import { serve } from './server.js';
 import { gatewayOf } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
-import type { PolicyBuffers } from '../../policy/tables.js';
+import type { PolicyTables } from '../../policy/tables.js';
 
 export interface AgentConfig {
   node: string;
-  datastore: string; // file path of the cluster view
+  datastore: string; // directory of the cluster view (dataplane/agent/datastore.ts)
   stateDir: string;
   socket: string;
   underlayMTU?: number;
@@ -73,36 +73,42 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     return { ...compileFib(input), gatewayIP };
   };
 
-  // NetworkPolicy: compiled (incrementally) whenever the policy view changes. Tables are
+  // NetworkPolicy: compiled (incrementally) whenever the cluster view changes. Tables are
   // published even when there is no policy (nobody isolated: every packet allowed), so the
   // engine tracks every flow from its first packet: a flow first seen after policies
   // appear could otherwise be seen first by its reply and recorded backwards, which lets
   // a denied flow through and drops an allowed one (test/policy-lab/under-traffic.test.ts).
+  // The generation moves only when the tables do: it makes tracked flows be judged again.
   const compiler = new PolicyCompiler();
-  let policy: { buffers?: PolicyBuffers; gen: number; rev: string; text: string } = { gen: 0, rev: '', text: '' };
+  let policy: { tables?: PolicyTables; gen: number; rev: number } = { gen: 0, rev: -1 }; // rev: the view's they are of
   const compilePolicy = () => {
     const m = view.model;
-    const text = JSON.stringify(m ?? null) + JSON.stringify(view.nodes);
-    if (text === policy.text) return;
-    const rev = policyRev(m);
-    if (!m) { policy = { gen: policy.gen + 1, rev, text }; return; }
+    if (!m) {
+      policy = { gen: policy.gen + (policy.tables ? 1 : 0), rev: view.rev };
+      return;
+    }
     const nodeIps = view.nodes.flatMap((n) => [gatewayOf(n.podCIDR), n.underlayIP]);
     const t0 = performance.now();
-    const buffers = compiler.compile({ ...m, nodeIps }).buffers;
-    policy = { buffers, gen: policy.gen + 1, rev, text };
-    log.info({ policies: m.policies.length, pods: m.pods.length, ms: +(performance.now() - t0).toFixed(1), rev }, 'network policies compiled');
+    const tables = compiler.compile({ ...m, nodeIps });
+    if (tables === policy.tables) {
+      policy.rev = view.rev;
+      return;
+    }
+    policy = { tables, gen: policy.gen + 1, rev: view.rev };
+    const st = compiler.lastStats;
+    log.info({ policies: m.policies.length, pods: m.pods.length, ms: +(performance.now() - t0).toFixed(1), rulesetsBuilt: st.rulesetsBuilt, rev: view.rev }, 'network policies compiled');
   };
-  const published = () => ({ ...tables(), policy: policy.buffers, policyGen: policy.gen });
-  let appliedRev = '';
+  const published = () => ({ ...tables(), policy: policy.tables?.buffers, policyGen: policy.gen });
+  let appliedRev = -1; // the datastore revision in force in the engine
 
   compilePolicy();
   const engine = new Engine(ecfg, log);
   await engine.start(published());
   appliedRev = policy.rev;
   const publish = async () => {
-    const rev = policy.rev;
+    const rev = policy.rev; // a view whose policies did not compile is not in force
     const ok = await engine.applied(engine.publish(published()));
-    if (ok) appliedRev = rev;
+    if (ok) appliedRev = Math.max(appliedRev, rev);
     return ok;
   };
   const stopWatch = source.watch((v) => {
@@ -112,7 +118,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     } catch (e) {
       log.error({ err: String(e) }, 'network policies did not compile; the ones in force stay');
     }
-    void publish().then(() => log.info({ nodes: v.nodes.length }, 'cluster view applied'));
+    void publish().then(() => log.info({ nodes: v.nodes.length, rev: v.rev }, 'cluster view applied'));
   });
 
   const server = serve(cfg.socket, async (req) => {
@@ -130,7 +136,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
         return { removed: had };
       }
       case 'pods': return pods.list();
-      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, policyRev: appliedRev, podTxOffload: ecfg.podTso };
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: ecfg.podTso };
       case 'counters': return engine.counters();
       default: throw new Error(`unknown op ${String(req.op)}`);
     }

@@ -4,7 +4,8 @@
 // both ways over ICMP, TCP and UDP.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
-import { labUp, labDown, writeDatastore } from '../../lab/lab.js';
+import { labUp, labDown, datastoreDir } from '../../lab/lab.js';
+import { commitChanges } from '../../lab/datastore.js';
 import { type LabState, type LabPod } from '../../lab/state.js';
 import { ipn, sysctl, stopPid, nsExec as nsRun } from '../../lab/sh.js';
 import { distFile } from '../../dataplane/engine/paths.js';
@@ -39,7 +40,7 @@ beforeAll(async () => {
   workloadPid = child.pid!;
   kernelPod = { name: 'node3-k1', namespace: 'default', node: 'node3', netns: podNs, ip, mac: '', hostIf: 'vethk1', containerId: '', workloadPid };
   // The twill nodes learn the flannel node from the datastore, as they would from its Node object.
-  writeDatastore(s, [{ ...flannelNode, backend: 'flannel-vxlan' }]);
+  commitChanges(datastoreDir(s), [{ put: 'node', object: { ...flannelNode, backend: 'flannel-vxlan' } }]);
   const deadline = Date.now() + 5000;
   while (!pingOk(s.pods[0].netns, ip) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
 });

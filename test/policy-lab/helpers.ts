@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { NetworkPolicy, Protocol } from '../../policy/model.js';
 import type { LabPod, LabState } from '../../lab/state.js';
+import { labModel } from '../../lab/lab.js';
 import { e2eModel, modelYaml } from '../policy/fixture.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -322,7 +323,8 @@ export async function observe(
 
 /** The matrix `twill policy matrix --json` gives for the lab's pods (real IPs) plus `policies`, rows in `order`. */
 export async function cliRows(s: LabState, dir: string, policies: NetworkPolicy[], port: number, proto: Protocol, order: string[]): Promise<string[]> {
-  const f = writeFile(dir, `matrix-${randomBytes(4).toString('hex')}.yaml`, modelYaml({ namespaces: s.model.namespaces, pods: s.model.pods, policies, nodeIps: [] }));
+  const { namespaces, pods } = labModel(s.name);
+  const f = writeFile(dir, `matrix-${randomBytes(4).toString('hex')}.yaml`, modelYaml({ namespaces, pods, policies, nodeIps: [] }));
   const r = await capture(process.execPath, [CLI, 'policy', 'matrix', '-f', f, '--port', String(port), '--protocol', proto, '--json'], 30_000);
   if (r.code !== 0) throw new Error(`twill policy matrix exited ${r.code}: ${r.err}`);
   const m = JSON.parse(r.out) as { pods: string[]; allowed: boolean[][] };

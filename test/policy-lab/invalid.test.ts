@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { stringify } from 'yaml';
-import { labDown, labUp } from '../../lab/lab.js';
-import { loadState, type LabState } from '../../lab/state.js';
+import { labDown, labModel, labUp } from '../../lab/lab.js';
+import type { LabState } from '../../lab/state.js';
 import { request } from '../../dataplane/agent/server.js';
 import type { Protocol } from '../../policy/model.js';
 import { CLI, diffRows, ensureBuilt, observe, podKey, policyLabName, Prober, tmpDir, writeFile } from './helpers.js';
@@ -59,8 +59,8 @@ async function expectInForce(): Promise<void> {
   expect(problems.join('\n')).toBe('');
 }
 
-async function revs(): Promise<string[]> {
-  return Promise.all(s.nodes.map(async (n) => ((await request(n.socket, { op: 'status' })) as { policyRev: string }).policyRev));
+async function revs(): Promise<number[]> {
+  return Promise.all(s.nodes.map(async (n) => ((await request(n.socket, { op: 'status' })) as { rev: number }).rev));
 }
 
 // [what, manifest, the field path and problem the error must name]
@@ -86,7 +86,7 @@ const INVALID: [string, string, RegExp][] = [
 ];
 
 describe('twill lab apply -f with an invalid manifest', () => {
-  let rev0: string[];
+  let rev0: number[];
 
   it('applies the policy that stays in force, and it is enforced', async () => {
     const r = lab('apply', '-f', writeFile(dir, 'good.yaml', yaml(GOOD)));
@@ -99,13 +99,13 @@ describe('twill lab apply -f with an invalid manifest', () => {
 
   for (const [what, text, message] of INVALID) {
     it(`${what}: exits non-zero naming the field and the problem; nothing changes`, async () => {
-      const before = JSON.stringify(loadState(name)!.model.policies);
+      const before = JSON.stringify(labModel(name).policies);
       const f = writeFile(dir, 'bad.yaml', text);
       const r = lab('apply', '-f', f);
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(message);
       expect(r.stderr).toContain(f); // the file it came from
-      expect(JSON.stringify(loadState(name)!.model.policies)).toBe(before);
+      expect(JSON.stringify(labModel(name).policies)).toBe(before);
       expect(await revs()).toEqual(rev0);
     }, 30_000);
   }
@@ -120,12 +120,12 @@ describe('twill lab apply -f with an invalid manifest', () => {
     const r = lab('delete', '-f', writeFile(dir, 'bad-delete.yaml', yaml(np('x/a-from-y', { podSelector: {}, ingress: [{ ports: [{ port: 'Not-A-Name' }] }] }))));
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/spec\.ingress\[0\]\.ports\[0\]\.port: must be 1-65535 or an IANA_SVC_NAME/);
-    expect(loadState(name)!.model.policies.map(podKey)).toEqual(['x/a-from-y']);
+    expect(labModel(name).policies.map(podKey)).toEqual(['x/a-from-y']);
     expect(await revs()).toEqual(rev0);
   });
 
   it('after all of them, the policy in force is still what every agent enforces, on the wire', async () => {
-    expect(loadState(name)!.model.policies.map(podKey)).toEqual(['x/a-from-y']);
+    expect(labModel(name).policies.map(podKey)).toEqual(['x/a-from-y']);
     expect(await revs()).toEqual(rev0);
     await expectInForce();
   }, 60_000);

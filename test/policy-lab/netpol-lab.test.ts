@@ -8,8 +8,8 @@
 // for the lab's real pods and addresses.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
-import { labDown, labPolicies, labUp } from '../../lab/lab.js';
-import { loadState, type LabState } from '../../lab/state.js';
+import { labDown, labModel, labPolicies, labUp } from '../../lab/lab.js';
+import type { LabState } from '../../lab/state.js';
 import type { NetworkPolicy, Protocol } from '../../policy/model.js';
 import { PODS, policy } from '../policy/fixture.js';
 import { M, e2eCases, type Probe } from '../policy/netpol-cases.js';
@@ -52,7 +52,7 @@ async function step(label: string, apply: NetworkPolicy[], probes: Probe[], remo
   if (apply.length) await labPolicies(name, [writeFile(dir, `${label.replace(/\W+/g, '-').slice(0, 60)}-apply.yaml`, policiesYaml(apply))]);
   if (remove.length) await labPolicies(name, [writeFile(dir, `${label.replace(/\W+/g, '-').slice(0, 60)}-delete.yaml`, policiesYaml(remove))], true);
   const t1 = performance.now();
-  const inForce = loadState(name)!.model.policies;
+  const inForce = labModel(name).policies;
   const cli = Promise.all(probes.map(([port, proto]) => cliRows(s, dir, inForce, port, proto, PODS)));
   const { rows, reprobed } = await observe(s, prober!, PODS, probes, served);
   const t2 = performance.now();
@@ -78,7 +78,7 @@ async function runCase(label: string, f: () => Promise<string[]>): Promise<void>
   try {
     problems = await f();
   } finally {
-    const left = loadState(name)!.model.policies;
+    const left = labModel(name).policies;
     if (left.length) await labPolicies(name, [writeFile(dir, 'cleanup.yaml', policiesYaml(left))], true);
   }
   expect(problems.filter(Boolean).join('\n\n')).toBe('');

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { labUp, labDown, labPolicies, nodeCni } from '../lab/lab.js';
 import { loadState } from '../lab/state.js';
+import type { EngineTuning } from '../dataplane/engine/config.js';
 import { reachability, formatMatrix, allReachable, tcpThroughput, pingRtts, percentile } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
 
@@ -14,6 +15,17 @@ const int = (args: string[], name: string, def: number) => {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer`);
   return v;
 };
+// --busy-poll-us N (0: workers sleep at once), --pin-workers: engine/config.ts.
+function engineFlags(args: string[]): EngineTuning {
+  const t: EngineTuning = {};
+  const bp = flag(args, '--busy-poll-us');
+  if (bp !== undefined) {
+    t.busyPollUs = Number(bp);
+    if (!Number.isInteger(t.busyPollUs) || t.busyPollUs < 0) throw new Error('--busy-poll-us must be a whole number of microseconds');
+  }
+  if (args.includes('--pin-workers')) t.pinWorkers = true;
+  return t;
+}
 const log = (m: string) => process.stdout.write(`${m}\n`);
 const files = (args: string[]) => args.flatMap((a, i) => (a === '-f' || a === '--filename' ? [args[i + 1]] : [])).filter(Boolean);
 
@@ -22,7 +34,7 @@ export async function labCommand(args: string[]): Promise<number> {
   const name = flag(rest, '--name', 'lab')!;
   switch (sub) {
     case 'up': {
-      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), manifests: files(rest), progress: log }));
+      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), engine: engineFlags(rest), manifests: files(rest), progress: log }));
       log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
       return 0;
     }

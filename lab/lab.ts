@@ -12,6 +12,7 @@ import { request } from '../dataplane/agent/server.js';
 import { installNodeCni, cniAdd, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
 import type { AgentConfig } from '../dataplane/agent/main.js';
+import type { EngineTuning } from '../dataplane/engine/config.js';
 import type { Change, NodeRecord, PolicyView } from '../dataplane/agent/datastore.js';
 import { commitChanges, createDatastore, latestRev, readDatastore } from './datastore.js';
 import { loadModelFiles } from '../policy/manifests.js';
@@ -25,7 +26,7 @@ export interface UpOptions {
   clusterCIDR?: string;
   workers?: number;
   underlayMTU?: number;
-  offloads?: { podTso?: boolean; podGso?: boolean }; // engine pod offloads (absent: the engine's defaults)
+  engine?: EngineTuning; // engine settings (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
   progress?: (msg: string) => void;
 }
@@ -37,7 +38,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], offloads: o.offloads };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
@@ -134,7 +135,7 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
-  const cfg: AgentConfig = { node: n.name, datastore: datastoreDir(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.offloads };
+  const cfg: AgentConfig = { node: n.name, datastore: datastoreDir(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');

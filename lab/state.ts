@@ -3,6 +3,7 @@
 // (namespaces, pods' labels, NetworkPolicies) live in its datastore (lab/datastore.ts).
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { EngineTuning } from '../dataplane/engine/config.js';
 
 export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
 export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
@@ -16,7 +17,7 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
-  offloads?: { podTso?: boolean; podGso?: boolean }; // engine settings the agents start with (absent: the engine's defaults)
+  engine?: EngineTuning; // engine settings the agents start with (absent: the engine's defaults)
 }
 
 export const LAB_ROOT = '/run/twill/labs';

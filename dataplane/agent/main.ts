@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
 import { compileFib, type FibInput } from '../engine/fib.js';
-import { defaultEngineConfig, VXLAN_OVERHEAD, type EngineConfig } from '../engine/config.js';
+import { defaultEngineConfig, tuning, VXLAN_OVERHEAD, type EngineConfig, type EngineTuning } from '../engine/config.js';
 import { FileSource, type ClusterView } from './datastore.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade } from './host.js';
@@ -16,7 +16,7 @@ import { gatewayOf } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
 import type { PolicyTables } from '../../policy/tables.js';
 
-export interface AgentConfig {
+export interface AgentConfig extends EngineTuning {
   node: string;
   datastore: string; // directory of the cluster view (dataplane/agent/datastore.ts)
   stateDir: string;
@@ -25,8 +25,6 @@ export interface AgentConfig {
   workers?: number;
   vxlanPort?: number;
   vni?: number;
-  podTso?: boolean; // engine/config.ts: read pods' TSO super-frames (pods keep TX offload on)
-  podGso?: boolean; // engine/config.ts: coalesce overlay TCP into GSO frames for pods
   ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
 }
 
@@ -47,8 +45,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
     podMtu: (cfg.underlayMTU ?? 1500) - VXLAN_OVERHEAD,
     workers: cfg.workers ?? 2, vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
-    ...(cfg.podTso !== undefined ? { podTso: cfg.podTso } : {}),
-    ...(cfg.podGso !== undefined ? { podGso: cfg.podGso } : {}),
+    ...tuning(cfg),
   });
   if ((ecfg.podTso || ecfg.podGso) && !vnetHdrWorks()) {
     log.warn('PACKET_VNET_HDR is refused here: pod offloads off');

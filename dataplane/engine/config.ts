@@ -16,8 +16,14 @@ export interface EngineConfig {
   // Pod offloads (stages/segment.ts, stages/coalesce.ts):
   podTso: boolean; // pods keep TX offload on; their veths are read with PACKET_VNET_HDR (TSO super-frames, partial checksums)
   podGso: boolean; // coalesce overlay TCP segments into GSO super-frames for local pods (AF_PACKET send with a virtio_net_hdr)
-  busyPollUs: number; // after traffic, poll without sleeping this long before blocking (0: always block)
-  pinWorkers: boolean; // worker k on CPU k, fed what arrives on that CPU (see worker.ts)
+  // After a batch, keep polling (yielding the CPU between polls) this long
+  // before sleeping: under steady traffic a worker then never pays a wake-up,
+  // which on a VM costs tens of µs per hop. Idle, it costs nothing. 0: sleep at once.
+  busyPollUs: number;
+  // Worker k on CPU k, fed what arrives on CPU k (worker.ts, pod-queues.ts):
+  // fewer cross-CPU wake-ups when busy polling is off, but one flow's whole
+  // path then shares one CPU, which costs throughput on a small machine.
+  pinWorkers: boolean;
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
@@ -39,9 +45,19 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     udpGro: true,
     podTso: true,
     podGso: true,
-    busyPollUs: Number(process.env.TWILL_BUSY_POLL_US ?? 0),
-    pinWorkers: process.env.TWILL_PIN !== '0',
+    busyPollUs: 3000,
+    pinWorkers: false,
     conntrackSize: 1 << 18,
     ...partial,
   };
+}
+
+/** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
+export type EngineTuning = Partial<Pick<EngineConfig, 'podTso' | 'podGso' | 'busyPollUs' | 'pinWorkers'>>;
+const TUNING = ['podTso', 'podGso', 'busyPollUs', 'pinWorkers'] as const;
+
+export function tuning(t: EngineTuning): EngineTuning {
+  const out: Record<string, unknown> = {};
+  for (const k of TUNING) if (t[k] !== undefined) out[k] = t[k];
+  return out as EngineTuning;
 }

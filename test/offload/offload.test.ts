@@ -75,7 +75,7 @@ describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso', (off) => {
   const node = (n: string) => s.nodes.find((x) => x.name === n)!;
 
   beforeAll(async () => {
-    s = await labUp({ name, nodes: 2, podsPerNode: 2, offloads: off });
+    s = await labUp({ name, nodes: 2, podsPerNode: 2, engine: off });
   });
   afterAll(async () => {
     await labDown(name);

@@ -12,6 +12,7 @@ import type { EngineConfig } from './config.js';
 import type { Tables, TablesMsg, WorkerTask } from './worker.js';
 import { Conntrack } from '../tables/conntrack.js';
 import { PodQueues } from './pod-queues.js';
+import { flowSteering, OVERLAY_IP_AT } from './steering.js';
 
 export class Engine {
   private readonly ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_INTS));
@@ -25,6 +26,7 @@ export class Engine {
   private sweeper?: NodeJS.Timeout;
   private readonly cpus: number[]; // worker k's CPU, empty when workers are not pinned
   private readonly pods: PodQueues;
+  private overlay: number[] = []; // worker k's overlay UDP socket, bound k-th into the reuseport group
 
   constructor(readonly cfg: EngineConfig, private readonly log: Logger) {
     if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
@@ -38,6 +40,7 @@ export class Engine {
   /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
   async start(tables: Tables): Promise<void> {
     const n = this.cfg.workers;
+    this.openOverlay(); // first: when the port is taken, nothing else is left to undo
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
     const shares = this.pods.sync(tables.ports, 0);
     this.sweeper = setInterval(() => this.ct.sweep((Date.now() / 1000) | 0), 5000);
@@ -49,7 +52,7 @@ export class Engine {
       const doorbell = native.eventfd();
       this.doorbells.push(doorbell);
       const first: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen: 0, podFds: shares[w] };
-      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
+      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
       p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); });
       this.tasks.push(p);
@@ -66,6 +69,23 @@ export class Engine {
   private allReady(): boolean {
     for (let w = 0; w < this.cfg.workers; w++) if (Atomics.load(this.ctl, CTL_READY + w) !== 1) return false;
     return true;
+  }
+
+  // Overlay sockets in worker order, so the steering program's index k (or,
+  // pinned, SO_INCOMING_CPU k) names worker k's socket.
+  private openOverlay(): void {
+    const { cfg } = this;
+    try {
+      for (let w = 0; w < cfg.workers; w++) {
+        const o = { reusePort: true, gro: cfg.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) };
+        this.overlay.push(cfg.netns ? native.udpOpenIn(cfg.netns, cfg.underlayIp, cfg.vxlanPort, o) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, o));
+      }
+      if (!this.cpus.length && cfg.workers > 1) native.udpSteer(this.overlay[0], flowSteering(OVERLAY_IP_AT, cfg.workers));
+    } catch (e) {
+      for (const fd of this.overlay) native.close(fd);
+      this.overlay = [];
+      throw e;
+    }
   }
 
   /** Publishes new tables: post them to every worker, then move the generation and ring each doorbell. */
@@ -102,6 +122,8 @@ export class Engine {
     await Promise.allSettled(this.tasks);
     await this.pool?.destroy();
     this.pods.closeAll();
+    for (const fd of this.overlay) native.close(fd);
+    this.overlay = [];
     for (const d of this.doorbells) native.close(d);
     for (const p of this.ports) p.close();
     this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;

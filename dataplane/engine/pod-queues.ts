@@ -1,12 +1,14 @@
 // The AF_PACKET sockets on pods' veths, one fanout member per worker. The main
 // thread opens them, in worker order, so that member k of every fanout group is
-// worker k's socket: with PACKET_FANOUT_CPU a frame sent on CPU k then goes to
-// worker k, pinned on CPU k (see worker.ts). Workers only read and write them;
+// worker k's socket: the steering program (steering.ts) then names the worker
+// of a flow, or with pinned workers PACKET_FANOUT_CPU sends a frame that
+// arrived on CPU k to worker k, pinned on CPU k. Workers only read and write them;
 // a removed pod's sockets are closed once every worker has moved past the
 // tables that listed them, so no worker ever reads a reused fd number.
 import type { Logger } from 'pino';
 import { native, type PacketOptions } from '../native/index.js';
 import type { EngineConfig } from './config.js';
+import { flowSteering, POD_IP_AT } from './steering.js';
 
 export type PodFds = [ifindex: number, fd: number][]; // one worker's share
 
@@ -14,7 +16,11 @@ export class PodQueues {
   private readonly open = new Map<number, number[]>(); // ifindex → fd per worker
   private retiring: { gen: number; fds: number[] }[] = [];
 
-  constructor(private readonly cfg: EngineConfig, private readonly fanoutCpu: boolean, private readonly log: Logger) {}
+  private readonly steer: Int32Array;
+
+  constructor(private readonly cfg: EngineConfig, private readonly fanoutCpu: boolean, private readonly log: Logger) {
+    this.steer = flowSteering(POD_IP_AT, cfg.workers);
+  }
 
   /** Opens sockets for new ports, retires those of ports gone; returns each worker's share. */
   sync(ports: { ifname: string; ifindex: number }[], gen: number): PodFds[] {
@@ -48,10 +54,12 @@ export class PodQueues {
 
   private openPort(ifname: string, ifindex: number): void {
     const { cfg } = this;
-    const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: cfg.workers > 1 ? ifindex & 0xffff : 0, fanoutCpu: this.fanoutCpu };
+    const fanout = cfg.workers > 1;
+    const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: fanout ? ifindex & 0xffff : 0, fanoutCpu: fanout && this.fanoutCpu, fanoutCbpf: fanout && !this.fanoutCpu };
     const fds: number[] = [];
     try {
       for (let w = 0; w < cfg.workers; w++) fds.push(cfg.netns ? native.packetOpenIn(cfg.netns, ifname, o) : native.packetOpen(ifname, o));
+      if (o.fanoutCbpf) native.packetSteer(fds[0], this.steer);
       this.open.set(ifindex, fds);
     } catch (e) {
       for (const fd of fds) native.close(fd);

@@ -29,6 +29,7 @@ export interface TablesMsg extends Tables { gen: number; podFds: PodFds }
 export interface WorkerTask {
   index: number;
   cpu: number; // pin to this CPU; -1: not pinned
+  udpFd: number; // this worker's overlay socket (the engine's: opened and closed there)
   cfg: EngineConfig;
   ctl: SharedArrayBuffer;
   stats: SharedArrayBuffer;
@@ -56,11 +57,10 @@ export default function runWorker(task: WorkerTask): { index: number } {
   // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
-  const udpOpts = { reusePort: true, gro: cfg.udpGro, ...(task.cpu >= 0 ? { incomingCpu: task.cpu } : {}) };
   const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
   const out: Outputs = {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
-    udp: ns ? native.udpOpenIn(ns, cfg.underlayIp, cfg.vxlanPort, udpOpts) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, udpOpts),
+    udp: task.udpFd,
     pod: openPacket('', {}),
     podVnet: -1,
   };
@@ -125,7 +125,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
       }
     }
   }
-  native.close(out.tun); native.close(out.udp); native.close(out.pod);
+  native.close(out.tun); native.close(out.pod);
   if (out.podVnet >= 0) native.close(out.podVnet);
   return { index };
 }

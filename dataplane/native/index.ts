@@ -19,6 +19,7 @@ export interface TunOptions {
 export interface PacketOptions {
   fanoutGroup?: number; // PACKET_FANOUT group id; 0 = no fanout
   fanoutCpu?: boolean; // fan out by receiving CPU (PACKET_FANOUT_CPU) instead of by flow hash
+  fanoutCbpf?: boolean; // fan out by a classic BPF program (PACKET_FANOUT_CBPF; see packetSteer)
   vnetHdr?: boolean; // PACKET_VNET_HDR, set before binding
   qdiscBypass?: boolean; // PACKET_QDISC_BYPASS for sends
   ignoreOutgoing?: boolean; // PACKET_IGNORE_OUTGOING: do not see our own sends
@@ -71,6 +72,10 @@ export interface Native {
 
   /** poll() on fds[0..n-1] for POLLIN; ready[i] = 1 if readable. Blocks up to timeoutMs (-1 = forever). Returns the number ready. */
   poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number, spinUs?: number): number;
+  /** Attaches the classic BPF program (engine/steering.ts) that picks a reuseport group's socket. */
+  udpSteer(fd: number, prog: Int32Array): void;
+  /** Attaches the classic BPF program that picks a PACKET_FANOUT_CBPF group's member. */
+  packetSteer(fd: number, prog: Int32Array): void;
   /** The CPUs this thread may run on, ascending. */
   cpus(): number[];
   /** Pins the calling thread to one CPU; -1 lets it run anywhere again. */

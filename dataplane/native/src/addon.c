@@ -125,6 +125,18 @@ bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out) {
   return tw_i32(env, v, key, out);
 }
 
+bool tw_cbpf(napi_env env, napi_value v, struct sock_filter *insns, struct sock_fprog *prog) {
+  int32_t *w;
+  size_t n;
+  if (!tw_i32a(env, v, "prog", &w, &n)) return false;
+  if (n == 0 || n % 2 || n / 2 > TW_CBPF_MAX) return tw_throw_range(env, "prog must hold 1..256 instructions"), false;
+  for (size_t i = 0; i < n / 2; i++)
+    insns[i] = (struct sock_filter){.code = (uint16_t)w[2 * i], .jt = (uint8_t)(w[2 * i] >> 16),
+                                    .jf = (uint8_t)((uint32_t)w[2 * i] >> 24), .k = (uint32_t)w[2 * i + 1]};
+  *prog = (struct sock_fprog){.len = (unsigned short)(n / 2), .filter = insns};
+  return true;
+}
+
 bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen) {
   if (cap <= 0) return tw_throw_range(env, "cap must be > 0"), false;
   for (int i = 0; i < n; i++)

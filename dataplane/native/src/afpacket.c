@@ -28,11 +28,13 @@ bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args
   if (!tw_str(env, ifname, "ifname", a->ifname, sizeof a->ifname, &len) || !tw_opts(env, opts)) return false;
   if (len >= IFNAMSIZ) return tw_throw_errno(env, "if_nametoindex", ENODEV), false;
   if (!tw_opt_i32(env, opts, "fanoutGroup", &a->fanout) || !tw_opt_bool(env, opts, "fanoutCpu", &a->fanout_cpu) ||
+      !tw_opt_bool(env, opts, "fanoutCbpf", &a->fanout_cbpf) ||
       !tw_opt_bool(env, opts, "vnetHdr", &a->vnet_hdr) ||
       !tw_opt_bool(env, opts, "qdiscBypass", &a->qdisc_bypass) ||
       !tw_opt_bool(env, opts, "ignoreOutgoing", &a->ignore_outgoing))
     return false;
   if (a->fanout < 0 || a->fanout > 0xffff) return tw_throw_range(env, "fanoutGroup must be 0..65535"), false;
+  if (a->fanout_cpu && a->fanout_cbpf) return tw_throw_type(env, "fanoutCpu and fanoutCbpf exclude each other"), false;
   return true;
 }
 
@@ -48,7 +50,8 @@ static int setopt(int fd, int name, int val) {
 #endif
 
 static int fanout(int fd, const struct pkt_args *a) {
-  int flags = (a->fanout_cpu ? PACKET_FANOUT_CPU : PACKET_FANOUT_HASH) | PACKET_FANOUT_FLAG_DEFRAG;
+  int mode = a->fanout_cbpf ? PACKET_FANOUT_CBPF : a->fanout_cpu ? PACKET_FANOUT_CPU : PACKET_FANOUT_HASH;
+  int flags = mode | PACKET_FANOUT_FLAG_DEFRAG;
   if (a->ignore_outgoing && setopt(fd, PACKET_FANOUT, a->fanout | ((flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16)) == 0)
     return 0;
   // Older kernels refuse the flag (EINVAL): join without it; copies of our sends are then skipped on receive.
@@ -162,4 +165,16 @@ napi_value tw_packet_send(napi_env env, napi_callback_info info) {
     if (r < msgs) break;
   }
   return tw_int(env, sent);
+}
+
+// packetSteer(fd, prog): the classic BPF program that picks the member of a
+// PACKET_FANOUT_CBPF group (it sees the frame from the network header on).
+napi_value tw_packet_steer(napi_env env, napi_callback_info info) {
+  TW_ARGS(2);
+  int32_t fd;
+  struct sock_filter insns[TW_CBPF_MAX];
+  struct sock_fprog prog;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_cbpf(env, argv[1], insns, &prog)) return NULL;
+  if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof prog) < 0) return tw_throw_errno(env, "PACKET_FANOUT_DATA", errno);
+  return tw_undef(env);
 }

@@ -30,6 +30,10 @@ bool tw_i32a(napi_env env, napi_value v, const char *what, int32_t **data, size_
 bool tw_opts(napi_env env, napi_value v); // object, undefined or null
 bool tw_opt_bool(napi_env env, napi_value opts, const char *key, bool *out);
 bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out); // absent: *out unchanged
+// A classic BPF program from JavaScript: an Int32Array of (code | jt << 16 | jf << 24, k) pairs.
+#include <linux/filter.h>
+#define TW_CBPF_MAX 256
+bool tw_cbpf(napi_env env, napi_value v, struct sock_filter *insns, struct sock_fprog *prog);
 // Receive slots: offs[0..n) each with room for cap bytes inside the arena.
 bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen);
 // Send entries, as every send takes them: argv[1..5] = arena, offs, lens, idx,
@@ -64,7 +68,7 @@ struct tun_args { char name[16]; bool multi_queue, vnet_hdr; };
 bool tun_parse(napi_env env, napi_value name, napi_value opts, struct tun_args *a);
 int tun_open_fd(const void *args, const char **call);
 
-struct pkt_args { char ifname[16]; int32_t fanout; bool fanout_cpu, vnet_hdr, qdisc_bypass, ignore_outgoing; };
+struct pkt_args { char ifname[16]; int32_t fanout; bool fanout_cpu, fanout_cbpf, vnet_hdr, qdisc_bypass, ignore_outgoing; };
 bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args *a);
 int pkt_open_fd(const void *args, const char **call);
 
@@ -82,6 +86,7 @@ int udp_open_fd(const void *args, const char **call);
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
   X(cpus, tw_cpus) X(pinThread, tw_pin_thread)                                       \
+  X(udpSteer, tw_udp_steer) X(packetSteer, tw_packet_steer)                           \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
 
 #define TW_DECL(js, c) napi_value c(napi_env env, napi_callback_info info);

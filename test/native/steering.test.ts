@@ -40,6 +40,16 @@ for (let i = 0; i < 48; i++) {
   FLOWS.push([0x0af40102 + i * 7, 0x0af40203 + i * 13, proto, 1024 + i * 977, 80 + (i % 5), i % 11 === 0 ? 0x20 : 0]);
 }
 
+// One namespace with a veth pair (va, vb) for the fanout tests; each test joins its own group on vb.
+let ns: Netns;
+beforeAll(() => {
+  ns = createNetns();
+  ns.ip('link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb');
+  ns.ip('link', 'set', 'va', 'up');
+  ns.ip('link', 'set', 'vb', 'up');
+});
+afterAll(() => ns?.destroy());
+
 describe('flow steering', () => {
   const N = 3;
 
@@ -81,18 +91,9 @@ describe('flow steering', () => {
   });
 
   describe('PACKET_FANOUT_CBPF on a veth', () => {
-    let ns: Netns;
-    beforeAll(() => {
-      ns = createNetns();
-      ns.ip('link', 'add', 'sa', 'type', 'veth', 'peer', 'name', 'sb');
-      ns.ip('link', 'set', 'sa', 'up');
-      ns.ip('link', 'set', 'sb', 'up');
-    });
-    afterAll(() => ns?.destroy());
-
     it('hands each IPv4 frame to the member the program names', () => {
       const members: number[] = [];
-      for (let k = 0; k < N; k++) { const fd = native.packetOpenIn(ns.path, 'sb', { fanoutGroup: 78, fanoutCbpf: true, ignoreOutgoing: true }); ns.fds.push(fd); members.push(fd); }
+      for (let k = 0; k < N; k++) { const fd = native.packetOpenIn(ns.path, 'vb', { fanoutGroup: 78, fanoutCbpf: true, ignoreOutgoing: true }); ns.fds.push(fd); members.push(fd); }
       native.packetSteer(members[0], flowSteering(POD_IP_AT, N));
       const tx = native.packetOpenIn(ns.path, '', {});
       ns.fds.push(tx);
@@ -106,7 +107,7 @@ describe('flow steering', () => {
         a.set(f, d.offs[i]); d.lens[i] = f.length;
         return flowWorker(ip, 0, N);
       });
-      expect(native.packetSend(tx, a, d.offs, d.lens, d.idx, flows.length, new Int32Array(flows.length).fill(ns.ifindex('sa')))).toBe(flows.length);
+      expect(native.packetSend(tx, a, d.offs, d.lens, d.idx, flows.length, new Int32Array(flows.length).fill(ns.ifindex('va')))).toBe(flows.length);
       const b = arena(64 * SLOT), r = slots(64, SLOT);
       const got = new Array<number>(FLOWS.length).fill(-1);
       members.forEach((fd, k) => {
@@ -156,15 +157,6 @@ describe('CPU placement', () => {
   });
 
   describe.skipIf(!two)('PACKET_FANOUT_CPU on a veth', () => {
-    let ns: Netns;
-    beforeAll(() => {
-      ns = createNetns();
-      ns.ip('link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb');
-      ns.ip('link', 'set', 'va', 'up');
-      ns.ip('link', 'set', 'vb', 'up');
-    });
-    afterAll(() => ns?.destroy());
-
     it('a frame sent on CPU k reaches the k-th member to join', () => {
       const open = (o: Parameters<typeof native.packetOpen>[1]) => { const fd = native.packetOpenIn(ns.path, 'vb', o); ns.fds.push(fd); return fd; };
       const members = [0, 1].map(() => open({ fanoutGroup: 77, fanoutCpu: true, ignoreOutgoing: true }));

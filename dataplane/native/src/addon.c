@@ -137,6 +137,16 @@ bool tw_cbpf(napi_env env, napi_value v, struct sock_filter *insns, struct sock_
   return true;
 }
 
+napi_value tw_attach_cbpf(napi_env env, napi_callback_info info, int level, int name, const char *what) {
+  TW_ARGS(2);
+  int32_t fd;
+  struct sock_filter insns[TW_CBPF_MAX];
+  struct sock_fprog prog;
+  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_cbpf(env, argv[1], insns, &prog)) return NULL;
+  if (setsockopt(fd, level, name, &prog, sizeof prog) < 0) return tw_throw_errno(env, what, errno);
+  return tw_undef(env);
+}
+
 bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen) {
   if (cap <= 0) return tw_throw_range(env, "cap must be > 0"), false;
   for (int i = 0; i < n; i++)

@@ -170,11 +170,5 @@ napi_value tw_packet_send(napi_env env, napi_callback_info info) {
 // packetSteer(fd, prog): the classic BPF program that picks the member of a
 // PACKET_FANOUT_CBPF group (it sees the frame from the network header on).
 napi_value tw_packet_steer(napi_env env, napi_callback_info info) {
-  TW_ARGS(2);
-  int32_t fd;
-  struct sock_filter insns[TW_CBPF_MAX];
-  struct sock_fprog prog;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_cbpf(env, argv[1], insns, &prog)) return NULL;
-  if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof prog) < 0) return tw_throw_errno(env, "PACKET_FANOUT_DATA", errno);
-  return tw_undef(env);
+  return tw_attach_cbpf(env, info, SOL_PACKET, PACKET_FANOUT_DATA, "PACKET_FANOUT_DATA");
 }

@@ -34,6 +34,8 @@ bool tw_opt_i32(napi_env env, napi_value opts, const char *key, int32_t *out); /
 #include <linux/filter.h>
 #define TW_CBPF_MAX 256
 bool tw_cbpf(napi_env env, napi_value v, struct sock_filter *insns, struct sock_fprog *prog);
+// fn(fd, prog): setsockopt(fd, level, name, prog); `what` names it in errors.
+napi_value tw_attach_cbpf(napi_env env, napi_callback_info info, int level, int name, const char *what);
 // Receive slots: offs[0..n) each with room for cap bytes inside the arena.
 bool tw_check_rx(napi_env env, const int32_t *offs, int n, int32_t cap, size_t alen);
 // Send entries, as every send takes them: argv[1..5] = arena, offs, lens, idx,

@@ -294,12 +294,5 @@ napi_value tw_udp_send_runs(napi_env env, napi_callback_info info) {
 // udpSteer(fd, prog): the classic BPF program that picks the socket of the
 // reuseport group (index in binding order; it sees the UDP payload).
 napi_value tw_udp_steer(napi_env env, napi_callback_info info) {
-  TW_ARGS(2);
-  int32_t fd;
-  struct sock_filter insns[TW_CBPF_MAX];
-  struct sock_fprog prog;
-  if (!tw_i32(env, argv[0], "fd", &fd) || !tw_cbpf(env, argv[1], insns, &prog)) return NULL;
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
-    return tw_throw_errno(env, "SO_ATTACH_REUSEPORT_CBPF", errno);
-  return tw_undef(env);
+  return tw_attach_cbpf(env, info, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, "SO_ATTACH_REUSEPORT_CBPF");
 }

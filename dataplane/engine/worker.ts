@@ -102,7 +102,11 @@ export default function runWorker(task: WorkerTask): { index: number } {
   };
 
   apply(task.tables);
-  let busy = false;
+  // Busy poll only while it pays, as the kernel's haltpoll does: after a wait
+  // that traffic ended within busyPollUs. Sparse traffic never spins, and
+  // spinning that catches nothing turns itself off.
+  const spinMs = cfg.busyPollUs / 1000;
+  let spin = false;
   Atomics.store(ctl, CTL_READY + index, 1);
   while (Atomics.load(ctl, CTL_STOP) === 0) {
     if (Atomics.load(ctl, CTL_GEN) !== gen) {
@@ -110,9 +114,10 @@ export default function runWorker(task: WorkerTask): { index: number } {
       while ((m = receiveMessageOnPort(task.port))) latest = m.message as TablesMsg;
       if (latest) apply(latest);
     }
-    // Spin briefly only right after traffic: a reply is usually on its way.
-    if (native.poll(fds, fds.length, ready, 1000, busy ? cfg.busyPollUs : 0) === 0) { busy = false; continue; }
-    busy = true;
+    const t0 = performance.now();
+    const got = native.poll(fds, fds.length, ready, 1000, spin ? cfg.busyPollUs : 0);
+    spin = got > 0 && performance.now() - t0 <= spinMs;
+    if (got === 0) continue;
     for (let k = 0; k < fds.length; k++) {
       if (ready[k] === 0) continue;
       const kind = kinds[k];

@@ -13,6 +13,10 @@ export interface EngineConfig {
   completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
   udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message
   udpGro: boolean; // let the kernel coalesce overlay receives (UDP_GRO)
+  // Overlay send sockets per worker, each on its own ephemeral port: a flow's
+  // outer source port is one of them, picked by hash (stages/forward.ts). 1:
+  // send from the receive socket, source port = vxlanPort for every flow.
+  vxlanSourcePorts: number;
   // Pod offloads (stages/segment.ts, stages/coalesce.ts):
   podTso: boolean; // pods keep TX offload on; their veths are read with PACKET_VNET_HDR (TSO super-frames, partial checksums)
   podGso: boolean; // coalesce overlay TCP segments into GSO super-frames for local pods (AF_PACKET send with a virtio_net_hdr)
@@ -43,6 +47,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     completeInnerChecksums: true,
     udpGso: true,
     udpGro: true,
+    vxlanSourcePorts: 8,
     podTso: true,
     podGso: true,
     busyPollUs: 3000,

@@ -58,13 +58,19 @@ export default function runWorker(task: WorkerTask): { index: number } {
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
   const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
+  // Send-only overlay sockets on ephemeral ports (config.ts vxlanSourcePorts);
+  // nothing is ever sent to them, so they are never read.
+  const sources = cfg.vxlanSourcePorts > 1
+    ? Array.from({ length: cfg.vxlanSourcePorts }, () => (ns ? native.udpOpenIn(ns, cfg.underlayIp, 0, {}) : native.udpOpen(cfg.underlayIp, 0, {})))
+    : [task.udpFd];
+  ctx.udpSources = sources.length;
   const out: Outputs = {
     tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
-    udp: task.udpFd,
+    udpTx: sources,
     pod: openPacket('', {}),
     podVnet: -1,
   };
-  ctx.udpGso = cfg.udpGso && native.udpOffloads(out.udp).gso;
+  ctx.udpGso = cfg.udpGso && native.udpOffloads(sources[0]).gso;
   const log = pino({ base: { node: cfg.node, worker: index } });
   const refused = new Set<string>();
   ctx.onOffloadRefused = (what, err) => {
@@ -95,7 +101,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     Atomics.store(ctl, CTL_ACK + index, gen);
   };
   const rebuild = () => {
-    const list = [task.doorbell, out.tun, out.udp, ...pods.values()];
+    const list = [task.doorbell, out.tun, task.udpFd, ...pods.values()];
     fds = Int32Array.from(list);
     kinds = Int32Array.from(list, (_, i) => Math.min(i, SRC_POD));
     ready = new Int32Array(list.length);
@@ -131,6 +137,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     }
   }
   native.close(out.tun); native.close(out.pod);
+  if (sources[0] !== task.udpFd) for (const fd of sources) native.close(fd);
   if (out.podVnet >= 0) native.close(out.podVnet);
   return { index };
 }

@@ -50,6 +50,7 @@ export class Batch {
   readonly outIf: Int32Array;
   readonly outDst: Int32Array;
   readonly outPort: Int32Array;
+  readonly outSock: Int32Array; // overlay send socket (outer source port) of the entry's flow
   readonly tunIdx: Int32Array;
   readonly podIdx: Int32Array;
   readonly udpIdx: Int32Array;
@@ -85,7 +86,7 @@ export class Batch {
     const a = () => new Int32Array(entries);
     this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
     this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a(); this.tcpFlags = a();
-    this.outIf = a(); this.outDst = a(); this.outPort = a();
+    this.outIf = a(); this.outDst = a(); this.outPort = a(); this.outSock = a();
     this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
     this.more = new Uint8Array(entries);
     this.gso = a(); this.vflags = a(); this.csumStart = a(); this.csumOff = a(); this.podVnet = a(); this.scratch = a();

@@ -21,6 +21,7 @@ export class StageContext {
   readonly podMtu: number;
   readonly completeInnerChecksums: boolean;
   udpGso = false; // set by the worker once the socket is open and the kernel says yes
+  udpSources = 1; // overlay send sockets (outer source ports): a flow's is picked in forward.ts
   readonly podTso: boolean; // pod receives start with a virtio_net_hdr (see stages/segment.ts)
   podGso: boolean; // coalesce overlay TCP for local pods (stages/coalesce.ts)
   podVnetTx = false; // the worker has a vnet send socket the kernel takes frames on

@@ -10,7 +10,9 @@ import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
-export interface Outputs { tun: number; pod: number; udp: number; podVnet: number } // podVnet: -1 when not open
+// udpTx: the overlay send sockets, one per outer source port; a flow is sent
+// from bt.outSock's (forward.ts). podVnet: -1 when not open.
+export interface Outputs { tun: number; pod: number; udpTx: number[]; podVnet: number }
 const MAX_SEGS = 64; // UDP_MAX_SEGMENTS on older kernels
 const MAX_GSO_BYTES = 65000; // one UDP datagram's worth of payload, under 65507
 const MAX_IOV = 1024; // UIO_MAXIOV: entries in one message
@@ -20,7 +22,7 @@ export function egress(ctx: StageContext, bt: Batch, out: Outputs): void {
   const c = ctx.counters;
   if (bt.nTun > 0) c[C.tx_tun] += sendAll(ctx, bt, out, TUN, bt.tunIdx, bt.nTun);
   if (bt.nPod > 0) c[C.tx_pod] += out.podVnet < 0 ? sendAll(ctx, bt, out, POD, bt.podIdx, bt.nPod) : sendPods(ctx, bt, out);
-  if (bt.nUdp > 0) c[C.tx_vxlan] += ctx.udpGso ? sendRuns(ctx, bt, out) : sendAll(ctx, bt, out, UDP, bt.udpIdx, bt.nUdp);
+  if (bt.nUdp > 0) c[C.tx_vxlan] += sendUdp(ctx, bt, out);
   bt.clearOutputs();
 }
 
@@ -37,11 +39,11 @@ function packets(more: Uint8Array, idx: Int32Array, from: number, to: number): n
   return p;
 }
 
-function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number, fd: number): number {
   if (kind === TUN) return native.tunWrite(out.tun, bt.arena, bt.offs, bt.lens, idx, n, bt.more);
   if (kind === POD) return native.packetSend(out.pod, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
   if (kind === VNET) return native.packetSend(out.podVnet, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
-  return native.udpSend(out.udp, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort, bt.more);
+  return native.udpSend(fd, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort, bt.more);
 }
 
 // Sends idx[0..n) and returns the packets sent; on a short count or an error,
@@ -49,13 +51,13 @@ function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number)
 // case is one call. If the kernel refuses a vnet frame (EINVAL: a GSO it will
 // not take), the worker stops making them: the refused frames are lost once,
 // TCP sends them again.
-function sendAll(ctx: StageContext, bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number): number {
+function sendAll(ctx: StageContext, bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number, fd = -1): number {
   const more = bt.more, c = ctx.counters;
   let done = 0, sent = 0;
   while (done < n) {
     let k: number;
     try {
-      k = send(bt, out, kind, done === 0 ? idx : idx.subarray(done), n - done);
+      k = send(bt, out, kind, done === 0 ? idx : idx.subarray(done), n - done, fd);
     } catch (e) {
       if (kind === VNET && (e as { code?: string }).code === 'EINVAL' && ctx.podVnetTx) {
         ctx.podVnetTx = false;
@@ -90,14 +92,33 @@ function sendPods(ctx: StageContext, bt: Batch, out: Outputs): number {
   return sent;
 }
 
+// The UDP list, one send per source socket in use. A flow (and so a chain)
+// stays on one socket, so each socket's share keeps the flow's order.
+function sendUdp(ctx: StageContext, bt: Batch, out: Outputs): number {
+  const tx = out.udpTx, idx = bt.udpIdx, n = bt.nUdp;
+  if (tx.length === 1) return sendVia(ctx, bt, out, tx[0], idx, n);
+  const sock = bt.outSock, part = bt.scratch;
+  let sent = 0;
+  for (let s = 0; s < tx.length; s++) {
+    let m = 0;
+    for (let q = 0; q < n; q++) if (sock[idx[q]] === s) part[m++] = idx[q];
+    if (m > 0) sent += sendVia(ctx, bt, out, tx[s], part, m);
+  }
+  return sent;
+}
+
+function sendVia(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: Int32Array, n: number): number {
+  return ctx.udpGso ? sendRuns(ctx, bt, out, fd, idx, n) : sendAll(ctx, bt, out, UDP, idx, n, fd);
+}
+
 // UDP GSO: consecutive datagrams to one node, all the size of the first but a
 // shorter last one, go out as one UDP_SEGMENT message: the kernel moves them
 // through its stack as one packet. A datagram may be a chain; its size is the
 // sum of its entries'. runs[r] counts the entries of run r. If the kernel
 // refuses (an old kernel, a device without checksum offload), GSO is turned
 // off for this worker.
-function sendRuns(ctx: StageContext, bt: Batch, out: Outputs): number {
-  const idx = bt.udpIdx, n = bt.nUdp, lens = bt.lens, more = bt.more, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
+function sendRuns(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: Int32Array, n: number): number {
+  const lens = bt.lens, more = bt.more, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
   let nr = 0, total = 0;
   for (let k = 0; k < n;) {
     const first = idx[k];
@@ -121,7 +142,7 @@ function sendRuns(ctx: StageContext, bt: Batch, out: Outputs): number {
     k = e;
   }
   try {
-    const sent = native.udpSendRuns(out.udp, bt.arena, bt.offs, bt.lens, idx, n, dst, port, runs, nr, more);
+    const sent = native.udpSendRuns(fd, bt.arena, bt.offs, bt.lens, idx, n, dst, port, runs, nr, more);
     if (sent === n) return total;
     const p = packets(more, idx, 0, sent);
     ctx.counters[C.drop_tx_busy] += total - p;
@@ -129,6 +150,6 @@ function sendRuns(ctx: StageContext, bt: Batch, out: Outputs): number {
   } catch (e) {
     ctx.udpGso = false;
     ctx.onOffloadRefused?.('udp-gso', e);
-    return sendAll(ctx, bt, out, UDP, idx, n);
+    return sendAll(ctx, bt, out, UDP, idx, n, fd);
   }
 }

@@ -88,6 +88,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       copyMac(b, eth + 6, ctx.vtepMac);
       writeEthType(b, eth);
       writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
+      bt.outSock[i] = ctx.udpSources > 1 ? sourceOf(bt, i, ctx.udpSources) : 0;
       if (g > 0) { segment(ctx, bt, i, ETH_HLEN + VXLAN_HLEN, OUT_UDP, nh[p + NH_IP], ctx.vxlanPort); continue; }
       if (vf !== 0 && !finish(bt, i, c)) continue;
       bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = l3len + ETH_HLEN + VXLAN_HLEN;
@@ -136,4 +137,14 @@ function tooBig(ctx: StageContext, bt: Batch, i: number, l3: number, from: numbe
   bt.offs[i] = eth; bt.lens[i] = n + ETH_HLEN;
   bt.toPod(i, bt.meta[i]);
   c[C.icmp_frag_needed_sent]++;
+}
+
+// The overlay socket, and so the outer UDP source port, of entry i's flow: a
+// hash of its inner addresses, ports and protocol, as the kernel's vxlan
+// device picks a source port, so an underlay's ECMP and a NIC's RSS can tell
+// flows apart.
+function sourceOf(bt: Batch, i: number, n: number): number {
+  let h = Math.imul(bt.src[i] ^ Math.imul(bt.dst[i], 0x9e3779b1) ^ ((bt.sport[i] << 16) | bt.dport[i]) ^ bt.proto[i], 0x85ebca6b);
+  h ^= h >>> 15;
+  return (h >>> 0) % n;
 }

@@ -89,7 +89,7 @@ export function segment(ctx: StageContext, bt: Batch, i: number, lead: number, o
     const h = bt.top++, e = bt.top++;
     bt.offs[h] = w; bt.lens[h] = lead + hdr;
     bt.offs[e] = p0; bt.lens[e] = plen;
-    if (out === OUT_UDP) { bt.toUdp(h, dst, port, 1); bt.toUdp(e, dst, port); }
+    if (out === OUT_UDP) { bt.outSock[h] = bt.outSock[e] = bt.outSock[i]; bt.toUdp(h, dst, port, 1); bt.toUdp(e, dst, port); }
     else if (out === OUT_POD) { bt.toPod(h, dst, 1); bt.toPod(e, dst); }
     else { bt.toTun(h, 1); bt.toTun(e); }
     w = (w + lead + hdr + 3) & ~3;

@@ -3,7 +3,10 @@
 // anti-spoofing, a packet count proving one underlay crossing per packet and
 // no kernel forwarding, an agent kill -9 and restart, and a clean teardown.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
 import { labUp, labDown, startAgent } from '../../lab/lab.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
@@ -49,6 +52,48 @@ describe('forwarding paths', () => {
   test('TTL is decremented once per engine hop', () => {
     const r = sh(pod('node1-p1').netns, ['ping', '-c', '1', '-W', '1', pod('node2-p1').ip]);
     expect(r.out).toMatch(/ttl=62/); // two engines routed it, as two kernels would under flannel
+  });
+});
+
+describe('outer UDP source ports', () => {
+  test('each flow keeps one source port, and flows spread over several (as the kernel\'s vxlan hashes them)', async () => {
+    // The kernel then splits UDP GSO sends before the underlay, so the capture sees every datagram.
+    expect(sh(node('node1').netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']).code).toBe(0);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'twt-sport-'));
+    const file = path.join(dir, 'u.pcap');
+    const cap = spawn('ip', ['netns', 'exec', s.underlayNs, 'tcpdump', '-i', 'u-node1', '-w', file, '-c', '64', '-s', '0', '-Q', 'in', 'udp dst port 8472'], { stdio: 'ignore' });
+    const done = new Promise<void>((r) => cap.on('close', () => r()));
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      // 16 flows: UDP from 16 source ports to node2-p1's echo server, two datagrams each.
+      const r = sh(pod('node1-p1').netns, [process.execPath, '-e', `
+        const dgram = require('dgram'); let left = 16;
+        for (let i = 0; i < 16; i++) {
+          const s = dgram.createSocket('udp4');
+          s.bind(40000 + i, () => { s.send('a', 8081, '${pod('node2-p1').ip}'); s.send('b', 8081, '${pod('node2-p1').ip}', () => { s.close(); if (--left === 0) process.exit(0); }); });
+        }`]);
+      expect(r.code, r.out).toBe(0);
+      const t = setTimeout(() => cap.kill('SIGINT'), 1500);
+      await done;
+      clearTimeout(t);
+      const f = spawnSync('tshark', ['-r', file, '-d', 'udp.port==8472,vxlan', '-T', 'fields', '-E', 'aggregator=;', '-e', 'udp.srcport', '-e', 'udp.dstport'], { encoding: 'utf8' });
+      expect(f.status, f.stderr).toBe(0);
+      const outerOf = new Map<string, Set<string>>();
+      for (const line of f.stdout.trim().split('\n')) {
+        const [src, dst] = line.split('\t').map((x) => x.split(';')); // [outer, inner]
+        if (dst?.[1] !== '8081') continue;
+        outerOf.set(src[1], (outerOf.get(src[1]) ?? new Set()).add(src[0]));
+      }
+      expect(outerOf.size).toBe(16);
+      for (const [inner, outers] of outerOf) expect([...outers], `flow from ${inner}`).toHaveLength(1);
+      const used = new Set([...outerOf.values()].map((o) => [...o][0]));
+      expect(used.size).toBeGreaterThan(1);
+      expect(used.has('8472')).toBe(false);
+    } finally {
+      if (cap.exitCode === null) cap.kill('SIGKILL');
+      sh(node('node1').netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'on']);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

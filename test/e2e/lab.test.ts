@@ -3,15 +3,13 @@
 // anti-spoofing, a packet count proving one underlay crossing per packet and
 // no kernel forwarding, an agent kill -9 and restart, and a clean teardown.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { spawn, spawnSync } from 'node:child_process';
-import os from 'node:os';
-import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { labUp, labDown, startAgent } from '../../lab/lab.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { netnsList, alive } from '../../lab/sh.js';
-import { counters, sh, kernelForwarded, linkStats, pingOk, testLabName } from '../helpers/lab.js';
+import { counters, sh, kernelForwarded, linkStats, pingOk, testLabName, underlayCapture } from '../helpers/lab.js';
 
 const name = testLabName();
 let s: LabState;
@@ -59,12 +57,9 @@ describe('outer UDP source ports', () => {
   test('each flow keeps one source port, and flows spread over several (as the kernel\'s vxlan hashes them)', async () => {
     // The kernel then splits UDP GSO sends before the underlay, so the capture sees every datagram.
     expect(sh(node('node1').netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']).code).toBe(0);
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'twt-sport-'));
-    const file = path.join(dir, 'u.pcap');
-    const cap = spawn('ip', ['netns', 'exec', s.underlayNs, 'tcpdump', '-i', 'u-node1', '-w', file, '-c', '64', '-s', '0', '-Q', 'in', 'udp dst port 8472'], { stdio: 'ignore' });
-    const done = new Promise<void>((r) => cap.on('close', () => r()));
+    const cap = underlayCapture(s.underlayNs, 'u-node1', 'udp dst port 8472', 64);
     try {
-      await new Promise((r) => setTimeout(r, 500));
+      await cap.started();
       // 16 flows: UDP from 16 source ports to node2-p1's echo server, two datagrams each.
       const r = sh(pod('node1-p1').netns, [process.execPath, '-e', `
         const dgram = require('dgram'); let left = 16;
@@ -73,10 +68,8 @@ describe('outer UDP source ports', () => {
           s.bind(40000 + i, () => { s.send('a', 8081, '${pod('node2-p1').ip}'); s.send('b', 8081, '${pod('node2-p1').ip}', () => { s.close(); if (--left === 0) process.exit(0); }); });
         }`]);
       expect(r.code, r.out).toBe(0);
-      const t = setTimeout(() => cap.kill('SIGINT'), 1500);
-      await done;
-      clearTimeout(t);
-      const f = spawnSync('tshark', ['-r', file, '-d', 'udp.port==8472,vxlan', '-T', 'fields', '-E', 'aggregator=;', '-e', 'udp.srcport', '-e', 'udp.dstport'], { encoding: 'utf8' });
+      await cap.stop(1500);
+      const f = spawnSync('tshark', ['-r', cap.file, '-d', 'udp.port==8472,vxlan', '-T', 'fields', '-E', 'aggregator=;', '-e', 'udp.srcport', '-e', 'udp.dstport'], { encoding: 'utf8' });
       expect(f.status, f.stderr).toBe(0);
       const outerOf = new Map<string, Set<string>>();
       for (const line of f.stdout.trim().split('\n')) {
@@ -90,9 +83,8 @@ describe('outer UDP source ports', () => {
       expect(used.size).toBeGreaterThan(1);
       expect(used.has('8472')).toBe(false);
     } finally {
-      if (cap.exitCode === null) cap.kill('SIGKILL');
+      cap.cleanup();
       sh(node('node1').netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'on']);
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

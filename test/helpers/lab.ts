@@ -1,6 +1,9 @@
 // Helpers for tests that run a lab: a unique lab name per file, agent counters,
 // and kernel counters read inside a namespace.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { request } from '../../dataplane/agent/server.js';
 import type { LabNode } from '../../lab/state.js';
@@ -31,4 +34,29 @@ export function linkStats(ns: string, dev: string): { txPackets: number; rxPacke
 
 export function pingOk(ns: string, ip: string, extra: string[] = []): boolean {
   return sh(ns, ['ping', '-c', '1', '-W', '1', ...extra, ip]).code === 0;
+}
+
+/**
+ * tcpdump on `iface` in namespace `ns`, `filter` packets arriving (-Q in), up to
+ * `count`, written to a pcap in a fresh temp dir. stop() waits `graceMs` for the
+ * count, then interrupts it; cleanup() kills it if needed and removes the dir.
+ */
+export function underlayCapture(ns: string, iface: string, filter: string, count: number) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'twt-cap-'));
+  const file = path.join(dir, 'u.pcap');
+  const cap = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-w', file, '-c', String(count), '-s', '0', '-Q', 'in', filter], { stdio: 'ignore' });
+  const done = new Promise<void>((r) => cap.on('close', () => r()));
+  return {
+    file,
+    started: () => new Promise((r) => setTimeout(r, 500)),
+    async stop(graceMs: number): Promise<void> {
+      const t = setTimeout(() => cap.kill('SIGINT'), graceMs);
+      await done;
+      clearTimeout(t);
+    },
+    cleanup(): void {
+      if (cap.exitCode === null) cap.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -15,13 +15,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labUp, labDown } from '../../lab/lab.js';
 import type { LabState } from '../../lab/state.js';
-import { counters, sh } from '../helpers/lab.js';
+import { counters, sh, underlayCapture } from '../helpers/lab.js';
 
 const STREAM = path.join(path.dirname(fileURLToPath(import.meta.url)), 'stream.mjs');
 const NODE = process.execPath;
@@ -139,18 +137,13 @@ describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso', (off) => {
     // receives is what a NIC would put on the wire.
     const n1 = node('node1');
     expect(sh(n1.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']).code).toBe(0);
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'twt-off-'));
-    const file = path.join(dir, 'u.pcap');
-    const cap = spawn('ip', ['netns', 'exec', s.underlayNs, 'tcpdump', '-i', 'u-node1', '-w', file, '-c', '3000', '-s', '0', '-Q', 'in', 'udp port 8472'], { stdio: 'ignore' });
-    const capDone = new Promise<void>((r) => cap.on('close', () => r()));
+    const cap = underlayCapture(s.underlayNs, 'u-node1', 'udp port 8472', 3000);
     try {
-      await new Promise((r) => setTimeout(r, 500));
+      await cap.started();
       const r = await transfer(pod('node1-p1').netns, pod('node2-p1').netns, pod('node2-p1').ip, 30, 7005);
       expect(r.got).toBe(r.sent);
-      const t = setTimeout(() => cap.kill('SIGINT'), 3000);
-      await capDone;
-      clearTimeout(t);
-      const fields = spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-d', 'udp.port==8472,vxlan', '-T', 'fields', '-E', 'separator=|', '-E', 'aggregator=;',
+      await cap.stop(3000);
+      const fields = spawnSync('tshark', ['-r', cap.file, '-o', 'tcp.check_checksum:TRUE', '-d', 'udp.port==8472,vxlan', '-T', 'fields', '-E', 'separator=|', '-E', 'aggregator=;',
         '-e', 'frame.len', '-e', 'ip.len', '-e', 'vxlan.vni', '-e', 'tcp.checksum.status', '-e', '_ws.malformed', '-e', '_ws.expert.severity'], { encoding: 'utf8', maxBuffer: 64 << 20 });
       expect(fields.status, fields.stderr).toBe(0);
       const rows = fields.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('|'));
@@ -166,9 +159,8 @@ describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso', (off) => {
       }
       expect(tcp).toBeGreaterThan(1000);
     } finally {
-      if (cap.exitCode === null) cap.kill('SIGKILL');
+      cap.cleanup();
       sh(n1.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'on']);
-      rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
 });

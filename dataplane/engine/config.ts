@@ -58,8 +58,8 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-export type EngineTuning = Partial<Pick<EngineConfig, 'podTso' | 'podGso' | 'busyPollUs' | 'pinWorkers'>>;
 const TUNING = ['podTso', 'podGso', 'busyPollUs', 'pinWorkers'] as const;
+export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {
   const out: Record<string, unknown> = {};

@@ -4,7 +4,7 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { native } from '../native/index.js';
+import { native, opener } from '../native/index.js';
 import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
 import { NCOUNTERS, sumCounters, type CounterName } from './counters.js';
 import { distFile } from './paths.js';
@@ -74,12 +74,10 @@ export class Engine {
   // Overlay sockets in worker order, so the steering program's index k (or,
   // pinned, SO_INCOMING_CPU k) names worker k's socket.
   private openOverlay(): void {
-    const { cfg } = this;
+    const { cfg } = this, open = opener(cfg.netns);
     try {
-      for (let w = 0; w < cfg.workers; w++) {
-        const o = { reusePort: true, gro: cfg.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) };
-        this.overlay.push(cfg.netns ? native.udpOpenIn(cfg.netns, cfg.underlayIp, cfg.vxlanPort, o) : native.udpOpen(cfg.underlayIp, cfg.vxlanPort, o));
-      }
+      for (let w = 0; w < cfg.workers; w++)
+        this.overlay.push(open.udp(cfg.underlayIp, cfg.vxlanPort, { reusePort: true, gro: cfg.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) }));
       if (!this.cpus.length && cfg.workers > 1) native.udpSteer(this.overlay[0], flowSteering(OVERLAY_IP_AT, cfg.workers));
     } catch (e) {
       for (const fd of this.overlay) native.close(fd);

@@ -6,7 +6,7 @@
 // a removed pod's sockets are closed once every worker has moved past the
 // tables that listed them, so no worker ever reads a reused fd number.
 import type { Logger } from 'pino';
-import { native, type PacketOptions } from '../native/index.js';
+import { native, opener, type PacketOptions } from '../native/index.js';
 import type { EngineConfig } from './config.js';
 import { flowSteering, POD_IP_AT } from './steering.js';
 
@@ -56,9 +56,9 @@ export class PodQueues {
     const { cfg } = this;
     const fanout = cfg.workers > 1;
     const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: fanout ? ifindex & 0xffff : 0, fanoutCpu: fanout && this.fanoutCpu, fanoutCbpf: fanout && !this.fanoutCpu };
-    const fds: number[] = [];
+    const open = opener(cfg.netns), fds: number[] = [];
     try {
-      for (let w = 0; w < cfg.workers; w++) fds.push(cfg.netns ? native.packetOpenIn(cfg.netns, ifname, o) : native.packetOpen(ifname, o));
+      for (let w = 0; w < cfg.workers; w++) fds.push(open.packet(ifname, o));
       if (o.fanoutCbpf) native.packetSteer(fds[0], this.steer);
       this.open.set(ifindex, fds);
     } catch (e) {

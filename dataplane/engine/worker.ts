@@ -5,7 +5,7 @@
 // batches when the generation number moves (the tables arrive on its
 // MessagePort; receiveMessageOnPort takes them without yielding).
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { native, type PacketOptions } from '../native/index.js';
+import { native, opener } from '../native/index.js';
 import { ETH_HLEN } from '../packet/ethernet.js';
 import { Batch, GEN_ENTRIES, GRO_SLOT, splitGro } from '../stages/batch.js';
 import { VNET_HLEN } from '../packet/virtio.js';
@@ -51,23 +51,22 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const offload = cfg.podTso || cfg.podGso;
   const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64) + (offload ? GEN_ENTRIES : 0),
     offload ? { bigSlots: cfg.podTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
-  const ns = cfg.netns;
   // Pinned, worker k runs on CPU k and gets what arrives on that CPU (pod
   // frames by PACKET_FANOUT_CPU, see pod-queues.ts; datagrams by
   // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
-  const openPacket = (ifname: string, o: PacketOptions) => (ns ? native.packetOpenIn(ns, ifname, o) : native.packetOpen(ifname, o));
+  const open = opener(cfg.netns);
   // Send-only overlay sockets on ephemeral ports (config.ts vxlanSourcePorts);
   // nothing is ever sent to them, so they are never read.
   const sources = cfg.vxlanSourcePorts > 1
-    ? Array.from({ length: cfg.vxlanSourcePorts }, () => (ns ? native.udpOpenIn(ns, cfg.underlayIp, 0, {}) : native.udpOpen(cfg.underlayIp, 0, {})))
+    ? Array.from({ length: cfg.vxlanSourcePorts }, () => open.udp(cfg.underlayIp, 0, {}))
     : [task.udpFd];
   ctx.udpSources = sources.length;
   const out: Outputs = {
-    tun: ns ? native.tunOpenIn(ns, cfg.tunName, { multiQueue: true }) : native.tunOpen(cfg.tunName, { multiQueue: true }),
+    tun: open.tun(cfg.tunName, { multiQueue: true }),
     udpTx: sources,
-    pod: openPacket('', {}),
+    pod: open.packet('', {}),
     podVnet: -1,
   };
   ctx.udpGso = cfg.udpGso && native.udpOffloads(sources[0]).gso;
@@ -81,7 +80,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   if (offload) {
     // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
     try {
-      out.podVnet = openPacket('', { vnetHdr: true });
+      out.podVnet = open.packet('', { vnetHdr: true });
       ctx.podVnetTx = true;
     } catch (e) {
       ctx.onOffloadRefused('pod-vnet-send', e);

@@ -114,3 +114,12 @@ function load(): Native {
 }
 
 export const native: Native = load();
+
+/** The open calls, made inside the network namespace at nsPath when one is given, else in the caller's. */
+export function opener(nsPath?: string) {
+  return {
+    tun: (name: string, o: TunOptions) => (nsPath ? native.tunOpenIn(nsPath, name, o) : native.tunOpen(name, o)),
+    packet: (ifname: string, o: PacketOptions) => (nsPath ? native.packetOpenIn(nsPath, ifname, o) : native.packetOpen(ifname, o)),
+    udp: (addr: string, port: number, o: UdpOptions) => (nsPath ? native.udpOpenIn(nsPath, addr, port, o) : native.udpOpen(addr, port, o)),
+  };
+}

@@ -199,6 +199,12 @@ int tw_tx_chain(const struct tw_tx *t, int32_t k, struct iovec *iov, int room, s
   return n;
 }
 
+bool tw_send_stops(napi_env env, int32_t sent, const char *call) {
+  if (errno == EAGAIN || errno == ENOBUFS || sent > 0) return true;
+  tw_throw_errno(env, call, errno);
+  return false;
+}
+
 napi_value tw_int(napi_env env, int64_t v) {
   napi_value r;
   return napi_create_int64(env, v, &r) == napi_ok ? r : NULL;

@@ -95,10 +95,8 @@ napi_value tw_tun_write(napi_env env, napi_callback_info info) {
     int n = tw_tx_chain(&t, sent, iov, TW_IOV, NULL);
     if (writev(fd, iov, n) >= 0) { sent += n; continue; }
     if (errno == EINTR) continue;
-    // Stop at backpressure; report other errors only when nothing went out, so
-    // the return value stays exact and the retry of entry `sent` throws.
-    if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
-    return tw_throw_errno(env, "writev", errno);
+    if (tw_send_stops(env, sent, "writev")) break;
+    return NULL;
   }
   return tw_int(env, sent);
 }

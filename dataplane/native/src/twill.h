@@ -54,6 +54,11 @@ bool tw_tx_check(napi_env env, const struct tw_tx *t, size_t nent);
 // The chain that starts at idx[k] as iovecs: returns its entry count, or 0 when
 // it has more than `room`; *bytes (if given) gets its length. After tw_tx_check.
 int tw_tx_chain(const struct tw_tx *t, int32_t k, struct iovec *iov, int room, size_t *bytes);
+// After a send failed with errno (not EINTR), `sent` entries having gone out:
+// true when the caller should stop and return `sent` (backpressure, or an
+// error once something went out: the retry of the next packet reports it);
+// otherwise it throws the error as `call` and returns false.
+bool tw_send_stops(napi_env env, int32_t sent, const char *call);
 static inline size_t tw_min(size_t a, size_t b) { return a < b ? a : b; }
 
 napi_value tw_int(napi_env env, int64_t v);

@@ -157,8 +157,8 @@ napi_value tw_udp_send(napi_env env, napi_callback_info info) {
     int r = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
-      return tw_throw_errno(env, "sendmmsg", errno);
+      if (tw_send_stops(env, sent, "sendmmsg")) break;
+      return NULL;
     }
     for (int i = 0; i < r; i++) sent += (int32_t)S.m[i].msg_hdr.msg_iovlen;
     if (r < msgs) break;
@@ -282,8 +282,8 @@ napi_value tw_udp_send_runs(napi_env env, napi_callback_info info) {
     int got = sendmmsg(fd, S.m, (unsigned)msgs, MSG_DONTWAIT);
     if (got < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == ENOBUFS || sent > 0) break;
-      return tw_throw_errno(env, "sendmmsg", errno);
+      if (tw_send_stops(env, sent, "sendmmsg")) break;
+      return NULL;
     }
     for (int i = 0; i < got; i++) { sent += runs[r]; k += runs[r]; r++; }
     if (got < msgs) break;

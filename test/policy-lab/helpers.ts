@@ -94,13 +94,48 @@ export function capture(cmd: string, args: string[], timeoutMs: number, input?: 
 export type Outcome = 'echo' | 'refused' | 'timeout' | 'error';
 export type Results = Record<string, Record<string, Record<string, Outcome>>>; // "TCP/80" → src pod → dst ip → outcome
 
+/** A child process that answers in lines on stdout: each line goes to the caller waiting for one, else it queues. */
+class LineChild {
+  private buf = '';
+  private readonly lines: string[] = [];
+  private waiting?: (l: string) => void;
+  err = '';
+
+  constructor(readonly c: ChildProcessWithoutNullStreams, private readonly what: string) {
+    c.stdout.on('data', (d) => {
+      this.buf += d;
+      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
+        const l = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        if (this.waiting) {
+          const w = this.waiting;
+          this.waiting = undefined;
+          w(l);
+        } else this.lines.push(l);
+      }
+    });
+    c.stderr.on('data', (d) => (this.err += d));
+    c.on('close', (code) => this.waiting?.(`exit ${code}`));
+  }
+
+  /** The next line, or `exit <code>` once the process has ended. */
+  line(timeoutMs: number): Promise<string> {
+    if (this.lines.length) return Promise.resolve(this.lines.shift()!);
+    if (this.c.exitCode !== null) return Promise.resolve(`exit ${this.c.exitCode}`);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => { this.waiting = undefined; reject(new Error(`${this.what} gave no answer in ${timeoutMs} ms: ${this.err}`)); }, timeoutMs);
+      this.waiting = (l) => { clearTimeout(t); resolve(l); };
+    });
+  }
+}
+
 /**
  * TCP and UDP probes from every pod of a lab: one probe process per pod, started once
  * and fed one request per round, so a round costs no process start-up; each round
  * probes every target on every (port, protocol) at once.
  */
 export class Prober {
-  private readonly procs = new Map<LabPod, { c: ChildProcessWithoutNullStreams; lines: string[]; waiting?: (line: string) => void; err: string }>();
+  private readonly procs = new Map<LabPod, LineChild>();
 
   private constructor(private readonly pods: LabPod[]) {}
 
@@ -117,35 +152,10 @@ export class Prober {
 
   private spawn(pod: LabPod): Promise<void> {
     const c = spawn('ip', ['netns', 'exec', pod.netns, process.execPath, PROBE, '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const st: { c: ChildProcessWithoutNullStreams; lines: string[]; waiting?: (line: string) => void; err: string } = { c, lines: [], err: '' };
+    const st = new LineChild(c, `probe process in ${podKey(pod)}`);
     this.procs.set(pod, st);
-    let buf = '';
-    c.stdout.on('data', (d) => {
-      buf += d;
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (st.waiting) {
-          const w = st.waiting;
-          st.waiting = undefined;
-          w(line);
-        } else st.lines.push(line);
-      }
-    });
-    c.stderr.on('data', (d) => (st.err += d));
-    c.on('close', (code) => st.waiting?.(`exit ${code}`));
-    return this.line(pod, 10_000).then((l) => {
+    return st.line(10_000).then((l) => {
       if (l !== 'ready') throw new Error(`probe process in ${podKey(pod)} did not start: ${l} ${st.err}`);
-    });
-  }
-
-  private line(pod: LabPod, timeoutMs: number): Promise<string> {
-    const st = this.procs.get(pod)!;
-    if (st.lines.length) return Promise.resolve(st.lines.shift()!);
-    if (st.c.exitCode !== null) return Promise.resolve(`exit ${st.c.exitCode}`);
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => { st.waiting = undefined; reject(new Error(`probe process in ${podKey(pod)} gave no answer in ${timeoutMs} ms: ${st.err}`)); }, timeoutMs);
-      st.waiting = (l) => { clearTimeout(t); resolve(l); };
     });
   }
 
@@ -158,7 +168,7 @@ export class Prober {
       const targets = only ? (only.get(podKey(src)) ?? []) : this.pods.filter((p) => p !== src).map((p) => p.ip);
       if (!targets.length) return;
       const st = this.procs.get(src)!;
-      const answer = this.line(src, timeoutMs + 10_000);
+      const answer = st.line(timeoutMs + 10_000);
       st.c.stdin.write(`${JSON.stringify({ targets, specs, timeoutMs, retryMs: 100 })}\n`);
       const l = await answer;
       let j: Record<string, Record<string, Outcome>>;
@@ -364,67 +374,43 @@ export interface FlowMark { mark: string; seq: number; tcpSent: number; t: numbe
 
 /** A steady UDP and/or TCP flow run by flow.mjs inside a pod (see there). */
 export class Flow {
-  private buf = '';
-  private readonly lines: string[] = [];
-  private waiting?: (l: string) => void;
-  private err = '';
+  private readonly p: LineChild;
 
-  private constructor(private readonly c: ChildProcessWithoutNullStreams, readonly from: LabPod) {
-    c.stdout.on('data', (d) => {
-      this.buf += d;
-      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
-        const l = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        if (this.waiting) {
-          const w = this.waiting;
-          this.waiting = undefined;
-          w(l);
-        } else this.lines.push(l);
-      }
-    });
-    c.stderr.on('data', (d) => (this.err += d));
-    c.on('close', (code) => this.waiting?.(`exit ${code}`));
+  private constructor(c: ChildProcessWithoutNullStreams, readonly from: LabPod) {
+    this.p = new LineChild(c, `flow from ${podKey(from)}`);
   }
 
   static async start(from: LabPod, cfg: { udp?: { ip: string; port: number; pps: number }; tcp?: { ip: string; port: number; chunk?: number; everyMs?: number } }): Promise<Flow> {
     const f = new Flow(spawn('ip', ['netns', 'exec', from.netns, process.execPath, FLOW, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] }), from);
-    const l = await f.line(10_000);
+    const l = await f.p.line(10_000);
     if (l !== 'ready') {
       f.kill();
-      throw new Error(`flow from ${podKey(from)} did not start: ${l} ${f.err}`);
+      throw new Error(`flow from ${podKey(from)} did not start: ${l} ${f.p.err}`);
     }
     return f;
   }
 
-  private line(timeoutMs: number): Promise<string> {
-    if (this.lines.length) return Promise.resolve(this.lines.shift()!);
-    if (this.c.exitCode !== null) return Promise.resolve(`exit ${this.c.exitCode}`);
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => { this.waiting = undefined; reject(new Error(`flow from ${podKey(this.from)}: no answer in ${timeoutMs} ms ${this.err}`)); }, timeoutMs);
-      this.waiting = (l) => { clearTimeout(t); resolve(l); };
-    });
-  }
-
   async mark(label: string): Promise<FlowMark> {
-    const p = this.line(5000);
-    this.c.stdin.write(`mark ${label}\n`);
+    const p = this.p.line(5000);
+    this.p.c.stdin.write(`mark ${label}\n`);
     return JSON.parse(await p) as FlowMark;
   }
 
   async stop(): Promise<FlowSummary> {
-    const p = this.line(10_000);
-    this.c.stdin.write('stop\n');
+    const p = this.p.line(10_000);
+    this.p.c.stdin.write('stop\n');
     const l = await p;
     try {
       return JSON.parse(l) as FlowSummary;
     } catch {
-      throw new Error(`flow from ${podKey(this.from)}: ${l} ${this.err}`);
+      throw new Error(`flow from ${podKey(this.from)}: ${l} ${this.p.err}`);
     }
   }
 
   /** Stops the flow process (by its PID) if it is still running. */
   kill(): void {
-    if (this.c.exitCode === null && this.c.signalCode === null) this.c.kill('SIGKILL');
+    const { c } = this.p;
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   }
 }
 

@@ -93,11 +93,14 @@ function sendPods(ctx: StageContext, bt: Batch, out: Outputs): number {
 }
 
 // The UDP list, one send per source socket in use. A flow (and so a chain)
-// stays on one socket, so each socket's share keeps the flow's order.
+// stays on one socket, so each socket's share keeps the flow's order. The
+// usual batch (one flow, or one socket) goes out as it is, without a copy.
 function sendUdp(ctx: StageContext, bt: Batch, out: Outputs): number {
-  const tx = out.udpTx, idx = bt.udpIdx, n = bt.nUdp;
-  if (tx.length === 1) return sendVia(ctx, bt, out, tx[0], idx, n);
-  const sock = bt.outSock, part = bt.scratch;
+  const tx = out.udpTx, idx = bt.udpIdx, n = bt.nUdp, sock = bt.outSock;
+  let q = 1;
+  while (q < n && sock[idx[q]] === sock[idx[0]]) q++;
+  if (q === n) return sendVia(ctx, bt, out, tx[sock[idx[0]]], idx, n);
+  const part = bt.scratch;
   let sent = 0;
   for (let s = 0; s < tx.length; s++) {
     let m = 0;

@@ -1,7 +1,7 @@
 // The lab: nodes and pods as network namespaces on one machine, with a real
 // agent and engine per node. Nodes hang off a bridge in an underlay namespace
 // of their own; nothing is added to the root namespace.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,7 +17,7 @@ import type { Change, NodeRecord, PolicyView } from '../dataplane/agent/datastor
 import { commitChanges, createDatastore, latestRev, readDatastore } from './datastore.js';
 import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
-import { workloadArgs, READY_LINE } from './workload.js';
+import { launchWorkload } from './workload-process.js';
 
 export interface UpOptions {
   name?: string;
@@ -174,34 +174,12 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   const r = cniAdd(n.netns, nodeCni(n), { containerId, netns, podName: name, podNamespace: namespace });
   Object.assign(pod, { ip: r.ip, mac: r.podMac, hostIf: r.hostIf });
   const ports = spec.containerPorts ?? [];
-  const args = ports.length ? workloadArgs({ tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) }) : [];
-  const child = spawn('ip', ['netns', 'exec', netns, NODE, distFile('cli/twill.js'), '_workload', ...args], { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
-  pod.workloadPid = child.pid!;
+  pod.workloadPid = await launchWorkload(netns, ports.length ? { tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) } : undefined);
   s.pids.push(pod.workloadPid);
   saveState(s);
-  await workloadReady(child, `${namespace}/${name}`);
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
   commitChanges(datastoreDir(s), [{ put: 'pod', object: { namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports } }]);
   return pod;
-}
-
-/** Waits for a pod's workload to say every port listens, then lets it run on its own. */
-function workloadReady(child: ChildProcess, pod: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => done(new Error(`workload of ${pod} did not start within 10 s`)), 10_000);
-    const done = (err?: Error) => {
-      clearTimeout(t);
-      child.stdout?.removeAllListeners('data');
-      child.stdout?.destroy();
-      child.removeAllListeners('exit');
-      child.unref();
-      if (err) reject(err);
-      else resolve();
-    };
-    child.stdout?.on('data', (d) => { out += d; if (out.includes(READY_LINE)) done(); });
-    child.once('exit', (code) => done(new Error(`workload of ${pod} exited with code ${code}`)));
-  });
 }
 
 /** Applies (or, with remove, deletes) the NetworkPolicies in manifests; resolves once every agent enforces them. */

@@ -1,7 +1,7 @@
 // Measurements over a running lab: the reachability matrix (ICMP, TCP and UDP
 // between every pair of pods), iperf3 throughput and ping RTTs between two pods.
 import { spawn } from 'node:child_process';
-import { capture } from './sh.js';
+import { capture, untilOutput } from './sh.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import type { LabPod } from './state.js';
 
@@ -56,9 +56,9 @@ export function percentile(sorted: number[], p: number): number {
 
 /** iperf3 TCP from clientNs to a server started in server.netns: Gbps received and bytes moved. */
 export async function tcpThroughput(server: { netns: string; ip: string }, clientNs: string, seconds: number, streams = 1, port = 5399): Promise<{ gbps: number; bytes: number }> {
-  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-p', String(port)], { stdio: 'ignore' });
+  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-p', String(port), '--forceflush'], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
-    await new Promise((r) => setTimeout(r, 300));
+    await untilOutput(srv.stdout, 'Server listening', 'iperf3 server');
     const r = await capture('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server.ip, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000);
     const j = JSON.parse(r.out.slice(r.out.indexOf('{'))) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
     if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? 'no result'}`);

@@ -76,3 +76,23 @@ export function capture(cmd: string, args: string[], timeoutMs: number): Promise
     c.on('close', (code) => { clearTimeout(t); resolve({ code, out, err }); });
   });
 }
+
+/** Resolves once `stream` has carried `text` (a server saying it listens); rejects after timeoutMs or when it ends first. */
+export function untilOutput(stream: NodeJS.ReadableStream, text: string, what: string, timeoutMs = 5000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const finish = (err?: Error) => {
+      clearTimeout(t);
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      stream.resume(); // keep draining whatever follows
+      if (err) reject(err);
+      else resolve();
+    };
+    const onData = (d: Buffer | string) => { seen = (seen + d).slice(-4096); if (seen.includes(text)) finish(); };
+    const onEnd = () => finish(new Error(`${what} ended before it said "${text}"`));
+    const t = setTimeout(() => finish(new Error(`${what} did not say "${text}" within ${timeoutMs} ms`)), timeoutMs);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+  });
+}

@@ -1,12 +1,12 @@
 // The bench's own measurements (TCP throughput and ping RTTs are lab/measure.ts's): TCP
 // request/response latency, 64-byte UDP delivery (trafgen), and the CPU and
 // memory the dataplane used. All traffic runs between pods in namespaces.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { distFile } from '../../dataplane/engine/paths.js';
 import { capture } from '../../lab/sh.js';
+import { launchWorkload } from '../../lab/workload-process.js';
 
 /** TCP request/response: one byte each way, `count` times in sequence; RTTs in microseconds, sorted. */
 export async function tcpRrRtts(fromNs: string, ip: string, count: number, port = 8080): Promise<number[]> {
@@ -27,10 +27,7 @@ export async function tcpRrRtts(fromNs: string, ip: string, count: number, port 
 export async function ensureEchoServer(netns: string, ip: string): Promise<number> {
   const probe = spawnSync('ip', ['netns', 'exec', netns, process.execPath, '-e', `require('net').connect(8080,'${ip}').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))`]);
   if (probe.status === 0) return 0;
-  const c = spawn('ip', ['netns', 'exec', netns, process.execPath, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
-  c.unref();
-  await new Promise((r) => setTimeout(r, 400));
-  return c.pid!;
+  return launchWorkload(netns);
 }
 
 function ifStats(netns: string, dev: string): { rx: number; tx: number } {

@@ -144,7 +144,7 @@ describe('ADD through twill-cni → portmap → bandwidth', () => {
     expect((res.ips as { interface: number }[])[0].interface).toBe(1);
     expect(ipamHeld(ipamDir, network)).toContainEqual({ ip, owner: `${containerId}:eth0` });
     expect((await agentPods(n1.socket)).find((p) => p.containerId === containerId)?.ip).toBe(ip);
-    await startWorkload(pod.name, ip, pids);
+    await startWorkload(pod.name, pids);
     expect(ping(pod.name, peer.ip)).toBe(true);
     expect(tcpEcho(pod.name, peer.ip, 8080, 'chained pod to node2')).toBe('chained pod to node2');
   });

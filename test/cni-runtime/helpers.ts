@@ -1,13 +1,13 @@
 // Helpers for the real-runtime tests of twill-cni (containerd, libcni, a chain
 // with the reference plugins). Every namespace made here is named twt-rt-<random>
 // (the labs' own are tw<lab>-*); every process started here is stopped by PID.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { request } from '../../dataplane/agent/server.js';
-import { distFile } from '../../dataplane/engine/paths.js';
 import { stopPid } from '../../lab/sh.js';
+import { launchWorkload } from '../../lab/workload-process.js';
 import { ROOT, PATH_ENV } from '../cni/helpers.js';
 
 export { ROOT, PATH_ENV };
@@ -84,13 +84,9 @@ export async function waitForEcho(ns: string, ip: string, timeoutMs = 10_000): P
   throw new Error(`nothing answers on ${ip}:8080 from ${ns}`);
 }
 
-/** Starts the lab's pod workload (TCP echo on 8080, UDP echo on 8081) inside `ns` and waits until it answers. */
-export async function startWorkload(ns: string, ip: string, pids: Pids): Promise<number> {
-  const child = spawn('nsenter', [`--net=/var/run/netns/${ns}`, process.execPath, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
-  child.unref();
-  const pid = pids.add(child.pid);
-  await waitForEcho(ns, ip);
-  return pid;
+/** Starts the lab's pod workload (TCP echo on 8080, UDP echo on 8081) inside `ns` and waits until it listens. */
+export async function startWorkload(ns: string, pids: Pids): Promise<number> {
+  return pids.add(await launchWorkload(ns));
 }
 
 // ---------------------------------------------------------------- IPAM and agent

@@ -3,12 +3,11 @@
 // lab of twill nodes through the datastore; pods on both kinds of node talk
 // both ways over ICMP, TCP and UDP.
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { spawn } from 'node:child_process';
 import { labUp, labDown, datastoreDir } from '../../lab/lab.js';
 import { commitChanges } from '../../lab/datastore.js';
 import { type LabState, type LabPod } from '../../lab/state.js';
 import { ipn, sysctl, stopPid, nsExec as nsRun } from '../../lab/sh.js';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { launchWorkload } from '../../lab/workload-process.js';
 import { addFlannelVxlan, addKernelPod } from '../../bench/peers/kernel-vxlan.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { counters, pingOk, testLabName } from '../helpers/lab.js';
@@ -35,9 +34,7 @@ beforeAll(async () => {
   nsRun(ns, 'ethtool', '-K', 'eth0', 'tx-udp_tnl-segmentation', 'off', 'tx-udp_tnl-csum-segmentation', 'off');
   addFlannelVxlan({ netns: ns, underlayDev: 'eth0', ...flannelNode }, s.nodes.map((n) => ({ podCIDR: n.podCIDR, underlayIP: n.underlayIP, vtepMAC: n.vtepMAC })));
   const ip = addKernelPod(ns, podNs, 'vethk1', flannelNode.podCIDR);
-  const child = spawn('ip', ['netns', 'exec', podNs, process.execPath, distFile('cli/twill.js'), '_workload'], { detached: true, stdio: 'ignore' });
-  child.unref();
-  workloadPid = child.pid!;
+  workloadPid = await launchWorkload(podNs); // listening before anything probes it
   kernelPod = { name: 'node3-k1', namespace: 'default', node: 'node3', netns: podNs, ip, mac: '', hostIf: 'vethk1', containerId: '', workloadPid };
   // The twill nodes learn the flannel node from the datastore, as they would from its Node object.
   commitChanges(datastoreDir(s), [{ put: 'node', object: { ...flannelNode, backend: 'flannel-vxlan' } }]);

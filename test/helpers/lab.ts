@@ -7,6 +7,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { request } from '../../dataplane/agent/server.js';
 import type { LabNode } from '../../lab/state.js';
+import { untilOutput } from '../../lab/sh.js';
 
 export const testLabName = () => `e${randomBytes(2).toString('hex')}`;
 
@@ -44,11 +45,13 @@ export function pingOk(ns: string, ip: string, extra: string[] = []): boolean {
 export function underlayCapture(ns: string, iface: string, filter: string, count: number) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'twt-cap-'));
   const file = path.join(dir, 'u.pcap');
-  const cap = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-w', file, '-c', String(count), '-s', '0', '-Q', 'in', filter], { stdio: 'ignore' });
+  const cap = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-w', file, '-c', String(count), '-s', '0', '-Q', 'in', filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const listening = untilOutput(cap.stderr, 'listening on', 'tcpdump');
+  listening.catch(() => {}); // awaited through started()
   const done = new Promise<void>((r) => cap.on('close', () => r()));
   return {
     file,
-    started: () => new Promise((r) => setTimeout(r, 500)),
+    started: () => listening,
     async stop(graceMs: number): Promise<void> {
       const t = setTimeout(() => cap.kill('SIGINT'), graceMs);
       await done;

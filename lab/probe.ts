@@ -4,7 +4,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import { TCP_ECHO_PORT, UDP_ECHO_PORT } from './workload.js';
 
-export function probeTcp(ip: string, port = TCP_ECHO_PORT, timeoutMs = 1500): Promise<boolean> {
+export function probeTcp(ip: string, port = TCP_ECHO_PORT, timeoutMs = 3000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: ip, port });
     const done = (ok: boolean) => { clearTimeout(t); s.destroy(); resolve(ok); };
@@ -15,7 +15,7 @@ export function probeTcp(ip: string, port = TCP_ECHO_PORT, timeoutMs = 1500): Pr
   });
 }
 
-export function probeUdp(ip: string, port = UDP_ECHO_PORT, timeoutMs = 1500): Promise<boolean> {
+export function probeUdp(ip: string, port = UDP_ECHO_PORT, timeoutMs = 3000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     const done = (ok: boolean) => { clearTimeout(t); clearInterval(again); s.close(); resolve(ok); };

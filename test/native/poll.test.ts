@@ -18,7 +18,7 @@ describe('native poll + eventfd', () => {
       native.eventfdSignal(efd);
       t = performance.now();
       expect(native.poll(fds, 2, ready, 1000)).toBe(1);
-      expect(performance.now() - t).toBeLessThan(20);
+      expect(performance.now() - t).toBeLessThan(500); // at once, not after the 1000 ms timeout (loose: CI machines stall)
       expect([...ready]).toEqual([0, 1]);
 
       native.eventfdDrain(efd);

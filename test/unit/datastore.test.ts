@@ -4,6 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { distFile } from '../../dataplane/engine/paths.js';
+import { capture } from '../../lab/sh.js';
 import { FileSource, changesDir, readSnapshot, type ClusterView } from '../../dataplane/agent/datastore.js';
 import { commitChanges, createDatastore, latestRev, readDatastore } from '../../lab/datastore.js';
 import type { NetworkPolicy, Pod } from '../../policy/model.js';
@@ -67,4 +70,23 @@ describe('lab datastore', () => {
       stop();
     }
   });
+
+  it('writers at once: every change set gets its own revision, none is lost, folds included', async () => {
+    const dir = fresh();
+    const WRITERS = 6, EACH = 30; // 180 sets: several folds while the others write
+    const mod = pathToFileURL(distFile('lab/datastore.js')).href;
+    const script = (w: number) => `import('${mod}').then(({ commitChanges }) => {
+      const revs = [];
+      for (let i = 0; i < ${EACH}; i++) revs.push(commitChanges(${JSON.stringify(dir)}, [{ put: 'policy', object: { namespace: 'x', name: 'w${w}-' + i, spec: { podSelector: {} } } }]));
+      console.log(JSON.stringify(revs));
+    })`;
+    const outs = await Promise.all(Array.from({ length: WRITERS }, (_, w) => capture(process.execPath, ['-e', script(w)], 60_000)));
+    const revs = outs.flatMap((o) => { expect(o.code, o.err).toBe(0); return JSON.parse(o.out) as number[]; }).sort((a, b) => a - b);
+    expect(revs).toEqual(Array.from({ length: WRITERS * EACH }, (_, i) => i + 1));
+    expect(latestRev(dir)).toBe(WRITERS * EACH);
+    const names = readDatastore(dir).model!.policies.map((p) => p.name).sort();
+    expect(names).toEqual(Array.from({ length: WRITERS }, (_, w) => Array.from({ length: EACH }, (_, i) => `w${w}-${i}`)).flat().sort());
+    expect(readdirSync(path.dirname(changesDir(dir))).filter((f) => f.startsWith('.'))).toEqual([]); // no temporary file or fold lock left
+  });
 });
+

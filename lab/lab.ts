@@ -18,6 +18,9 @@ import { commitChanges, createDatastore, latestRev, readDatastore } from './data
 import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
 import { launchWorkload } from './workload-process.js';
+import { LabKube } from './kube-role.js';
+import { vtepMacFor } from '../dataplane/agent/kube-source.js';
+import type { KubeConfig } from '../dataplane/agent/kube-client.js';
 
 export interface UpOptions {
   name?: string;
@@ -28,6 +31,7 @@ export interface UpOptions {
   underlayMTU?: number;
   engine?: EngineTuning; // engine settings (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
+  kubernetes?: KubeConfig; // agents learn the cluster from this API server; the lab writes Nodes, Namespaces and Pods there (lab/kube-role.ts)
   progress?: (msg: string) => void;
 }
 
@@ -38,7 +42,8 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine };
+  if (o.kubernetes && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API, create the objects there');
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
@@ -56,7 +61,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       const node = `node${i}`;
       const n: LabNode = {
         name: node, netns: `${prefix}${node}`, underlayIP: `${UNDERLAY_NET}.${10 + i}`,
-        podCIDR: `${formatIPv4((cluster.prefix + (i << 8)) >>> 0)}/24`, vtepMAC: vtepMac(name, node),
+        podCIDR: `${formatIPv4((cluster.prefix + (i << 8)) >>> 0)}/24`, vtepMAC: vtepMacFor(o.kubernetes ? node : `${name}/${node}`), // with an API, the agent's own choice
         pid: 0, stateDir: path.join(s.dir, node), socket: path.join(s.dir, node, 'agent.sock'), log: path.join(s.dir, node, 'agent.log'),
       };
       say(`${node}: namespace ${n.netns}, underlay ${n.underlayIP}, pods ${n.podCIDR}`);
@@ -70,6 +75,10 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       if (!namespaces.some((x) => x.name === ns)) namespaces.push({ name: ns, labels: { [NS_NAME_LABEL]: ns } });
     }
     createDatastore(datastoreDir(s), { clusterCIDR: s.clusterCIDR, nodes: s.nodes.map(nodeRecord), model: { namespaces, pods: [], policies: wanted?.policies ?? [] } });
+    if (s.kubernetes) await withKube(s, async (k) => {
+      for (const n of s.nodes) await k.node(n);
+      for (const ns of namespaces) await k.namespace(ns.name, ns.labels);
+    });
     for (const n of s.nodes) {
       await startAgent(s, n, { workers: o.workers });
       installNodeCni(n.stateDir, n.socket);
@@ -96,11 +105,6 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     await labDown(name);
     throw e;
   }
-}
-
-function vtepMac(lab: string, node: string): string {
-  const h = createHash('sha256').update(`${lab}/${node}`).digest();
-  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
 function addNodeNs(s: LabState, n: LabNode, mtu: number): void {
@@ -135,7 +139,8 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
-  const cfg: AgentConfig = { node: n.name, datastore: datastoreDir(s), stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
+  const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR } : { datastore: datastoreDir(s) };
+  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');
@@ -179,7 +184,13 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   saveState(s);
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
   commitChanges(datastoreDir(s), [{ put: 'pod', object: { namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports } }]);
+  if (s.kubernetes) await withKube(s, (k) => k.pod(namespace, name, n.name, r.ip, spec.labels ?? {}, ports));
   return pod;
+}
+
+async function withKube(s: LabState, fn: (k: LabKube) => Promise<void>): Promise<void> {
+  const k = new LabKube(s.kubernetes!);
+  try { await fn(k); } finally { k.close(); }
 }
 
 /** Applies (or, with remove, deletes) the NetworkPolicies in manifests; resolves once every agent enforces them. */

@@ -1,6 +1,7 @@
 // What a running lab is made of, kept on disk so `twill lab down` (or a later
 // command) can find every namespace and process it created. The cluster's objects
 // (namespaces, pods' labels, NetworkPolicies) live in its datastore (lab/datastore.ts).
+import type { KubeConfig } from '../dataplane/agent/kube-client.js';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { EngineTuning } from '../dataplane/engine/config.js';
@@ -18,6 +19,7 @@ export interface LabState {
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
   engine?: EngineTuning; // engine settings the agents start with (absent: the engine's defaults)
+  kubernetes?: KubeConfig; // the agents learn the cluster from this API server instead of the datastore directory
 }
 
 export const LAB_ROOT = '/run/twill/labs';

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { parseAllDocuments } from 'yaml';
-import { NS_NAME_LABEL, type ClusterModel, type ContainerPort, type NetworkPolicy, type Pod, type Protocol } from './model.js';
+import { NS_NAME_LABEL, type ClusterModel, type ContainerPort, type Namespace, type NetworkPolicy, type Pod, type Protocol } from './model.js';
 import { Problems, labelKeyProblem, labelValueProblem, validateNetworkPolicy } from './validate.js';
 
 type Obj = Record<string, unknown>;
@@ -31,7 +31,8 @@ function labelsOf(meta: Obj, what: string, problems: string[]): Record<string, s
   return out;
 }
 
-function readPod(obj: Obj, problems: string[]): Pod {
+/** A Pod object as the policy model holds it; what is wrong goes to `problems`. */
+export function readPod(obj: Obj, problems: string[]): Pod {
   const meta = isObj(obj.metadata) ? obj.metadata : {};
   const namespace = typeof meta.namespace === 'string' ? meta.namespace : 'default';
   const name = typeof meta.name === 'string' ? meta.name : '';
@@ -65,6 +66,14 @@ function readPod(obj: Obj, problems: string[]): Pod {
   return pod;
 }
 
+/** A Namespace object as the policy model holds it (with the name label the API server adds). */
+export function readNamespace(obj: Obj, problems: string[]): Namespace {
+  const meta = isObj(obj.metadata) ? obj.metadata : {};
+  const name = typeof meta.name === 'string' ? meta.name : '';
+  if (!name) problems.push('Namespace: metadata.name: Required value');
+  return { name, labels: { ...labelsOf(meta, `Namespace ${name}`, problems), [NS_NAME_LABEL]: name } };
+}
+
 /** Adds the objects in one YAML text to `model` (later objects with the same ns/name replace earlier ones). */
 export function addManifests(model: ClusterModel, text: string, source?: string): void {
   const pre = source ? `${source}: ` : '';
@@ -86,9 +95,8 @@ export function addManifests(model: ClusterModel, text: string, source?: string)
     const meta = isObj(obj.metadata) ? obj.metadata : {};
     switch (kind) {
       case 'Namespace': {
-        const name = typeof meta.name === 'string' ? meta.name : '';
-        if (!name) problems.push('Namespace: metadata.name: Required value');
-        nsLabels.set(name, { ...labelsOf(meta, `Namespace ${name}`, problems), [NS_NAME_LABEL]: name });
+        const ns = readNamespace(obj, problems);
+        nsLabels.set(ns.name, ns.labels);
         return;
       }
       case 'Pod': {

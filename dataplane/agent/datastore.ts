@@ -110,7 +110,7 @@ export class ClusterState {
 }
 
 export interface ClusterSource {
-  read(): ClusterView;
+  read(): ClusterView | Promise<ClusterView>;
   /** Calls back on every change; returns a function that stops watching. */
   watch(onChange: (v: ClusterView) => void): () => void;
 }

@@ -3,12 +3,14 @@
 // serves the CNI plugin on a unix socket.
 import { readFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
 import { compileFib, type FibInput } from '../engine/fib.js';
 import { defaultEngineConfig, tuning, VXLAN_OVERHEAD, type EngineConfig, type EngineTuning } from '../engine/config.js';
-import { FileSource, type ClusterView } from './datastore.js';
+import { FileSource, type ClusterSource, type ClusterView } from './datastore.js';
+import { KubeClient, inClusterConfig, type KubeConfig } from './kube-client.js';
+import { KubeSource, announceNode } from './kube-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade } from './host.js';
 import { serve } from './server.js';
@@ -18,7 +20,11 @@ import type { PolicyTables } from '../../policy/tables.js';
 
 export interface AgentConfig extends EngineTuning {
   node: string;
-  datastore: string; // directory of the cluster view (dataplane/agent/datastore.ts)
+  // Where the cluster is learned: a datastore directory (the lab's, dataplane/agent/datastore.ts),
+  // or the Kubernetes API ({} inside a cluster: the pod's service account).
+  datastore?: string;
+  kubernetes?: Partial<KubeConfig>;
+  clusterCIDR?: string; // with kubernetes: the pod network (flannel's net-conf.json "Network"); default 10.244.0.0/16
   stateDir: string;
   socket: string;
   underlayMTU?: number;
@@ -36,10 +42,10 @@ function vnetHdrWorks(): boolean {
 export async function runAgent(cfg: AgentConfig): Promise<void> {
   const log = pino({ base: { node: cfg.node } });
   mkdirSync(cfg.stateDir, { recursive: true });
-  const source = new FileSource(cfg.datastore);
-  let view: ClusterView = source.read();
+  const source = await clusterSource(cfg, log);
+  let view: ClusterView = await source.read();
   const me = view.nodes.find((n) => n.name === cfg.node);
-  if (!me) throw new Error(`node ${cfg.node} is not in ${cfg.datastore}`);
+  if (!me) throw new Error(`node ${cfg.node} is not in the cluster view (${cfg.datastore ?? cfg.kubernetes?.server ?? 'kubernetes'})`);
   const gatewayIP = gatewayOf(me.podCIDR);
   const ecfg: EngineConfig = defaultEngineConfig({
     node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
@@ -151,6 +157,21 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   process.once('SIGINT', () => void shutdown('SIGINT'));
 }
 
+/** The configured cluster source; with Kubernetes, the node's VTEP is announced on its Node first. */
+async function clusterSource(cfg: AgentConfig, log: Logger): Promise<ClusterSource> {
+  if (cfg.datastore !== undefined) return new FileSource(cfg.datastore);
+  const kc = cfg.kubernetes?.server ? cfg.kubernetes as KubeConfig : { ...inClusterConfig(), ...cfg.kubernetes };
+  if (!kc.server) throw new Error('no cluster source: set datastore, or kubernetes.server, or run in a pod with a service account');
+  const client = new KubeClient(kc as KubeConfig);
+  const rec = await announceNode(client, cfg.node, cfg.vni ?? 1);
+  log.info({ server: kc.server, vtepMAC: rec.vtepMAC, underlayIP: rec.underlayIP, podCIDR: rec.podCIDR }, 'announced this node on its Node object');
+  return new KubeSource(client, cfg.clusterCIDR ?? '10.244.0.0/16', log);
+}
+
+/** The agent's JSON config; a missing `node` is taken from NODE_NAME (a DaemonSet sets it from spec.nodeName). */
 export function loadAgentConfig(file: string): AgentConfig {
-  return JSON.parse(readFileSync(file, 'utf8')) as AgentConfig;
+  const cfg = JSON.parse(readFileSync(file, 'utf8')) as AgentConfig;
+  cfg.node ??= process.env.NODE_NAME ?? '';
+  if (!cfg.node) throw new Error(`${file}: no "node", and NODE_NAME is not set`);
+  return cfg;
 }

@@ -6,9 +6,8 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { labUp, labDown, datastoreDir } from '../../lab/lab.js';
 import { commitChanges } from '../../lab/datastore.js';
 import { type LabState, type LabPod } from '../../lab/state.js';
-import { ipn, sysctl, stopPid, nsExec as nsRun } from '../../lab/sh.js';
-import { launchWorkload } from '../../lab/workload-process.js';
-import { addFlannelVxlan, addKernelPod } from '../../bench/peers/kernel-vxlan.js';
+import { stopPid } from '../../lab/sh.js';
+import { addFlannelNode } from '../helpers/flannel-node.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { counters, pingOk, testLabName } from '../helpers/lab.js';
 
@@ -20,26 +19,12 @@ let kernelPod: LabPod;
 
 beforeAll(async () => {
   s = await labUp({ name, nodes: 2, podsPerNode: 1 });
-  const ns = `${s.prefix}node3`, podNs = `${s.prefix}pod-node3-k1`;
-  ipn('', 'netns', 'add', ns);
-  ipn(ns, 'link', 'set', 'lo', 'up');
-  ipn(s.underlayNs, 'link', 'add', 'u-node3', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-  ipn(s.underlayNs, 'link', 'set', 'u-node3', 'master', 'br0', 'up');
-  ipn(ns, 'addr', 'add', `${flannelNode.underlayIP}/24`, 'dev', 'eth0');
-  ipn(ns, 'link', 'set', 'eth0', 'up');
-  sysctl(ns, 'net.ipv4.ip_forward', '1');
-  sysctl(ns, 'net.ipv4.conf.all.rp_filter', '1');
-  // A veth would carry the kernel's 64 KB VXLAN super-packets unsplit; a real NIC
-  // puts MTU-sized frames on the wire. Make this underlay behave like the wire.
-  nsRun(ns, 'ethtool', '-K', 'eth0', 'tx-udp_tnl-segmentation', 'off', 'tx-udp_tnl-csum-segmentation', 'off');
-  addFlannelVxlan({ netns: ns, underlayDev: 'eth0', ...flannelNode }, s.nodes.map((n) => ({ podCIDR: n.podCIDR, underlayIP: n.underlayIP, vtepMAC: n.vtepMAC })));
-  const ip = addKernelPod(ns, podNs, 'vethk1', flannelNode.podCIDR);
-  workloadPid = await launchWorkload(podNs); // listening before anything probes it
-  kernelPod = { name: 'node3-k1', namespace: 'default', node: 'node3', netns: podNs, ip, mac: '', hostIf: 'vethk1', containerId: '', workloadPid };
+  kernelPod = await addFlannelNode(s, flannelNode);
+  workloadPid = kernelPod.workloadPid;
   // The twill nodes learn the flannel node from the datastore, as they would from its Node object.
   commitChanges(datastoreDir(s), [{ put: 'node', object: { ...flannelNode, backend: 'flannel-vxlan' } }]);
   const deadline = Date.now() + 5000;
-  while (!pingOk(s.pods[0].netns, ip) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  while (!pingOk(s.pods[0].netns, kernelPod.ip) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
 });
 
 afterAll(async () => {

@@ -9,7 +9,7 @@ import { labUp, labDown, startAgent } from '../../lab/lab.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { netnsList, alive } from '../../lab/sh.js';
-import { counters, sh, kernelForwarded, linkStats, pingOk, testLabName, underlayCapture } from '../helpers/lab.js';
+import { counters, sh, kernelForwarded, linkStats, pingOk, probeTcpFrom, testLabName, underlayCapture } from '../helpers/lab.js';
 
 const name = testLabName();
 let s: LabState;
@@ -183,14 +183,6 @@ describe('agent restart', () => {
     expect(await probeTcpFrom(a.netns, b.ip)).toBe(true);
   });
 });
-
-async function probeTcpFrom(ns: string, ip: string): Promise<boolean> {
-  const r = sh(ns, [process.execPath, '-e', `
-    const net = require('net'); const s = net.connect(8080, '${ip}');
-    s.on('connect', () => s.write('x')); s.on('data', () => process.exit(0));
-    s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 2000);`]);
-  return r.code === 0;
-}
 
 describe('teardown', () => {
   test('lab down leaves no namespace, process or file behind; so does a failed up', async () => {

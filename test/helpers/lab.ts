@@ -33,6 +33,15 @@ export function linkStats(ns: string, dev: string): { txPackets: number; rxPacke
   return { txPackets: j[0].stats64.tx.packets, rxPackets: j[0].stats64.rx.packets };
 }
 
+/** One TCP echo round trip from `ns` to ip:8080 (the lab workload), within 2 s. */
+export async function probeTcpFrom(ns: string, ip: string): Promise<boolean> {
+  const r = sh(ns, [process.execPath, '-e', `
+    const net = require('net'); const s = net.connect(8080, '${ip}');
+    s.on('connect', () => s.write('x')); s.on('data', () => process.exit(0));
+    s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 2000);`]);
+  return r.code === 0;
+}
+
 export function pingOk(ns: string, ip: string, extra: string[] = []): boolean {
   return sh(ns, ['ping', '-c', '1', '-W', '1', ...extra, ip]).code === 0;
 }

@@ -1,0 +1,192 @@
+// The cluster as the Kubernetes API tells it (flannel's kube subnet manager, plus
+// what NetworkPolicy needs): Nodes give pod subnets, underlay addresses and VTEP
+// MACs; Namespaces, Pods and NetworkPolicies give the policy model. Each kind is
+// listed once, then watched from the list's resourceVersion; a watch the server
+// ends is resumed where it stopped, and one whose version is too old (410 Gone)
+// lists its kind again. Every event is one change set of the same ClusterState
+// the file source uses, so the agent cannot tell the sources apart.
+//
+// Nodes carry flannel's own annotations, so twill nodes and flannel nodes in one
+// cluster learn each other: a node takes part once it has a pod CIDR and a VTEP
+// MAC (flannel.alpha.coreos.com/backend-data); twill's agent writes them on its
+// own Node as flanneld does (announceNode).
+import { createHash } from 'node:crypto';
+import { isIPv4 } from 'node:net';
+import type { Logger } from 'pino';
+import { ClusterState, keyOf, type Change, type ClusterSource, type ClusterView, type Kind, type NodeRecord } from './datastore.js';
+import { KubeClient, KubeError, type WatchEvent } from './kube-client.js';
+import { readNamespace, readPod } from '../../policy/manifests.js';
+import { Problems, validateNetworkPolicy } from '../../policy/validate.js';
+
+export const FLANNEL = {
+  backendType: 'flannel.alpha.coreos.com/backend-type',
+  backendData: 'flannel.alpha.coreos.com/backend-data',
+  publicIP: 'flannel.alpha.coreos.com/public-ip',
+  subnetManager: 'flannel.alpha.coreos.com/kube-subnet-manager',
+};
+export const TWILL_ENGINE = 'twill.dev/engine'; // on nodes whose agent is twill's (informational)
+
+const PATHS: Record<Kind, string> = {
+  node: '/api/v1/nodes',
+  namespace: '/api/v1/namespaces',
+  pod: '/api/v1/pods',
+  policy: '/apis/networking.k8s.io/v1/networkpolicies',
+};
+const KINDS = Object.keys(PATHS) as Kind[];
+const RETRY_MS = 1000;
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const metaOf = (o: Obj): Obj => (isObj(o.metadata) ? o.metadata : {});
+const annotationsOf = (o: Obj): Record<string, unknown> => { const a = metaOf(o).annotations; return isObj(a) ? a : {}; };
+
+/** A Node as twill's overlay needs it, or undefined while it lacks a pod CIDR, an address or a VTEP MAC. */
+export function nodeRecord(o: Obj): NodeRecord | undefined {
+  const name = metaOf(o).name;
+  const spec = isObj(o.spec) ? o.spec : {};
+  const cidrs = [spec.podCIDR, ...(Array.isArray(spec.podCIDRs) ? spec.podCIDRs : [])];
+  const podCIDR = cidrs.find((c): c is string => typeof c === 'string' && isIPv4(c.split('/')[0]));
+  const ann = annotationsOf(o);
+  const underlayIP = typeof ann[FLANNEL.publicIP] === 'string' ? ann[FLANNEL.publicIP] as string : nodeAddress(o);
+  let vtepMAC: unknown;
+  try { vtepMAC = (JSON.parse(String(ann[FLANNEL.backendData] ?? 'null')) as Obj | null)?.VtepMAC; } catch { /* not announced yet */ }
+  if (typeof name !== 'string' || !podCIDR || !underlayIP || typeof vtepMAC !== 'string' || ann[FLANNEL.backendType] !== 'vxlan') return undefined;
+  return { name, underlayIP, podCIDR, vtepMAC, backend: ann[TWILL_ENGINE] ? 'twill' : 'flannel-vxlan' };
+}
+
+/** What one API object is to the cluster view: a put, a delete, or nothing (a node not ready, an invalid object). */
+function changeOf(kind: Kind, type: 'put' | 'delete', o: Obj, log?: Logger): Change | undefined {
+  const meta = metaOf(o);
+  const key = keyOf(kind, { name: String(meta.name ?? ''), namespace: String(meta.namespace ?? 'default') });
+  if (type === 'delete') return { delete: kind, key };
+  switch (kind) {
+    case 'node': {
+      const n = nodeRecord(o);
+      return n ? { put: 'node', object: n } : { delete: 'node', key }; // not (or no longer) reachable as a VTEP
+    }
+    case 'namespace': return { put: 'namespace', object: readNamespace(o, []) };
+    case 'pod': return { put: 'pod', object: readPod(o, []) };
+    case 'policy': {
+      const p = new Problems();
+      const np = validateNetworkPolicy(o, p);
+      if (p.list.length) {
+        // The API server validated it; a field twill does not support yet is what is left.
+        log?.warn({ policy: key, problems: p.list }, 'network policy not understood; ignored');
+        return { delete: 'policy', key };
+      }
+      return { put: 'policy', object: np };
+    }
+  }
+}
+
+export class KubeSource implements ClusterSource {
+  private state?: ClusterState;
+  private readonly rv: Partial<Record<Kind, string>> = {};
+  private stops: (() => void)[] = [];
+  private stopped = false;
+
+  constructor(private readonly client: KubeClient, private readonly clusterCIDR: string, private readonly log?: Logger) {}
+
+  /** Lists every kind; the view as of those lists. */
+  async read(): Promise<ClusterView> {
+    const lists = await Promise.all(KINDS.map((k) => this.list(k)));
+    const rev = this.state ? this.state.rev + 1 : 1;
+    this.state = new ClusterState({ rev, clusterCIDR: this.clusterCIDR, nodes: [], model: { namespaces: [], pods: [], policies: [] } });
+    this.state.apply({ rev, changes: lists.flat() });
+    return this.state.view();
+  }
+
+  private async list(kind: Kind): Promise<Change[]> {
+    const l = await this.client.get<{ metadata?: { resourceVersion?: string }; items?: Obj[] }>(PATHS[kind]);
+    this.rv[kind] = l.metadata?.resourceVersion ?? '0';
+    return (l.items ?? []).map((o) => changeOf(kind, 'put', o, this.log)).filter((c): c is Change => c !== undefined);
+  }
+
+  watch(onChange: (v: ClusterView) => void): () => void {
+    let pending = false;
+    const changed = () => { // a burst of events (a relist) is one view
+      if (pending) return;
+      pending = true;
+      setImmediate(() => { pending = false; if (!this.stopped) onChange(this.state!.view()); });
+    };
+    const start = (kind: Kind) => {
+      if (this.stopped) return;
+      const stop = this.client.watch(PATHS[kind], this.rv[kind] ?? '0', (e) => this.onEvent(kind, e, changed), (err) => {
+        this.stops = this.stops.filter((s) => s !== stop);
+        if (this.stopped) return;
+        if (err instanceof KubeError && err.status === 410) return void this.relist(kind, changed).then(() => start(kind));
+        if (err) this.log?.warn({ kind, err: err.message }, 'watch failed; resuming');
+        setTimeout(() => start(kind), err ? RETRY_MS : 0).unref();
+      });
+      this.stops.push(stop);
+    };
+    void (async () => {
+      if (!this.state) await this.read();
+      for (const k of KINDS) start(k);
+    })().catch((e: Error) => this.log?.error({ err: e.message }, 'kubernetes source failed to start its watches'));
+    return () => { this.stopped = true; for (const s of this.stops.splice(0)) s(); this.client.close(); };
+  }
+
+  private onEvent(kind: Kind, e: WatchEvent, changed: () => void): void {
+    const rv = metaOf(e.object).resourceVersion;
+    if (typeof rv === 'string') this.rv[kind] = rv;
+    if (e.type === 'BOOKMARK') return;
+    const c = changeOf(kind, e.type === 'DELETED' ? 'delete' : 'put', e.object, this.log);
+    if (!c) return;
+    this.state!.apply({ rev: this.state!.rev + 1, changes: [c] });
+    changed();
+  }
+
+  /** Lists one kind again (its watch's version expired): puts what is there, deletes what is gone. */
+  private async relist(kind: Kind, changed: () => void): Promise<void> {
+    for (;;) {
+      try {
+        const puts = await this.list(kind);
+        const have = new Set(puts.map((c) => ('put' in c ? keyOf(kind, c.object as { name: string; namespace?: string }) : c.key)));
+        const view = this.state!.view();
+        const current: { name: string; namespace?: string }[] = kind === 'node' ? view.nodes : kind === 'namespace' ? view.model!.namespaces : kind === 'pod' ? view.model!.pods : view.model!.policies;
+        const gone = current.map((o) => keyOf(kind, o)).filter((k) => !have.has(k)).map((key): Change => ({ delete: kind, key }));
+        this.state!.apply({ rev: this.state!.rev + 1, changes: [...puts, ...gone] });
+        changed();
+        return;
+      } catch (e) {
+        if (this.stopped) return;
+        this.log?.warn({ kind, err: (e as Error).message }, 'relist failed; retrying');
+        await new Promise((r) => setTimeout(r, RETRY_MS));
+      }
+    }
+  }
+}
+
+/** A VTEP MAC of this node's own: stable across restarts, locally administered, unicast. */
+export function vtepMacFor(node: string): string {
+  const h = createHash('sha256').update(`twill-vtep/${node}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+/**
+ * Writes this node's VTEP on its Node object the way flanneld does (backend type,
+ * backend data with VNI and VTEP MAC, public IP), so every node, twill's or
+ * flannel's, can reach it. Returns the node's record as the others will read it.
+ */
+export async function announceNode(client: KubeClient, node: string, vni: number, publicIP?: string): Promise<NodeRecord> {
+  const path = `${PATHS.node}/${encodeURIComponent(node)}`;
+  const pub = publicIP ?? nodeAddress(await client.get<Obj>(path));
+  const annotations: Record<string, string> = {
+    [FLANNEL.backendType]: 'vxlan',
+    [FLANNEL.backendData]: JSON.stringify({ VNI: vni, VtepMAC: vtepMacFor(node) }),
+    [FLANNEL.subnetManager]: 'true',
+    [TWILL_ENGINE]: 'twill',
+  };
+  if (pub) annotations[FLANNEL.publicIP] = pub;
+  const patched = await client.mergePatch<Obj>(path, { metadata: { annotations } });
+  const rec = nodeRecord(patched);
+  if (!rec) throw new Error(`node ${node} has no IPv4 pod CIDR or InternalIP address yet (spec.podCIDR, status.addresses)`);
+  return rec;
+}
+
+function nodeAddress(o: Obj): string | undefined {
+  const status = isObj(o.status) ? o.status : {};
+  const a = (Array.isArray(status.addresses) ? status.addresses : []).find((x): x is Obj => isObj(x) && x.type === 'InternalIP' && typeof x.address === 'string' && isIPv4(x.address));
+  return a?.address as string | undefined;
+}

@@ -18,10 +18,10 @@ export interface KubeConfig {
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 /** The in-cluster configuration (a pod's service account), or undefined outside a cluster. */
-export function inClusterConfig(): KubeConfig | undefined {
-  const host = process.env.KUBERNETES_SERVICE_HOST, port = process.env.KUBERNETES_SERVICE_PORT;
-  if (!host || !port || !existsSync(`${SA_DIR}/token`)) return undefined;
-  return { server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`, tokenFile: `${SA_DIR}/token`, caFile: `${SA_DIR}/ca.crt` };
+export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, saDir = SA_DIR): KubeConfig | undefined {
+  const host = env.KUBERNETES_SERVICE_HOST, port = env.KUBERNETES_SERVICE_PORT;
+  if (!host || !port || !existsSync(`${saDir}/token`)) return undefined;
+  return { server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`, tokenFile: `${saDir}/token`, caFile: `${saDir}/ca.crt` };
 }
 
 /** A failed API call: the HTTP status and the Status object's reason when the server sent one. */

@@ -3,11 +3,12 @@
 // ends them, a relist after 410 Gone, flannel's node annotations both ways, and
 // authentication.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { FakeKube, nodeObject as node } from '../helpers/fake-kube.js';
-import { KubeClient, KubeError } from '../../dataplane/agent/kube-client.js';
+import { KubeClient, KubeError, inClusterConfig } from '../../dataplane/agent/kube-client.js';
 import { FLANNEL, KubeSource, announceNode, vtepMacFor } from '../../dataplane/agent/kube-source.js';
 import type { ClusterView } from '../../dataplane/agent/datastore.js';
 
@@ -126,4 +127,39 @@ describe('Kubernetes source', () => {
       bad.close();
     }
   });
+
+  it('in a cluster: HTTPS verified against the service account CA, with its token file; a server the CA did not sign is refused', async () => {
+    const sa = path.join(dir, 'serviceaccount');
+    mkdirSync(sa);
+    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', path.join(sa, 'ca.crt'), '-days', '1', '-subj', '/CN=twill-test-ca');
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=kubernetes');
+    writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc\n');
+    ssl('x509', '-req', '-in', 'srv.csr', '-CA', path.join(sa, 'ca.crt'), '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.crt', '-days', '1', '-extfile', 'san.ext');
+    writeFileSync(path.join(sa, 'token'), `${TOKEN}\n`);
+    const tls = new FakeKube(TOKEN);
+    const port = await tls.listenTls(readFileSync(path.join(dir, 'srv.key')), readFileSync(path.join(dir, 'srv.crt')));
+    try {
+      tls.put('nodes', node('n1', '10.244.1.0/24', '127.0.0.1', '02:00:00:00:00:01'));
+      const cfg = inClusterConfig({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(port) }, sa)!;
+      expect(cfg).toEqual({ server: `https://127.0.0.1:${port}`, tokenFile: path.join(sa, 'token'), caFile: path.join(sa, 'ca.crt') });
+      const c = new KubeClient(cfg);
+      try {
+        expect((await new KubeSource(c, '10.244.0.0/16').read()).nodes.map((n) => n.name)).toEqual(['n1']);
+      } finally {
+        c.close();
+      }
+      ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '1', '-subj', '/CN=other-ca');
+      const wrong = new KubeClient({ ...cfg, caFile: path.join(dir, 'other.crt') });
+      try {
+        await expect(wrong.get('/api/v1/nodes')).rejects.toThrow(/certificate/);
+      } finally {
+        wrong.close();
+      }
+      expect(inClusterConfig({}, sa)).toBeUndefined(); // outside a cluster
+    } finally {
+      await tls.close();
+    }
+  });
 });
+

@@ -5,8 +5,10 @@
 // version, ERROR events carrying a 410 Status once a version has expired; GET,
 // POST, DELETE and JSON merge patch (RFC 7386); Status objects for errors;
 // bearer-token authentication. It listens on a unix socket (as `kubectl proxy
-// --unix-socket` does), so agents in node namespaces reach it without any IP route.
+// --unix-socket` does), so agents in node namespaces reach it without any IP route,
+// or with HTTPS on loopback for the client's TLS path.
 import http from 'node:http';
+import https from 'node:https';
 import { rmSync } from 'node:fs';
 
 type Obj = Record<string, unknown>;
@@ -63,6 +65,12 @@ export class FakeKube {
     rmSync(socketPath, { force: true });
     this.server = http.createServer((req, res) => this.handle(req, res));
     return new Promise((resolve) => this.server!.listen(socketPath, resolve));
+  }
+
+  /** HTTPS on loopback, as an API server serves in a cluster; resolves with the port. */
+  listenTls(key: Buffer, cert: Buffer): Promise<number> {
+    this.server = https.createServer({ key, cert }, (req, res) => this.handle(req, res));
+    return new Promise((resolve) => this.server!.listen(0, '127.0.0.1', () => resolve((this.server!.address() as { port: number }).port)));
   }
 
   async close(): Promise<void> {

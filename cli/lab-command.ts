@@ -34,7 +34,7 @@ export async function labCommand(args: string[]): Promise<number> {
   const name = flag(rest, '--name', 'lab')!;
   switch (sub) {
     case 'up': {
-      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: int(rest, '--workers', 2), engine: engineFlags(rest), manifests: files(rest), progress: log }));
+      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: rest.includes('--workers') ? int(rest, '--workers', 1) : undefined, engine: engineFlags(rest), manifests: files(rest), progress: log }));
       log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
       return 0;
     }

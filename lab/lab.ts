@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { availableParallelism } from 'node:os';
 import { ipn, netnsDel, netnsList, stopPid, sysctl } from './sh.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
@@ -27,7 +28,7 @@ export interface UpOptions {
   nodes?: number;
   podsPerNode?: number;
   clusterCIDR?: string;
-  workers?: number;
+  workers?: number; // per node; default: the machine's cores shared out among the nodes, at least one
   underlayMTU?: number;
   engine?: EngineTuning; // engine settings (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
@@ -43,7 +44,8 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
   if (o.kubernetes && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API, create the objects there');
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes };
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes,
+    workers: o.workers ?? Math.max(1, Math.floor(availableParallelism() / (o.nodes ?? 2))) };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
   mkdirSync(s.dir, { recursive: true });
@@ -80,7 +82,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       for (const ns of namespaces) await k.namespace(ns.name, ns.labels);
     });
     for (const n of s.nodes) {
-      await startAgent(s, n, { workers: o.workers });
+      await startAgent(s, n);
       installNodeCni(n.stateDir, n.socket);
       saveState(s);
     }
@@ -138,9 +140,9 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
 }
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
-export async function startAgent(s: LabState, n: LabNode, o: { workers?: number } = {}): Promise<void> {
+export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR } : { datastore: datastoreDir(s) };
-  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: o.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
+  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');

@@ -19,6 +19,7 @@ export interface LabState {
   pods: LabPod[];
   pids: number[]; // every process the lab started, so down stops exactly those
   engine?: EngineTuning; // engine settings the agents start with (absent: the engine's defaults)
+  workers?: number; // engine workers per node (absent in labs made before it was kept: 2)
   kubernetes?: KubeConfig; // the agents learn the cluster from this API server instead of the datastore directory
 }
 

@@ -3,6 +3,8 @@
 // serves the CNI plugin on a unix socket.
 import { readFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { availableParallelism } from 'node:os';
+import { MAX_WORKERS } from '../engine/control.js';
 import { pino, type Logger } from 'pino';
 import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
@@ -28,7 +30,7 @@ export interface AgentConfig extends EngineTuning {
   stateDir: string;
   socket: string;
   underlayMTU?: number;
-  workers?: number;
+  workers?: number; // engine workers; default one per core (a lab node gets its share of the machine's)
   vxlanPort?: number;
   vni?: number;
   ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
@@ -50,7 +52,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   const ecfg: EngineConfig = defaultEngineConfig({
     node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
     podMtu: (cfg.underlayMTU ?? 1500) - VXLAN_OVERHEAD,
-    workers: cfg.workers ?? 2, vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
+    workers: cfg.workers ?? Math.min(MAX_WORKERS, availableParallelism()), vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
     ...tuning(cfg),
   });
   if ((ecfg.podTso || ecfg.podGso) && !vnetHdrWorks()) {

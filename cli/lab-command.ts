@@ -1,4 +1,5 @@
 // `twill lab ...`: up, status, exec, down, and demo (what `npm run lab` runs).
+import { request } from '../dataplane/agent/server.js';
 import { spawnSync } from 'node:child_process';
 import { labUp, labDown, labPolicies, nodeCni } from '../lab/lab.js';
 import { loadState } from '../lab/state.js';
@@ -57,6 +58,13 @@ export async function labCommand(args: string[]): Promise<number> {
       const r = spawnSync('ip', ['netns', 'exec', pod.netns, ...rest.slice(dash + 1)], { stdio: 'inherit' });
       return r.status ?? 1;
     }
+    case 'metrics': {
+      const s = loadState(name);
+      const n = s?.nodes.find((x) => x.name === rest[0]);
+      if (!n) { log(`usage: twill lab metrics <node>   (nodes: ${s?.nodes.map((x) => x.name).join(', ') ?? 'no lab is up'})`); return 2; }
+      process.stdout.write(String(await request(n.socket, { op: 'metrics' })));
+      return 0;
+    }
     case 'down': {
       const r = await labDown(name);
       log(`lab "${name}" is down: stopped ${r.processes} processes, deleted ${r.namespaces} namespaces`);
@@ -72,7 +80,7 @@ export async function labCommand(args: string[]): Promise<number> {
     case 'demo':
       return demo(name);
     default:
-      log('usage: twill lab up|status|exec|apply|delete|down|demo');
+      log('usage: twill lab up|status|exec|metrics|apply|delete|down|demo');
       return 2;
   }
 }

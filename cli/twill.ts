@@ -10,6 +10,7 @@ function usage(): never {
   twill lab status [--json]
   twill lab apply -f policy.yaml | twill lab delete -f policy.yaml
   twill lab exec <pod> -- <command...>
+  twill lab metrics <node>    (Prometheus text; also served at http://<node's underlay IP>:9871/metrics)
   twill lab down
   twill lab demo              (what \`npm run lab\` runs: up, probe, iperf3, leave it up)
   twill agent --config FILE

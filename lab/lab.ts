@@ -37,6 +37,7 @@ export interface UpOptions {
 }
 
 const UNDERLAY_NET = '172.30.0';
+export const LAB_METRICS_PORT = 9871; // each agent serves /metrics on it, inside its node's namespace
 const NODE = process.execPath;
 
 export async function labUp(o: UpOptions = {}): Promise<LabState> {
@@ -142,7 +143,7 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR } : { datastore: datastoreDir(s) };
-  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, ...s.engine };
+  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, metrics: `0.0.0.0:${LAB_METRICS_PORT}`, ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');

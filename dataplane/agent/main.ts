@@ -16,6 +16,7 @@ import { KubeSource, announceNode } from './kube-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade } from './host.js';
 import { serve } from './server.js';
+import { renderMetrics, serveMetrics } from './metrics.js';
 import { gatewayOf } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
 import type { PolicyTables } from '../../policy/tables.js';
@@ -34,6 +35,7 @@ export interface AgentConfig extends EngineTuning {
   vxlanPort?: number;
   vni?: number;
   ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
+  metrics?: string; // "host:port" to serve Prometheus metrics at /metrics (absent: only on the agent's socket)
 }
 
 // PACKET_VNET_HDR works on this kernel (a socket on lo with it set opens).
@@ -143,15 +145,23 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
       case 'pods': return pods.list();
       case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: ecfg.podTso };
       case 'counters': return engine.counters();
+      case 'metrics': return metricsText();
       default: throw new Error(`unknown op ${String(req.op)}`);
     }
   });
+  const metricsText = () => renderMetrics({
+    node: cfg.node, podCIDR: me.podCIDR, vtepMAC: me.vtepMAC, counters: engine.counters(), workers: ecfg.workers,
+    pods: pods.list().length, nodes: view.nodes.length, policies: view.model?.policies.length ?? 0,
+    conntrackEntries: engine.conntrackEntries(), revision: appliedRev,
+  });
+  const metricsServer = cfg.metrics ? serveMetrics(cfg.metrics, metricsText, log) : undefined;
   log.info({ socket: cfg.socket, podCIDR: me.podCIDR, pods: pods.list().length }, 'agent ready');
 
   const shutdown = async (sig: string) => {
     log.info({ sig, counters: engine.counters() }, 'agent stopping');
     stopWatch();
     server.close();
+    metricsServer?.close();
     await engine.stop();
     process.exit(0);
   };

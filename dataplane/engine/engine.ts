@@ -115,6 +115,9 @@ export class Engine {
     return sumCounters(this.stats, this.cfg.workers);
   }
 
+  /** Live connection-tracking entries (expired ones count until the next sweep). */
+  conntrackEntries(): number { return this.ct.count(); }
+
   async stop(): Promise<void> {
     clearInterval(this.sweeper);
     Atomics.store(this.ctl, CTL_STOP, 1);

@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { labUp, labDown, startAgent } from '../../lab/lab.js';
+import { labUp, labDown, startAgent, LAB_METRICS_PORT } from '../../lab/lab.js';
+import { request } from '../../dataplane/agent/server.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { netnsList, alive } from '../../lab/sh.js';
@@ -162,6 +163,30 @@ describe('the kernel stays out of the fast path', () => {
     // ...and no kernel forwarded any of it.
     expect(kernelForwarded(node('node1').netns) - fwd1).toBe(0);
     expect(kernelForwarded(node('node2').netns) - fwd2).toBe(0);
+  });
+});
+
+describe('metrics', () => {
+  const scrape = (path = '/metrics') => sh(node('node2').netns, ['curl', '-s', '-w', '\\n%{http_code}', `http://${node('node1').underlayIP}:${LAB_METRICS_PORT}${path}`]);
+  const value = (text: string, series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1]);
+
+  // Scraped from node2, as a Prometheus elsewhere in the cluster would.
+  test('each agent serves Prometheus text at /metrics on its node; the counters follow the traffic', async () => {
+    const before = scrape();
+    const [body, code] = [before.out.slice(0, before.out.lastIndexOf('\n')), before.out.slice(before.out.lastIndexOf('\n') + 1)];
+    expect(code).toBe('200');
+    expect(body).toContain('# TYPE twill_received_packets_total counter');
+    expect(body).toContain('# TYPE twill_pods gauge');
+    expect(body).toMatch(new RegExp(`^twill_info\\{node="node1",pod_cidr="${node('node1').podCIDR}",vtep_mac="${node('node1').vtepMAC}"\\} 1$`, 'm'));
+    expect(value(body, 'twill_pods')).toBe(2);
+    expect(value(body, 'twill_cluster_nodes')).toBe(2);
+    for (const line of body.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) twill_\w+ .+|twill_\w+(\{\w+="[^"]*"(,\w+="[^"]*")*\})? \d+(\.\d+)?)$/);
+    const rx0 = value(body, 'twill_received_packets_total{from="pod"}'), tx0 = value(body, 'twill_sent_packets_total{to="vxlan"}');
+    expect(sh(pod('node1-p1').netns, ['ping', '-c', '20', '-i', '0.01', '-q', pod('node2-p1').ip]).code).toBe(0);
+    const after = (await request(node('node1').socket, { op: 'metrics' })) as string; // the same text on the agent's socket
+    expect(value(after, 'twill_received_packets_total{from="pod"}') - rx0).toBeGreaterThanOrEqual(20);
+    expect(value(after, 'twill_sent_packets_total{to="vxlan"}') - tx0).toBeGreaterThanOrEqual(20);
+    expect(scrape('/other').out.endsWith('404')).toBe(true);
   });
 });
 

@@ -1,0 +1,82 @@
+// The agent's metrics in the Prometheus text format (0.0.4): the engine's packet
+// counters, summed over workers and grouped into families by what they count,
+// and gauges of what the agent holds. Served over HTTP when the config names an
+// address, and on the agent's socket (`twill lab metrics`).
+import http from 'node:http';
+import type { Logger } from 'pino';
+import { COUNTER_NAMES, type CounterName } from '../engine/counters.js';
+
+export interface MetricsSnapshot {
+  node: string;
+  podCIDR: string;
+  vtepMAC: string;
+  counters: Record<CounterName, number>;
+  workers: number;
+  pods: number;
+  nodes: number;
+  policies: number;
+  conntrackEntries: number;
+  revision: number;
+}
+
+interface Family { name: string; help: string; type: 'counter' | 'gauge'; samples: [labels: string, value: number][] }
+
+const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/** Which family a counter belongs to, and its label there. */
+function familyOf(c: CounterName): { family: string; label?: string } {
+  if (c === 'rx_errors' || c === 'tx_errors') return { family: c === 'rx_errors' ? 'twill_receive_errors_total' : 'twill_send_errors_total' };
+  if (c.startsWith('rx_') && !c.endsWith('_gso')) return { family: 'twill_received_packets_total', label: `from="${c.slice(3)}"` };
+  if (c.startsWith('tx_') && c !== 'tx_segments' && !c.endsWith('_gso')) return { family: 'twill_sent_packets_total', label: `to="${c.slice(3)}"` };
+  if (c.startsWith('drop_')) return { family: 'twill_dropped_packets_total', label: `reason="${c.slice(5)}"` };
+  return { family: `twill_${c}_total` };
+}
+
+const HELP: Record<string, string> = {
+  twill_received_packets_total: 'Packets (or super-packets) the engine received, by where from.',
+  twill_sent_packets_total: 'Packets (or super-packets) the engine sent, by where to.',
+  twill_dropped_packets_total: 'Packets the engine dropped, by reason.',
+  twill_receive_errors_total: 'Receive calls that failed.',
+  twill_send_errors_total: 'Packets a send call could not take.',
+};
+
+export function renderMetrics(m: MetricsSnapshot): string {
+  const families = new Map<string, Family>();
+  for (const c of COUNTER_NAMES) {
+    const { family, label } = familyOf(c);
+    let f = families.get(family);
+    if (!f) families.set(family, (f = { name: family, help: HELP[family] ?? `Engine counter ${c}.`, type: 'counter', samples: [] }));
+    f.samples.push([label ?? '', m.counters[c]]);
+  }
+  const gauge = (name: string, help: string, value: number, labels = '') => families.set(name, { name, help, type: 'gauge', samples: [[labels, value]] });
+  gauge('twill_info', 'This node as the agent runs it (value 1).', 1, `node="${esc(m.node)}",pod_cidr="${esc(m.podCIDR)}",vtep_mac="${esc(m.vtepMAC)}"`);
+  gauge('twill_engine_workers', 'Engine worker threads.', m.workers);
+  gauge('twill_pods', 'Pods registered on this node by the CNI plugin.', m.pods);
+  gauge('twill_cluster_nodes', 'Nodes in the overlay, this one included.', m.nodes);
+  gauge('twill_network_policies', 'NetworkPolicies in the cluster view.', m.policies);
+  gauge('twill_conntrack_entries', 'Tracked connections (expired ones until the next sweep).', m.conntrackEntries);
+  gauge('twill_cluster_revision', 'Revision of the cluster view the engine enforces.', m.revision);
+  const out: string[] = [];
+  for (const f of families.values()) {
+    out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const [labels, v] of f.samples) out.push(`${f.name}${labels ? `{${labels}}` : ''} ${v}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Serves GET /metrics on `address` ("host:port"); anything else is 404. */
+export function serveMetrics(address: string, render: () => string, log: Logger): http.Server {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port = Number(address.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`metrics address "${address}": want host:port`);
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404).end('not found: GET /metrics\n');
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(render());
+  });
+  server.on('error', (e) => log.error({ err: String(e), address }, 'metrics server failed'));
+  server.listen(port, host, () => log.info({ address }, 'metrics served at /metrics'));
+  return server;
+}

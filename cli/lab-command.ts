@@ -35,7 +35,7 @@ export async function labCommand(args: string[]): Promise<number> {
   const name = flag(rest, '--name', 'lab')!;
   switch (sub) {
     case 'up': {
-      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: rest.includes('--workers') ? int(rest, '--workers', 1) : undefined, engine: engineFlags(rest), manifests: files(rest), progress: log }));
+      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: rest.includes('--workers') ? int(rest, '--workers', 1) : undefined, engine: engineFlags(rest), manifests: files(rest), etcd: rest.includes('--etcd') || undefined, progress: log }));
       log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
       return 0;
     }

@@ -6,7 +6,7 @@ import { labCommand } from './lab-command.js';
 
 function usage(): never {
   process.stderr.write(`usage:
-  twill lab up [--nodes N] [--pods-per-node M] [--workers W] [--busy-poll-us U] [--pin-workers] [-f pods.yaml...]
+  twill lab up [--nodes N] [--pods-per-node M] [--workers W] [--busy-poll-us U] [--pin-workers] [--etcd] [-f pods.yaml...]
   twill lab status [--json]
   twill lab apply -f policy.yaml | twill lab delete -f policy.yaml
   twill lab exec <pod> -- <command...>

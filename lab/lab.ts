@@ -20,7 +20,8 @@ import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
 import { launchWorkload } from './workload-process.js';
 import { LabKube } from './kube-role.js';
-import { vtepMacFor } from '../dataplane/agent/kube-source.js';
+import { etcdNamespace, etcdPod, labEtcdEndpoint, startLabEtcd } from './etcd-role.js';
+import { vtepMacFor } from '../dataplane/agent/addressing.js';
 import type { KubeConfig } from '../dataplane/agent/kube-client.js';
 
 export interface UpOptions {
@@ -33,6 +34,7 @@ export interface UpOptions {
   engine?: EngineTuning; // engine settings (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
   kubernetes?: KubeConfig; // agents learn the cluster from this API server; the lab writes Nodes, Namespaces and Pods there (lab/kube-role.ts)
+  etcd?: boolean; // agents learn the cluster from a real etcd the lab runs on its underlay (lab/etcd-role.ts)
   progress?: (msg: string) => void;
 }
 
@@ -44,8 +46,9 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const name = o.name ?? 'lab';
   if (loadState(name)) throw new Error(`lab "${name}" is already up: run \`twill lab down${name === 'lab' ? '' : ` --name ${name}`}\` first`);
   const prefix = labPrefix(name);
-  if (o.kubernetes && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API, create the objects there');
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes,
+  if ((o.kubernetes || o.etcd) && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API or etcd, write the objects there');
+  if (o.kubernetes && o.etcd) throw new Error('one cluster source: kubernetes or etcd');
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes, etcd: o.etcd,
     workers: o.workers ?? Math.max(1, Math.floor(availableParallelism() / (o.nodes ?? 2))) };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
@@ -78,6 +81,11 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
       if (!namespaces.some((x) => x.name === ns)) namespaces.push({ name: ns, labels: { [NS_NAME_LABEL]: ns } });
     }
     createDatastore(datastoreDir(s), { clusterCIDR: s.clusterCIDR, nodes: s.nodes.map(nodeRecord), model: { namespaces, pods: [], policies: wanted?.policies ?? [] } });
+    if (s.etcd) {
+      say('etcd: a control-plane host on the underlay, 172.30.0.2');
+      await startLabEtcd(s, mtu);
+      for (const ns of namespaces) etcdNamespace(s, ns.name, ns.labels);
+    }
     if (s.kubernetes) await withKube(s, async (k) => {
       for (const n of s.nodes) await k.node(n);
       for (const ns of namespaces) await k.namespace(ns.name, ns.labels);
@@ -142,7 +150,9 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
 
 /** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
 export async function startAgent(s: LabState, n: LabNode): Promise<void> {
-  const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR } : { datastore: datastoreDir(s) };
+  const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR }
+    : s.etcd ? { etcd: { endpoints: [labEtcdEndpoint] }, publicIP: n.underlayIP }
+    : { datastore: datastoreDir(s) };
   const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, metrics: `0.0.0.0:${LAB_METRICS_PORT}`, ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
@@ -156,7 +166,8 @@ export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
-      await request(n.socket, { op: 'status' }, 1000);
+      const st = (await request(n.socket, { op: 'status' }, 1000)) as { podCIDR: string };
+      n.podCIDR = st.podCIDR; // from etcd, the agent leases its own
       return;
     } catch {
       if (exited !== undefined) throw new Error(`agent of ${n.name} exited with code ${exited} (see ${n.log})`);
@@ -188,6 +199,7 @@ export async function addPod(s: LabState, n: LabNode, name: string, namespace: s
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
   commitChanges(datastoreDir(s), [{ put: 'pod', object: { namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports } }]);
   if (s.kubernetes) await withKube(s, (k) => k.pod(namespace, name, n.name, r.ip, spec.labels ?? {}, ports));
+  if (s.etcd) etcdPod(s, namespace, name, r.ip, spec.labels ?? {}, ports);
   return pod;
 }
 

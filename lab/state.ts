@@ -21,6 +21,7 @@ export interface LabState {
   engine?: EngineTuning; // engine settings the agents start with (absent: the engine's defaults)
   workers?: number; // engine workers per node (absent in labs made before it was kept: 2)
   kubernetes?: KubeConfig; // the agents learn the cluster from this API server instead of the datastore directory
+  etcd?: boolean; // ...or from the lab's own etcd (lab/etcd-role.ts)
 }
 
 export const LAB_ROOT = '/run/twill/labs';

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
+import { readJsonLines } from './json-lines.js';
 
 export interface KubeConfig {
   server: string; // https://host:port, http://host:port or unix:///path/to.sock
@@ -108,31 +109,12 @@ export class KubeClient {
         res.resume();
         return end(new KubeError(res.statusCode ?? 0, '', `watch ${path}: HTTP ${res.statusCode}`));
       }
-      let buf = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => {
-        buf += d;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (!line || stopped) continue;
-          let e: WatchEvent;
-          try {
-            e = JSON.parse(line) as WatchEvent;
-          } catch (err) {
-            req.destroy();
-            return end(new Error(`watch ${path}: bad event: ${(err as Error).message}`));
-          }
-          if (e.type === 'ERROR') { // a Status: 410 Gone when the version has expired
-            req.destroy();
-            return end(new KubeError(Number(e.object.code ?? 500), String(e.object.reason ?? ''), `watch ${path}: ${String(e.object.message ?? 'error')}`));
-          }
-          onEvent(e);
-        }
-      });
-      res.on('end', () => end());
-      res.on('error', (e) => end(e));
+      readJsonLines(req, res, `watch ${path}`, (v) => {
+        const e = v as WatchEvent;
+        // An ERROR event carries a Status: 410 Gone when the version has expired.
+        if (e.type === 'ERROR') return new KubeError(Number(e.object.code ?? 500), String(e.object.reason ?? ''), `watch ${path}: ${String(e.object.message ?? 'error')}`);
+        onEvent(e);
+      }, end, () => stopped);
     });
     req.on('error', (e) => end(e));
     req.end();

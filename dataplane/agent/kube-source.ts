@@ -10,13 +10,12 @@
 // cluster learn each other: a node takes part once it has a pod CIDR and a VTEP
 // MAC (flannel.alpha.coreos.com/backend-data); twill's agent writes them on its
 // own Node as flanneld does (announceNode).
-import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import { ClusterState, keyOf, type Change, type ClusterSource, type ClusterView, type Kind, type NodeRecord } from './datastore.js';
 import { KubeClient, KubeError, type WatchEvent } from './kube-client.js';
-import { readNamespace, readPod } from '../../policy/manifests.js';
-import { Problems, validateNetworkPolicy } from '../../policy/validate.js';
+import { modelChange, objectKey } from './model-objects.js';
+import { vtepMacFor } from './addressing.js';
 
 export const FLANNEL = {
   backendType: 'flannel.alpha.coreos.com/backend-type',
@@ -54,29 +53,12 @@ export function nodeRecord(o: Obj): NodeRecord | undefined {
   return { name, underlayIP, podCIDR, vtepMAC, backend: ann[TWILL_ENGINE] ? 'twill' : 'flannel-vxlan' };
 }
 
-/** What one API object is to the cluster view: a put, a delete, or nothing (a node not ready, an invalid object). */
-function changeOf(kind: Kind, type: 'put' | 'delete', o: Obj, log?: Logger): Change | undefined {
-  const meta = metaOf(o);
-  const key = keyOf(kind, { name: String(meta.name ?? ''), namespace: String(meta.namespace ?? 'default') });
-  if (type === 'delete') return { delete: kind, key };
-  switch (kind) {
-    case 'node': {
-      const n = nodeRecord(o);
-      return n ? { put: 'node', object: n } : { delete: 'node', key }; // not (or no longer) reachable as a VTEP
-    }
-    case 'namespace': return { put: 'namespace', object: readNamespace(o, []) };
-    case 'pod': return { put: 'pod', object: readPod(o, []) };
-    case 'policy': {
-      const p = new Problems();
-      const np = validateNetworkPolicy(o, p);
-      if (p.list.length) {
-        // The API server validated it; a field twill does not support yet is what is left.
-        log?.warn({ policy: key, problems: p.list }, 'network policy not understood; ignored');
-        return { delete: 'policy', key };
-      }
-      return { put: 'policy', object: np };
-    }
-  }
+/** What one API object is to the cluster view: a put or a delete (a node not ready is absent). */
+function changeOf(kind: Kind, type: 'put' | 'delete', o: Obj, log?: Logger): Change {
+  if (type === 'delete') return { delete: kind, key: objectKey(kind, o) };
+  if (kind !== 'node') return modelChange(kind, o, log);
+  const n = nodeRecord(o);
+  return n ? { put: 'node', object: n } : { delete: 'node', key: objectKey('node', o) }; // not (or no longer) reachable as a VTEP
 }
 
 export class KubeSource implements ClusterSource {
@@ -99,7 +81,7 @@ export class KubeSource implements ClusterSource {
   private async list(kind: Kind): Promise<Change[]> {
     const l = await this.client.get<{ metadata?: { resourceVersion?: string }; items?: Obj[] }>(PATHS[kind]);
     this.rv[kind] = l.metadata?.resourceVersion ?? '0';
-    return (l.items ?? []).map((o) => changeOf(kind, 'put', o, this.log)).filter((c): c is Change => c !== undefined);
+    return (l.items ?? []).map((o) => changeOf(kind, 'put', o, this.log));
   }
 
   watch(onChange: (v: ClusterView) => void): () => void {
@@ -132,7 +114,6 @@ export class KubeSource implements ClusterSource {
     if (typeof rv === 'string') this.rv[kind] = rv;
     if (e.type === 'BOOKMARK') return;
     const c = changeOf(kind, e.type === 'DELETED' ? 'delete' : 'put', e.object, this.log);
-    if (!c) return;
     this.state!.apply({ rev: this.state!.rev + 1, changes: [c] });
     changed();
   }
@@ -156,12 +137,6 @@ export class KubeSource implements ClusterSource {
       }
     }
   }
-}
-
-/** A VTEP MAC of this node's own: stable across restarts, locally administered, unicast. */
-export function vtepMacFor(node: string): string {
-  const h = createHash('sha256').update(`twill-vtep/${node}`).digest();
-  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
 /**

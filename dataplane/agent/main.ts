@@ -13,11 +13,13 @@ import { defaultEngineConfig, tuning, VXLAN_OVERHEAD, type EngineConfig, type En
 import { FileSource, type ClusterSource, type ClusterView } from './datastore.js';
 import { KubeClient, inClusterConfig, type KubeConfig } from './kube-client.js';
 import { KubeSource, announceNode } from './kube-source.js';
+import { EtcdClient } from './etcd-client.js';
+import { EtcdSource, leaseSubnet } from './etcd-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade } from './host.js';
 import { serve } from './server.js';
 import { renderMetrics, serveMetrics } from './metrics.js';
-import { gatewayOf } from './addressing.js';
+import { gatewayOf, vtepMacFor } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
 import type { PolicyTables } from '../../policy/tables.js';
 
@@ -27,6 +29,8 @@ export interface AgentConfig extends EngineTuning {
   // or the Kubernetes API ({} inside a cluster: the pod's service account).
   datastore?: string;
   kubernetes?: Partial<KubeConfig>;
+  etcd?: { endpoints: string[]; prefix?: string }; // outside Kubernetes: flannel's etcd layout (dataplane/agent/etcd-source.ts)
+  publicIP?: string; // with etcd: this node's underlay address (flanneld's --public-ip)
   clusterCIDR?: string; // with kubernetes: the pod network (flannel's net-conf.json "Network"); default 10.244.0.0/16
   stateDir: string;
   socket: string;
@@ -172,8 +176,15 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
 /** The configured cluster source; with Kubernetes, the node's VTEP is announced on its Node first. */
 async function clusterSource(cfg: AgentConfig, log: Logger): Promise<ClusterSource> {
   if (cfg.datastore !== undefined) return new FileSource(cfg.datastore);
+  if (cfg.etcd) {
+    if (!cfg.publicIP) throw new Error('with etcd, set "publicIP": this node\'s underlay address');
+    const client = new EtcdClient(cfg.etcd.endpoints);
+    const lease = await leaseSubnet(client, { node: cfg.node, publicIP: cfg.publicIP, vni: cfg.vni ?? 1, vtepMAC: vtepMacFor(cfg.node), prefix: cfg.etcd.prefix, log });
+    log.info({ endpoints: cfg.etcd.endpoints, subnet: lease.podCIDR, key: lease.key }, 'leased this node\'s subnet in etcd');
+    return new EtcdSource(client, lease.clusterCIDR, { key: lease.key, node: cfg.node }, cfg.etcd.prefix, log);
+  }
   const kc = cfg.kubernetes?.server ? cfg.kubernetes as KubeConfig : { ...inClusterConfig(), ...cfg.kubernetes };
-  if (!kc.server) throw new Error('no cluster source: set datastore, or kubernetes.server, or run in a pod with a service account');
+  if (!kc.server) throw new Error('no cluster source: set datastore, etcd, or kubernetes (kubernetes: {} in a pod with a service account)');
   const client = new KubeClient(kc as KubeConfig);
   const rec = await announceNode(client, cfg.node, cfg.vni ?? 1);
   log.info({ server: kc.server, vtepMAC: rec.vtepMAC, underlayIP: rec.underlayIP, podCIDR: rec.podCIDR }, 'announced this node on its Node object');

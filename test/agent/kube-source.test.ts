@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { FakeKube, nodeObject as node } from '../helpers/fake-kube.js';
 import { KubeClient, KubeError, inClusterConfig } from '../../dataplane/agent/kube-client.js';
-import { FLANNEL, KubeSource, announceNode, vtepMacFor } from '../../dataplane/agent/kube-source.js';
+import { FLANNEL, KubeSource, announceNode } from '../../dataplane/agent/kube-source.js';
+import { vtepMacFor } from '../../dataplane/agent/addressing.js';
 import type { ClusterView } from '../../dataplane/agent/datastore.js';
 
 const TOKEN = 'sa-token-1';

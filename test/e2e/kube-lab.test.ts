@@ -14,7 +14,8 @@ import { type LabState } from '../../lab/state.js';
 import { stopPid } from '../../lab/sh.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { addFlannelNode } from '../helpers/flannel-node.js';
-import { FLANNEL, vtepMacFor } from '../../dataplane/agent/kube-source.js';
+import { FLANNEL } from '../../dataplane/agent/kube-source.js';
+import { vtepMacFor } from '../../dataplane/agent/addressing.js';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';
 import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
 

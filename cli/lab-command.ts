@@ -123,6 +123,7 @@ async function demo(name: string): Promise<number> {
   log(`\n${ok ? 'every pod reaches every other pod' : 'SOME PAIRS FAILED (see the matrix)'}. The lab stays up:`);
   log(`  node dist/cli/twill.js lab status             list nodes and pods`);
   log(`  node dist/cli/twill.js lab exec ${a.name} -- ping ${b.ip}`);
+  log(`  node dist/cli/twill.js lab metrics ${s.nodes[0].name}          its engine's counters (Prometheus text)`);
   log(`  node dist/cli/twill.js lab down               tear it all down`);
   return ok ? 0 : 1;
 }

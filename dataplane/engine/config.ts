@@ -20,6 +20,10 @@ export interface EngineConfig {
   // Pod offloads (stages/segment.ts, stages/coalesce.ts):
   podTso: boolean; // pods keep TX offload on; their veths are read with PACKET_VNET_HDR (TSO super-frames, partial checksums)
   podGso: boolean; // coalesce overlay TCP segments into GSO super-frames for local pods (AF_PACKET send with a virtio_net_hdr)
+  // The node's stack offloads to the TUN device (IFF_VNET_HDR, TUNSETOFFLOAD CSUM+TSO4):
+  // host traffic to pods arrives as TSO super-packets with partial checksums, and pods'
+  // super-frames to the host are written whole (stages/forward.ts).
+  tunTso: boolean;
   // After a batch, keep polling (yielding the CPU between polls) this long
   // before sleeping: under steady traffic a worker then never pays a wake-up,
   // which on a VM costs tens of µs per hop. Idle, it costs nothing. 0: sleep at once.
@@ -33,6 +37,7 @@ export interface EngineConfig {
 }
 
 export const GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
+export const TUN_OFFLOADS = 1 | 2; // TUN_F_CSUM | TUN_F_TSO4: what the node's stack may hand the TUN device (IPv4 only)
 export const VXLAN_OVERHEAD = 50; // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<EngineConfig, 'node' | 'underlayIp' | 'vtepMac'>): EngineConfig {
@@ -50,6 +55,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     vxlanSourcePorts: 8,
     podTso: true,
     podGso: true,
+    tunTso: true,
     busyPollUs: 3000,
     pinWorkers: false,
     conntrackSize: 1 << 18,
@@ -58,7 +64,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['podTso', 'podGso', 'busyPollUs', 'pinWorkers'] as const;
+const TUNING = ['podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

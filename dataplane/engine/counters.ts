@@ -8,6 +8,7 @@ export const COUNTER_NAMES = [
   'drop_no_route', 'drop_policy_ingress', 'drop_policy_egress', 'conntrack_full', 'drop_ttl', 'drop_too_big', 'drop_bad_vni', 'drop_hairpin', 'drop_tx_busy',
   'inner_csum_completed', 'batches',
   'rx_pod_gso', 'tx_segments', 'pod_csum_completed', 'tx_pod_gso', 'coalesced_segments', 'drop_gso_unsupported',
+  'rx_tun_gso', 'tx_tun_gso',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;

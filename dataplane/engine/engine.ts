@@ -9,6 +9,7 @@ import { native, opener } from '../native/index.js';
 import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
 import { NCOUNTERS, sumCounters, type CounterName } from './counters.js';
 import { distFile } from './paths.js';
+import { TUN_OFFLOADS } from './config.js';
 import type { EngineConfig } from './config.js';
 import type { Tables, TablesMsg, WorkerTask } from './worker.js';
 import { Conntrack } from '../tables/conntrack.js';
@@ -42,6 +43,7 @@ export class Engine {
   async start(tables: Tables): Promise<void> {
     const n = this.cfg.workers;
     this.openOverlay(); // first: when the port is taken, nothing else is left to undo
+    this.probeTunOffloads();
     tierUpSooner();
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
     const shares = this.pods.sync(tables.ports, 0);
@@ -113,6 +115,21 @@ export class Engine {
 
   counters(): Record<CounterName, number> {
     return sumCounters(this.stats, this.cfg.workers);
+  }
+
+  /**
+   * IFF_VNET_HDR is the TUN device's, not a queue's (the last queue attached sets
+   * it), so every worker must agree: decided here, once, before they start.
+   */
+  private probeTunOffloads(): void {
+    if (!this.cfg.tunTso) return;
+    try {
+      const fd = opener(this.cfg.netns).tun(this.cfg.tunName, { multiQueue: true, vnetHdr: true });
+      try { native.tunSetOffload(fd, TUN_OFFLOADS); } finally { native.close(fd); }
+    } catch (e) {
+      this.cfg.tunTso = false;
+      this.log.warn({ offload: 'tun-tso', err: String(e) }, 'kernel refused an offload; continuing without it');
+    }
   }
 
   /** Live connection-tracking entries (expired ones count until the next sweep). */

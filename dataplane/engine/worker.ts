@@ -18,7 +18,7 @@ import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/forward.js';
 import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
 import { C } from './counters.js';
-import type { EngineConfig } from './config.js';
+import { TUN_OFFLOADS, type EngineConfig } from './config.js';
 import type { PodFds } from './pod-queues.js';
 import type { FibTables } from './fib.js';
 import type { PolicyBuffers } from '../../policy/tables.js';
@@ -48,9 +48,9 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const ctl = new Int32Array(task.ctl);
   const ctx = new StageContext(cfg, task.stats, index);
   const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
-  const offload = cfg.podTso || cfg.podGso;
+  const offload = cfg.podTso || cfg.podGso || cfg.tunTso;
   const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64) + (offload ? GEN_ENTRIES : 0),
-    offload ? { bigSlots: cfg.podTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
+    offload ? { bigSlots: cfg.podTso || cfg.tunTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
   // Pinned, worker k runs on CPU k and gets what arrives on that CPU (pod
   // frames by PACKET_FANOUT_CPU, see pod-queues.ts; datagrams by
   // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
@@ -64,7 +64,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     : [task.udpFd];
   ctx.udpSources = sources.length;
   const out: Outputs = {
-    tun: open.tun(cfg.tunName, { multiQueue: true }),
+    tun: open.tun(cfg.tunName, { multiQueue: true, vnetHdr: cfg.tunTso }), // the engine probed it (engine.ts)
     udpTx: sources,
     pod: open.packet('', {}),
     podVnet: -1,
@@ -77,6 +77,9 @@ export default function runWorker(task: WorkerTask): { index: number } {
     refused.add(what);
     log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
   };
+  if (cfg.tunTso) {
+    try { native.tunSetOffload(out.tun, TUN_OFFLOADS); } catch (e) { ctx.onOffloadRefused('tun-tso', e); } // then nothing arrives offloaded
+  }
   if (offload) {
     // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
     try {
@@ -153,6 +156,9 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
       } else if (kind === SRC_POD) {
         bt.aim(ETH_HLEN);
         n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, max, bt.capacity(ETH_HLEN));
+      } else if (kind === SRC_TUN && ctx.tunVnet) {
+        bt.aimBig(VNET_HLEN);
+        n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, bt.bigSlots, bt.bigCapacity(VNET_HLEN));
       } else if (kind === SRC_TUN) {
         bt.aim(0);
         n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, max, bt.capacity(0));

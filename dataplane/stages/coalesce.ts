@@ -1,15 +1,17 @@
-// Receive-side coalescing (engine/config.ts podGso): consecutive TCP segments
-// of one flow that a UDP_GRO receive brought in become one GSO super-frame for
-// the destination pod, sent on an AF_PACKET socket with PACKET_VNET_HDR. The
-// pod's stack then takes 64 KB per packet instead of 1.4 KB, as it would from
-// kernel GRO. The rules follow the kernel's tcp_gro_receive:
+// Receive-side coalescing (engine/config.ts podGso, tunTso): consecutive TCP
+// segments of one flow that a UDP_GRO receive brought in become one GSO
+// super-frame for the destination pod, sent on an AF_PACKET socket with
+// PACKET_VNET_HDR, or one super-packet written to TUN for the host (no Ethernet
+// header there). The stack then takes 64 KB per packet instead of 1.4 KB, as it
+// would from kernel GRO. The rules follow the kernel's tcp_gro_receive:
 //   - same addresses, ports, TOS, TTL, DF; no IP options, no fragments;
 //   - the next segment starts where the last ended (sequence numbers);
 //   - same ACK number, data offset, window and option bytes;
 //   - flags ACK, or ACK|PSH on the last segment only;
 //   - every segment but the last exactly the first's length (the MSS), the
 //     last no longer; 64 KB of IP packet at most.
-// The frame gets the first segment's headers with the total length, TTL - 1,
+// The frame gets the first segment's headers with the total length, TTL - 1 (a
+// pod's; the host's stack routes it on itself),
 // the last segment's flags, and in place of the TCP checksum the pseudo-header
 // sum: virtio NEEDS_CSUM (csum_start at TCP, csum_offset 16), GSO_TCPV4 with
 // gso_size = MSS. It leaves as a chain (stages/batch.ts): those headers, in
@@ -28,10 +30,12 @@ const MAX_SEGS = 64; // segments per frame, as the kernel's GRO: bounds the chai
 
 function rd32(b: Uint8Array, o: number): number { return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]; }
 
+export const TO_TUN = -1; // coalesce's ifindex for the host
+
 /**
  * Tries to coalesce entries i, i+1, ... (routed to local pod `ifindex`, MAC
- * hi/lo) into one super-frame. Returns how many entries it took (>= 2), or 0
- * when entry i should go the plain way.
+ * hi/lo; or, with ifindex TO_TUN, to the host) into one super-frame. Returns
+ * how many entries it took (>= 2), or 0 when entry i should go the plain way.
  */
 export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: number, macHi: number, macLo: number): number {
   const b = bt.arena, n = bt.n;
@@ -61,24 +65,27 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   }
   const cnt = j - i;
   if (cnt < 2) return 0;
-  const hl = ETH + hdr, need = (VNET + hl + 3) & ~3;
+  const tun = ifindex === TO_TUN, lead = tun ? 0 : ETH;
+  const hl = lead + hdr, need = (VNET + hl + 3) & ~3;
   if (bt.top >= bt.entries || bt.outTop + need > bt.outEnd) {
     ctx.flush?.();
     if (bt.top >= bt.entries || bt.outTop + need > bt.outEnd) return 0;
   }
-  const w = bt.outTop, eth = w + VNET, ip = eth + ETH, tcp = ip + 20;
+  const w = bt.outTop, eth = w + VNET, ip = eth + lead, tcp = ip + 20;
   // virtio_net_hdr: NEEDS_CSUM, GSO_TCPV4, hdr_len, gso_size, csum_start, csum_offset (little-endian)
   b[w] = 1; b[w + 1] = 1; b[w + 2] = hl & 0xff; b[w + 3] = hl >>> 8;
-  b[w + 4] = mss & 0xff; b[w + 5] = mss >>> 8; b[w + 6] = ETH + 20; b[w + 7] = 0; b[w + 8] = 16; b[w + 9] = 0;
-  b[eth] = macHi >>> 8; b[eth + 1] = macHi & 0xff;
-  b[eth + 2] = macLo >>> 24; b[eth + 3] = (macLo >>> 16) & 0xff; b[eth + 4] = (macLo >>> 8) & 0xff; b[eth + 5] = macLo & 0xff;
-  const gw = ctx.gwMac;
-  b[eth + 6] = gw[0]; b[eth + 7] = gw[1]; b[eth + 8] = gw[2]; b[eth + 9] = gw[3]; b[eth + 10] = gw[4]; b[eth + 11] = gw[5];
-  b[eth + 12] = 0x08; b[eth + 13] = 0x00;
+  b[w + 4] = mss & 0xff; b[w + 5] = mss >>> 8; b[w + 6] = lead + 20; b[w + 7] = 0; b[w + 8] = 16; b[w + 9] = 0;
+  if (!tun) {
+    b[eth] = macHi >>> 8; b[eth + 1] = macHi & 0xff;
+    b[eth + 2] = macLo >>> 24; b[eth + 3] = (macLo >>> 16) & 0xff; b[eth + 4] = (macLo >>> 8) & 0xff; b[eth + 5] = macLo & 0xff;
+    const gw = ctx.gwMac;
+    b[eth + 6] = gw[0]; b[eth + 7] = gw[1]; b[eth + 8] = gw[2]; b[eth + 9] = gw[3]; b[eth + 10] = gw[4]; b[eth + 11] = gw[5];
+    b[eth + 12] = 0x08; b[eth + 13] = 0x00;
+  }
   b.copyWithin(ip, l3, l3 + hdr);
   b[tcp + 13] = b[bt.l3[j - 1] + 33]; // the last segment's flags (PSH)
   b[ip + 2] = total >>> 8; b[ip + 3] = total & 0xff;
-  b[ip + 8]--;
+  if (!tun) b[ip + 8]--;
   b[ip + 10] = 0; b[ip + 11] = 0;
   const hc = csumFold(csumAdd(b, ip, 20, 0));
   b[ip + 10] = hc >>> 8; b[ip + 11] = hc & 0xff;
@@ -86,14 +93,14 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   b[tcp + 16] = ph >>> 8; b[tcp + 17] = ph & 0xff;
   const h = bt.top++;
   bt.offs[h] = w; bt.lens[h] = VNET + hl;
-  bt.toPodVnet(h, ifindex, 1);
+  if (tun) bt.toTun(h, 1); else bt.toPodVnet(h, ifindex, 1);
   for (let k = i; k < j; k++) {
     bt.offs[k] = bt.l3[k] + hdr; bt.lens[k] = bt.l3len[k] - hdr;
-    bt.toPodVnet(k, ifindex, k < j - 1 ? 1 : 0);
+    if (tun) bt.toTun(k, k < j - 1 ? 1 : 0); else bt.toPodVnet(k, ifindex, k < j - 1 ? 1 : 0);
   }
   bt.outTop = w + need;
   const c = ctx.counters;
   c[C.coalesced_segments] += cnt;
-  c[C.tx_pod_gso]++;
+  c[tun ? C.tx_tun_gso : C.tx_pod_gso]++;
   return cnt;
 }

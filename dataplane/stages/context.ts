@@ -25,6 +25,7 @@ export class StageContext {
   readonly podTso: boolean; // pod receives start with a virtio_net_hdr (see stages/segment.ts)
   podGso: boolean; // coalesce overlay TCP for local pods (stages/coalesce.ts)
   podVnetTx = false; // the worker has a vnet send socket the kernel takes frames on
+  readonly tunVnet: boolean; // TUN reads and writes carry a virtio_net_hdr (cfg.tunTso)
   flush?: () => void; // send everything queued and free the out region (set by the worker)
   onOffloadRefused?: (what: string, err: unknown) => void;
   policy?: PolicyTables; // undefined: no NetworkPolicy in the cluster, nothing to judge
@@ -43,6 +44,7 @@ export class StageContext {
     this.completeInnerChecksums = cfg.completeInnerChecksums;
     this.podTso = cfg.podTso;
     this.podGso = cfg.podGso;
+    this.tunVnet = cfg.tunTso;
     this.counters = new Float64Array(stats, worker * NCOUNTERS * 8, NCOUNTERS);
   }
 

@@ -7,19 +7,22 @@
 // A DF packet over the pod MTU headed for the overlay gets ICMP
 // fragmentation-needed back (RFC 1191) instead.
 //
-// Offloads: a frame from a pod may carry a partial checksum or be a TSO
-// super-frame (bt.vflags, bt.gso; stages/segment.ts). A local pod takes it as
-// it is, with its virtio_net_hdr, on the vnet socket; the overlay and TUN get
-// it finished and cut into pieces. Overlay TCP for a local pod is coalesced
+// Offloads: a frame from a pod, or a packet from the host's TUN, may carry a
+// partial checksum or be a TSO super-packet (bt.vflags, bt.gso; stages/vnet.ts,
+// segment.ts). A local pod takes it as it is, with a virtio_net_hdr, on the vnet
+// socket; so does TUN (a pod's TCP super-frame to the host); the overlay gets it
+// finished and cut into pieces. Overlay TCP for a local pod is coalesced
 // into super-frames when it can be (stages/coalesce.ts).
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { decTtl } from '../packet/ipv4.js';
+import { writeVnet, zeroVnet, VNET_F_NEEDS_CSUM } from '../packet/virtio.js';
+import { VNET_HLEN } from './vnet.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
 import { admit } from './policy.js';
-import { coalesce } from './coalesce.js';
+import { coalesce, TO_TUN } from './coalesce.js';
 import { completePartial, segment, OUT_POD, OUT_TUN, OUT_UDP } from './segment.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
@@ -31,7 +34,7 @@ export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
 const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP } = fib;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
-const VNET_HLEN = 10;
+const GSO_UDP_L4 = 5;
 
 // Byte stores: TypedArray.prototype.set costs a builtin call (~15 ns) for 6 bytes.
 function copyMac(b: Uint8Array, off: number, mac: Uint8Array): void {
@@ -56,7 +59,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
     const kind = nh[p + NH_KIND];
     if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, from === FROM_POD, kind === NH_LOCAL)) continue;
-    const vf = from === FROM_POD ? bt.vflags[i] : 0; // partial checksum / super-frame from a pod
+    const vf = from === FROM_VXLAN ? 0 : bt.vflags[i]; // partial checksum / super-packet from a pod or the host
     if (kind === NH_LOCAL) {
       if (coalescing) {
         const k = coalesce(ctx, bt, i, nh[p + NH_IFINDEX], nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
@@ -68,7 +71,8 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       copyMac(b, eth + 6, ctx.gwMac);
       writeEthType(b, eth);
       if (vf !== 0) {
-        if (ctx.podVnetTx) { // its virtio_net_hdr is still in front of the Ethernet header
+        if (ctx.podVnetTx) { // a pod's virtio_net_hdr is still in front of its Ethernet header; the host's is written there
+          if (from === FROM_TUN) writeVnetFor(bt, i, eth);
           bt.offs[i] = eth - VNET_HLEN; bt.lens[i] = l3len + ETH_HLEN + VNET_HLEN;
           bt.toPodVnet(i, nh[p + NH_IFINDEX]);
           continue;
@@ -95,6 +99,23 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       bt.toUdp(i, nh[p + NH_IP], ctx.vxlanPort);
     } else if (kind === NH_HOST) {
       if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
+      if (from === FROM_VXLAN && ctx.tunVnet) {
+        const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
+        if (k > 0) { i += k - 1; continue; }
+      }
+      if (ctx.tunVnet) { // every TUN write starts with a virtio_net_hdr
+        if (vf !== 0 && ((vf >>> 8) & 0x7f) !== GSO_UDP_L4) { // the stack takes a TCP super-frame or partial checksum as it is
+          writeVnetFor(bt, i, l3);
+          if (bt.gso[i] > 0) c[C.tx_tun_gso]++;
+        } else {
+          zeroVnet(b, l3 - VNET_HLEN);
+          if (vf !== 0 && bt.gso[i] > 0) { segment(ctx, bt, i, VNET_HLEN, OUT_TUN, 0, 0); continue; }
+          if (vf !== 0 && !finish(bt, i, c)) continue;
+        }
+        bt.offs[i] = l3 - VNET_HLEN; bt.lens[i] = l3len + VNET_HLEN;
+        bt.toTun(i);
+        continue;
+      }
       if (vf !== 0) {
         if (bt.gso[i] > 0) { segment(ctx, bt, i, 0, OUT_TUN, 0, 0); continue; }
         if (!finish(bt, i, c)) continue;
@@ -105,6 +126,16 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       c[C.drop_no_route]++;
     }
   }
+}
+
+// Entry i's offload facts as a virtio_net_hdr right before `start` (its packet's
+// first byte: Ethernet for a pod's veth, IP for TUN), offsets counted from there.
+function writeVnetFor(bt: Batch, i: number, start: number): void {
+  const b = bt.arena, l3 = bt.l3[i], vf = bt.vflags[i], type = (vf >>> 8) & 0x7f, gso = bt.gso[i];
+  const ihl = (b[l3] & 15) << 2, l4hdr = b[l3 + 9] === 6 ? (b[l3 + ihl + 12] >>> 4) << 2 : 8;
+  const partial = (vf & 1) !== 0;
+  writeVnet(b, start - VNET_HLEN, partial ? VNET_F_NEEDS_CSUM : 0, gso > 0 ? type : 0, gso > 0 ? l3 - start + ihl + l4hdr : 0, gso,
+    partial ? bt.csumStart[i] - start : 0, partial ? bt.csumOff[i] : 0);
 }
 
 // A partial checksum from a pod, finished for a path that needs it finished.

@@ -8,6 +8,7 @@ import * as fields from '../packet/fields.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
+import { takeVnet, VNET_HLEN } from './vnet.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -21,39 +22,15 @@ function macIs(b: Uint8Array, off: number, hi: number, lo: number): boolean {
   return ((b[off] << 8) | b[off + 1]) === hi && ((b[off + 2] << 24) | (b[off + 3] << 16) | (b[off + 4] << 8) | b[off + 5]) === lo;
 }
 
-// With ctx.podTso every receive starts with a virtio_net_hdr (PACKET_VNET_HDR):
-// its facts go to bt.vflags/gso/csumStart/csumOff and the entry moves past it.
-// Super-frames other than TCPv4 and UDP (GSO_UDP_L4) are dropped; so is a
-// partial checksum whose offsets fall outside the packet (checked when used).
-const VNET_HLEN = 10, GSO_TCPV4 = 1, GSO_UDP_L4 = 5, GSO_ECN = 0x80;
-
-function takeVnet(bt: Batch, i: number, c: Float64Array): boolean {
-  const b = bt.arena, v = bt.offs[i];
-  const flags = b[v] & 1, type = b[v + 1] & ~GSO_ECN;
-  let gso = 0;
-  if (type !== 0) {
-    if (type !== GSO_TCPV4 && type !== GSO_UDP_L4) { c[C.drop_gso_unsupported]++; return false; }
-    gso = b[v + 4] | (b[v + 5] << 8);
-    if (gso === 0) { c[C.drop_malformed]++; return false; }
-    c[C.rx_pod_gso]++;
-  }
-  bt.gso[i] = gso;
-  bt.vflags[i] = flags | (type << 8);
-  const eth = v + VNET_HLEN;
-  bt.csumStart[i] = eth + (b[v + 6] | (b[v + 7] << 8));
-  bt.csumOff[i] = b[v + 8] | (b[v + 9] << 8);
-  bt.offs[i] = eth;
-  bt.lens[i] -= VNET_HLEN;
-  return true;
-}
-
 export function ingressPod(ctx: StageContext, bt: Batch): void {
   const b = bt.arena, f = ctx.f, c = ctx.counters, nh = ctx.nh, ifmap = ctx.ifmap, vnet = ctx.podTso;
   for (let i = 0; i < bt.n; i++) {
     bt.l3len[i] = 0; // 0 = not for the route stage
     if (vnet) {
       if (bt.lens[i] < VNET_HLEN) { c[C.drop_truncated]++; continue; }
-      if (!takeVnet(bt, i, c)) continue;
+      if (!takeVnet(bt, i, c, C.rx_pod_gso)) continue;
+    } else {
+      bt.vflags[i] = 0; bt.gso[i] = 0; // the batch's arrays are shared with the TUN path, which sets them
     }
     const off = bt.offs[i], len = bt.lens[i], ifx = bt.meta[i];
     const id = ifx < ifmap.length ? ifmap[ifx] : 0;

@@ -1,15 +1,24 @@
 // Stage: IP packets the node's own stack routed into the TUN device (host to
-// pod, and replies of the host to pods). The kernel has finished checksums.
+// pod, and replies of the host to pods). With ctx.tunVnet each starts with a
+// virtio_net_hdr: the stack hands over TSO super-packets with partial checksums
+// (stages/vnet.ts); without it, the kernel has finished checksums.
 import { parseIPv4 } from '../packet/ipv4.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
+import { takeVnet, VNET_HLEN } from './vnet.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export function ingressTun(ctx: StageContext, bt: Batch): void {
-  const b = bt.arena, f = ctx.f, c = ctx.counters;
+  const b = bt.arena, f = ctx.f, c = ctx.counters, vnet = ctx.tunVnet;
   for (let i = 0; i < bt.n; i++) {
     bt.l3len[i] = 0;
+    if (vnet) {
+      if (bt.lens[i] < VNET_HLEN) { c[C.drop_truncated]++; continue; }
+      if (!takeVnet(bt, i, c, C.rx_tun_gso)) continue;
+    } else {
+      bt.vflags[i] = 0; bt.gso[i] = 0;
+    }
     const off = bt.offs[i], len = bt.lens[i];
     if (len < 1 || b[off] >> 4 !== 4) { c[C.drop_not_ipv4]++; continue; }
     const r = parseIPv4(b, off, len, f, false);

@@ -1,7 +1,9 @@
-// Pod offloads (engine/config.ts podTso, podGso) end to end, each on and off:
+// Pod and TUN offloads (engine/config.ts podTso, podGso, tunTso) end to end, each on and off:
 // TCP streams pod → pod across nodes (TSO super-frames cut into VXLAN
 // segments, overlay TCP coalesced into GSO frames), pod → pod on one node
-// (super-frames passed on with their virtio_net_hdr), pod ↔ host (TUN) arrive
+// (super-frames passed on with their virtio_net_hdr), pod ↔ host (TUN: the
+// host's TSO super-packets read, pods' super-frames and coalesced overlay TCP
+// written whole), on one node and across the overlay, arrive
 // byte-identical (sha256) with loss and duplication on the underlay; and a
 // capture of the underlay shows only valid VXLAN within the MTU with valid
 // inner TCP checksums.
@@ -60,13 +62,14 @@ async function transfer(fromNs: string, toNs: string, toIp: string, mb: number, 
 }
 
 const CONFIGS = [
-  { podTso: true, podGso: true },
-  { podTso: false, podGso: true },
-  { podTso: true, podGso: false },
-  { podTso: false, podGso: false },
+  { podTso: true, podGso: true, tunTso: true },
+  { podTso: false, podGso: true, tunTso: true },
+  { podTso: true, podGso: false, tunTso: true },
+  { podTso: false, podGso: false, tunTso: true },
+  { podTso: true, podGso: true, tunTso: false },
 ];
 
-describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso', (off) => {
+describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso tunTso=$tunTso', (off) => {
   const name = `o${randomBytes(2).toString('hex')}`;
   let s: LabState;
   const pod = (n: string) => s.pods.find((p) => p.name === n)!;
@@ -131,7 +134,25 @@ describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso', (off) => {
     expect(down.got).toBe(down.sent);
   }, 60_000);
 
-  test('the underlay carries only valid VXLAN within the MTU, inner TCP checksums valid', async () => {
+  test('50 MB host → pod and pod → host across the overlay (TUN at the far end): byte-identical; TUN offloads used when on', async () => {
+    const n1 = node('node1'), n2 = node('node2');
+    const b1 = await counters(n1), b2 = await counters(n2);
+    const down = await transfer(n1.netns, pod('node2-p1').netns, pod('node2-p1').ip, 50, 7006);
+    expect(down.got).toBe(down.sent);
+    expect(down.sent).toMatch(/ 52428800$/);
+    const up = await transfer(pod('node1-p1').netns, n2.netns, n2.podCIDR.replace(/0\/24$/, '1'), 50, 7007); // node2's gateway address, on its TUN
+    expect(up.got).toBe(up.sent);
+    expect(up.sent).toMatch(/ 52428800$/);
+    const a1 = await counters(n1), a2 = await counters(n2);
+    if (off.tunTso) {
+      expect(a1.rx_tun_gso - b1.rx_tun_gso).toBeGreaterThan(0); // node1's stack handed over TSO super-packets
+      expect(a2.tx_tun_gso - b2.tx_tun_gso).toBeGreaterThan(0); // node2 wrote coalesced overlay TCP to its stack whole
+    } else {
+      expect(a1.rx_tun_gso + a2.tx_tun_gso).toBe(0);
+    }
+  }, 60_000);
+
+    test('the underlay carries only valid VXLAN within the MTU, inner TCP checksums valid', async () => {
     // veth hands UDP_SEGMENT sends on unsplit; with UDP segmentation off on
     // node1's eth0 the kernel cuts them before the wire, so what u-node1
     // receives is what a NIC would put on the wire.

@@ -29,6 +29,7 @@ import { writeUdpHeader } from '../dataplane/packet/udp.js';
 import { IPPROTO_UDP } from '../dataplane/packet/l4.js';
 import { Batch, HEADROOM } from '../dataplane/stages/batch.js';
 import { StageContext } from '../dataplane/stages/context.js';
+import { zeroVnet, VNET_HLEN } from '../dataplane/packet/virtio.js';
 import { ingressTun } from '../dataplane/stages/ingress-tun.js';
 import { ingressVxlan } from '../dataplane/stages/ingress-vxlan.js';
 import { forward, FROM_TUN, FROM_VXLAN } from '../dataplane/stages/forward.js';
@@ -224,7 +225,8 @@ export function setupStages() {
     for (let i = 0; i < size; i++) {
       const l3 = base[i] + HEADROOM;
       restore(w32, l3 >> 2, tplEnc, i * HDR_WORDS);
-      offs[i] = l3; lens[i] = PKT_LEN; // as tunRead leaves them
+      zeroVnet(b, l3 - VNET_HLEN); // the TUN queue's virtio_net_hdr (cfg.tunTso): a plain packet
+      offs[i] = l3 - VNET_HLEN; lens[i] = PKT_LEN + VNET_HLEN; // as tunRead leaves them
     }
     bt.n = size;
     ingressTun(ctx, bt);

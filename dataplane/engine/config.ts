@@ -64,7 +64,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers'] as const;
+const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

@@ -1,4 +1,4 @@
-// Pod and TUN offloads (engine/config.ts podTso, podGso, tunTso) end to end, each on and off:
+// Pod, TUN and overlay offloads (engine/config.ts podTso, podGso, tunTso, udpGso, udpGro) end to end, each on and off:
 // TCP streams pod → pod across nodes (TSO super-frames cut into VXLAN
 // segments, overlay TCP coalesced into GSO frames), pod → pod on one node
 // (super-frames passed on with their virtio_net_hdr), pod ↔ host (TUN: the
@@ -67,9 +67,10 @@ const CONFIGS = [
   { podTso: true, podGso: false, tunTso: true },
   { podTso: false, podGso: false, tunTso: true },
   { podTso: true, podGso: true, tunTso: false },
-];
+  { podTso: true, podGso: true, tunTso: true, udpGso: false, udpGro: false },
+] as { podTso: boolean; podGso: boolean; tunTso: boolean; udpGso?: boolean; udpGro?: boolean }[];
 
-describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso tunTso=$tunTso', (off) => {
+describe.each(CONFIGS)('offloads podTso=$podTso podGso=$podGso tunTso=$tunTso udpGso=$udpGso udpGro=$udpGro', (off) => {
   const name = `o${randomBytes(2).toString('hex')}`;
   let s: LabState;
   const pod = (n: string) => s.pods.find((p) => p.name === n)!;

@@ -47,7 +47,10 @@ export class Engine {
     tierUpSooner();
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
     const shares = this.pods.sync(tables.ports, 0);
-    this.sweeper = setInterval(() => this.ct.sweep((Date.now() / 1000) | 0), 5000);
+    // Sweep a few seconds behind the workers' clock (set once per batch): an entry a
+    // worker has just looked up is then never freed, and its slot never recycled,
+    // while the worker still holds the handle (tables/conntrack.ts).
+    this.sweeper = setInterval(() => this.ct.sweep(((Date.now() / 1000) | 0) - SWEEP_LAG_S), 5000);
     this.sweeper.unref();
     const failures: unknown[] = [];
     for (let w = 0; w < n; w++) {
@@ -149,6 +152,8 @@ export class Engine {
     this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;
   }
 }
+
+const SWEEP_LAG_S = 2;
 
 /**
  * V8 optimizes a function after it has run about 67 KB of bytecode per tick,

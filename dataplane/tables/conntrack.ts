@@ -28,7 +28,7 @@
 //     the probe path), so tombstones do not pile up.
 // Slot handles returned by lookup/upsert stay valid until the entry is removed or
 // swept; touch/setState on a handle whose entry was swept may hit a recycled slot, so
-// callers sweep with the same clock they use for lookups.
+// callers sweep behind the clock they use for lookups (the engine: 2 s behind).
 
 const MAGIC = 0x434f4e54; // "CONT"
 const VERSION = 1;

@@ -5,10 +5,8 @@ import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { parseAllDocuments } from 'yaml';
 import { NS_NAME_LABEL, type ClusterModel, type ContainerPort, type Namespace, type NetworkPolicy, type Pod, type Protocol } from './model.js';
-import { Problems, labelKeyProblem, labelValueProblem, validateNetworkPolicy } from './validate.js';
+import { Problems, isObj, labelKeyProblem, labelValueProblem, validateNetworkPolicy, type Obj } from './validate.js';
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** An invalid manifest: `problems` holds one line per problem, each naming the object and field. */
 export class ManifestError extends Error {

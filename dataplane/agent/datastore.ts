@@ -101,6 +101,9 @@ export class ClusterState {
     this.rev = set.rev;
   }
 
+  /** The keys of the objects of one kind held now. */
+  keys(kind: Kind): IterableIterator<string> { return this.maps[kind].keys(); }
+
   view(): ClusterView {
     const all = <T>(k: Kind) => [...this.maps[k].values()] as T[];
     const v: ClusterView = { rev: this.rev, clusterCIDR: this.clusterCIDR, nodes: all<NodeRecord>('node') };

@@ -16,6 +16,7 @@ import { ClusterState, keyOf, type Change, type ClusterSource, type ClusterView,
 import { KubeClient, KubeError, type WatchEvent } from './kube-client.js';
 import { modelChange, objectKey } from './model-objects.js';
 import { vtepMacFor } from './addressing.js';
+import { isObj, type Obj } from '../../policy/validate.js';
 
 export const FLANNEL = {
   backendType: 'flannel.alpha.coreos.com/backend-type',
@@ -34,8 +35,6 @@ const PATHS: Record<Kind, string> = {
 const KINDS = Object.keys(PATHS) as Kind[];
 const RETRY_MS = 1000;
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const metaOf = (o: Obj): Obj => (isObj(o.metadata) ? o.metadata : {});
 const annotationsOf = (o: Obj): Record<string, unknown> => { const a = metaOf(o).annotations; return isObj(a) ? a : {}; };
 
@@ -124,9 +123,7 @@ export class KubeSource implements ClusterSource {
       try {
         const puts = await this.list(kind);
         const have = new Set(puts.map((c) => ('put' in c ? keyOf(kind, c.object as { name: string; namespace?: string }) : c.key)));
-        const view = this.state!.view();
-        const current: { name: string; namespace?: string }[] = kind === 'node' ? view.nodes : kind === 'namespace' ? view.model!.namespaces : kind === 'pod' ? view.model!.pods : view.model!.policies;
-        const gone = current.map((o) => keyOf(kind, o)).filter((k) => !have.has(k)).map((key): Change => ({ delete: kind, key }));
+        const gone = [...this.state!.keys(kind)].filter((k) => !have.has(k)).map((key): Change => ({ delete: kind, key }));
         this.state!.apply({ rev: this.state!.rev + 1, changes: [...puts, ...gone] });
         changed();
         return;
@@ -142,11 +139,11 @@ export class KubeSource implements ClusterSource {
 /**
  * Writes this node's VTEP on its Node object the way flanneld does (backend type,
  * backend data with VNI and VTEP MAC, public IP), so every node, twill's or
- * flannel's, can reach it. Returns the node's record as the others will read it.
+ * flannel's, can reach it (the public IP is the Node's InternalIP). Returns the node's record as the others will read it.
  */
-export async function announceNode(client: KubeClient, node: string, vni: number, publicIP?: string): Promise<NodeRecord> {
+export async function announceNode(client: KubeClient, node: string, vni: number): Promise<NodeRecord> {
   const path = `${PATHS.node}/${encodeURIComponent(node)}`;
-  const pub = publicIP ?? nodeAddress(await client.get<Obj>(path));
+  const pub = nodeAddress(await client.get<Obj>(path));
   const annotations: Record<string, string> = {
     [FLANNEL.backendType]: 'vxlan',
     [FLANNEL.backendData]: JSON.stringify({ VNI: vni, VtepMAC: vtepMacFor(node) }),

@@ -4,11 +4,9 @@
 import type { Logger } from 'pino';
 import { keyOf, type Change } from './datastore.js';
 import { readNamespace, readPod } from '../../policy/manifests.js';
-import { Problems, validateNetworkPolicy } from '../../policy/validate.js';
+import { Problems, isObj, validateNetworkPolicy, type Obj } from '../../policy/validate.js';
 
 export type ModelKind = 'namespace' | 'pod' | 'policy';
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The key of an object of `kind`: name, or namespace/name. */
 export function objectKey(kind: ModelKind | 'node', o: Obj): string {

@@ -10,8 +10,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { rmSync } from 'node:fs';
+import { isObj, type Obj } from '../../policy/validate.js';
 
-type Obj = Record<string, unknown>;
 interface Resource { group: string; kind: string; namespaced: boolean }
 const RESOURCES: Record<string, Resource> = {
   nodes: { group: 'v1', kind: 'Node', namespaced: false },
@@ -37,7 +37,6 @@ export function nodeObject(name: string, podCIDR: string, ip: string, vtepMAC?: 
   };
 }
 
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** RFC 7386: null deletes, objects merge, everything else replaces. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

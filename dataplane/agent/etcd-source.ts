@@ -126,6 +126,7 @@ export class EtcdSource implements ClusterSource {
   }
 
   watch(onChange: (v: ClusterView) => void): () => void {
+    const prefixes = [`${this.prefix}/subnets/`, MODEL_PREFIX];
     const start = (prefix: string) => {
       if (this.stopped) return;
       const stop = this.client.watch(prefix, (this.from.get(prefix) ?? 0) + 1, (events, revision) => {
@@ -137,24 +138,25 @@ export class EtcdSource implements ClusterSource {
       }, (err) => {
         this.stops = this.stops.filter((s) => s !== stop);
         if (this.stopped) return;
-        if ((err as { compacted?: boolean } | undefined)?.compacted) {
-          // What happened meanwhile is gone from etcd's history: read everything again.
-          for (const s of this.stops.splice(0)) s();
-          void this.read().then((v) => { onChange(v); start(`${this.prefix}/subnets/`); start(MODEL_PREFIX); }, (e: Error) => {
-            this.log?.warn({ err: e.message }, 'etcd read failed; retrying');
-            setTimeout(() => start(prefix), RETRY_MS).unref();
-          });
-          return;
-        }
+        if ((err as { compacted?: boolean } | undefined)?.compacted) return recover();
         if (err) this.log?.warn({ err: err.message }, 'etcd watch failed; resuming');
         setTimeout(() => start(prefix), err ? RETRY_MS : 0).unref();
       });
       this.stops.push(stop);
     };
+    // What happened meanwhile is gone from etcd's history: stop both watches, read
+    // everything again, and watch both prefixes from there (until a read succeeds).
+    const recover = (): void => {
+      if (this.stopped) return;
+      for (const s of this.stops.splice(0)) s();
+      this.read().then((v) => { onChange(v); prefixes.forEach(start); }, (e: Error) => {
+        this.log?.warn({ err: e.message }, 'etcd read failed; retrying');
+        setTimeout(recover, RETRY_MS).unref();
+      });
+    };
     void (async () => {
       if (!this.state) await this.read();
-      start(`${this.prefix}/subnets/`);
-      start(MODEL_PREFIX);
+      prefixes.forEach(start);
     })().catch((e: Error) => this.log?.error({ err: e.message }, 'etcd source failed to start its watches'));
     return () => { this.stopped = true; for (const s of this.stops.splice(0)) s(); this.client.close(); };
   }

@@ -122,7 +122,8 @@ export class Engine {
 
   /**
    * IFF_VNET_HDR is the TUN device's, not a queue's (the last queue attached sets
-   * it), so every worker must agree: decided here, once, before they start.
+   * it), so every worker must agree: decided here, once, before they start. The
+   * offloads set here are the device's too; the workers' queues inherit them.
    */
   private probeTunOffloads(): void {
     if (!this.cfg.tunTso) return;

@@ -18,7 +18,7 @@ import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/forward.js';
 import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
 import { C } from './counters.js';
-import { TUN_OFFLOADS, type EngineConfig } from './config.js';
+import type { EngineConfig } from './config.js';
 import type { PodFds } from './pod-queues.js';
 import type { FibTables } from './fib.js';
 import type { PolicyBuffers } from '../../policy/tables.js';
@@ -77,9 +77,6 @@ export default function runWorker(task: WorkerTask): { index: number } {
     refused.add(what);
     log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
   };
-  if (cfg.tunTso) {
-    try { native.tunSetOffload(out.tun, TUN_OFFLOADS); } catch (e) { ctx.onOffloadRefused('tun-tso', e); } // then nothing arrives offloaded
-  }
   if (offload) {
     // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
     try {

@@ -16,8 +16,8 @@
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { decTtl } from '../packet/ipv4.js';
-import { writeVnet, zeroVnet, VNET_F_NEEDS_CSUM } from '../packet/virtio.js';
-import { VNET_HLEN } from './vnet.js';
+import * as virtio from '../packet/virtio.js';
+import { writeVnet, zeroVnet } from '../packet/virtio.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
@@ -34,7 +34,7 @@ export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
 const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP } = fib;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
-const GSO_UDP_L4 = 5;
+const { VNET_HLEN, VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4 } = virtio;
 
 // Byte stores: TypedArray.prototype.set costs a builtin call (~15 ns) for 6 bytes.
 function copyMac(b: Uint8Array, off: number, mac: Uint8Array): void {
@@ -103,24 +103,18 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
         const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
         if (k > 0) { i += k - 1; continue; }
       }
-      if (ctx.tunVnet) { // every TUN write starts with a virtio_net_hdr
-        if (vf !== 0 && ((vf >>> 8) & 0x7f) !== GSO_UDP_L4) { // the stack takes a TCP super-frame or partial checksum as it is
-          writeVnetFor(bt, i, l3);
-          if (bt.gso[i] > 0) c[C.tx_tun_gso]++;
-        } else {
-          zeroVnet(b, l3 - VNET_HLEN);
-          if (vf !== 0 && bt.gso[i] > 0) { segment(ctx, bt, i, VNET_HLEN, OUT_TUN, 0, 0); continue; }
-          if (vf !== 0 && !finish(bt, i, c)) continue;
+      const lead = ctx.tunVnet ? VNET_HLEN : 0; // with it, every TUN write starts with a virtio_net_hdr
+      if (lead !== 0 && vf !== 0 && ((vf >>> 8) & 0x7f) !== VNET_GSO_UDP_L4) { // the stack takes a TCP super-frame or partial checksum as it is
+        writeVnetFor(bt, i, l3);
+        if (bt.gso[i] > 0) c[C.tx_tun_gso]++;
+      } else {
+        if (lead !== 0) zeroVnet(b, l3 - VNET_HLEN);
+        if (vf !== 0) {
+          if (bt.gso[i] > 0) { segment(ctx, bt, i, lead, OUT_TUN, 0, 0); continue; }
+          if (!finish(bt, i, c)) continue;
         }
-        bt.offs[i] = l3 - VNET_HLEN; bt.lens[i] = l3len + VNET_HLEN;
-        bt.toTun(i);
-        continue;
       }
-      if (vf !== 0) {
-        if (bt.gso[i] > 0) { segment(ctx, bt, i, 0, OUT_TUN, 0, 0); continue; }
-        if (!finish(bt, i, c)) continue;
-      }
-      bt.offs[i] = l3; bt.lens[i] = l3len;
+      bt.offs[i] = l3 - lead; bt.lens[i] = l3len + lead;
       bt.toTun(i);
     } else {
       c[C.drop_no_route]++;

@@ -8,7 +8,8 @@ import * as fields from '../packet/fields.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
-import { takeVnet, VNET_HLEN } from './vnet.js';
+import { takeVnet } from './vnet.js';
+import * as virtio from '../packet/virtio.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -17,6 +18,7 @@ import type { StageContext } from './context.js';
 const { parseEthernet, ethReplyInPlace, ETH_HLEN, ETH_P_ARP, ETH_P_IP } = ethernet;
 const { F_ETHTYPE, F_L3OFF, F_SRC4, F_DST4, F_ICMP_TYPE } = fields;
 const { NH_STRIDE, NH_IP, NH_MAC_HI, NH_MAC_LO } = fib;
+const { VNET_HLEN } = virtio;
 
 function macIs(b: Uint8Array, off: number, hi: number, lo: number): boolean {
   return ((b[off] << 8) | b[off + 1]) === hi && ((b[off + 2] << 24) | (b[off + 3] << 16) | (b[off + 4] << 8) | b[off + 5]) === lo;

@@ -5,9 +5,12 @@
 import { parseIPv4 } from '../packet/ipv4.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
-import { takeVnet, VNET_HLEN } from './vnet.js';
+import { takeVnet } from './vnet.js';
+import * as virtio from '../packet/virtio.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
+
+const { VNET_HLEN } = virtio; // a module-level const V8 folds
 
 export function ingressTun(ctx: StageContext, bt: Batch): void {
   const b = bt.arena, f = ctx.f, c = ctx.counters, vnet = ctx.tunVnet;

@@ -5,11 +5,12 @@
 // comes out absolute either way. Super-packets other than TCPv4 and UDP
 // (GSO_UDP_L4) are dropped; so is a partial checksum whose offsets fall outside
 // the packet (checked when used, stages/segment.ts).
+import * as virtio from '../packet/virtio.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
 
-export const VNET_HLEN = 10;
-const GSO_TCPV4 = 1, GSO_UDP_L4 = 5, GSO_ECN = 0x80;
+// Module-level consts V8 folds (imported bindings are module-cell loads).
+const { VNET_HLEN, VNET_GSO_TCPV4: GSO_TCPV4, VNET_GSO_UDP_L4: GSO_UDP_L4, VNET_GSO_ECN: GSO_ECN } = virtio;
 
 /** Takes entry i's header; false (counted) when the entry is to be dropped. `gsoCounter` counts super-packets. */
 export function takeVnet(bt: Batch, i: number, c: Float64Array, gsoCounter: number): boolean {

@@ -11,6 +11,9 @@ need_root
 PKGS=(
   iproute2:/usr/sbin/ip
   iptables:/usr/sbin/iptables
+  nftables:/usr/sbin/nft
+  dnsmasq-base:/usr/sbin/dnsmasq
+  libc-bin:/usr/bin/getent
   iputils-ping:/usr/bin/ping
   iperf3:/usr/bin/iperf3
   ethtool:/usr/sbin/ethtool

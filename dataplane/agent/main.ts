@@ -32,6 +32,7 @@ export interface AgentConfig extends EngineTuning {
   etcd?: { endpoints: string[]; prefix?: string }; // outside Kubernetes: flannel's etcd layout (dataplane/agent/etcd-source.ts)
   publicIP?: string; // with etcd: this node's underlay address (flanneld's --public-ip)
   clusterCIDR?: string; // with kubernetes: the pod network (flannel's net-conf.json "Network"); default 10.244.0.0/16
+  serviceCIDR?: string; // ClusterIPs (kube-proxy's --service-cluster-ip-range); default kubeadm's 10.96.0.0/12, which holds kind's 10.96.0.0/16
   stateDir: string;
   socket: string;
   underlayMTU?: number;
@@ -41,6 +42,8 @@ export interface AgentConfig extends EngineTuning {
   ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
   metrics?: string; // "host:port" to serve Prometheus metrics at /metrics (absent: only on the agent's socket)
 }
+
+const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
 
 // PACKET_VNET_HDR works on this kernel (a socket on lo with it set opens).
 function vnetHdrWorks(): boolean {
@@ -71,7 +74,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
 
   const tables = () => {
     const input: FibInput = {
-      clusterCIDR: view.clusterCIDR, podCIDR: me.podCIDR, hostIPs: [gatewayIP, me.underlayIP],
+      clusterCIDR: view.clusterCIDR, podCIDR: me.podCIDR, hostIPs: [gatewayIP, me.underlayIP], serviceCIDR: cfg.serviceCIDR ?? DEFAULT_SERVICE_CIDR,
       pods: [], remotes: view.nodes.filter((n) => n.name !== cfg.node),
     };
     for (const p of pods.list()) {
@@ -98,7 +101,13 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
       policy = { gen: policy.gen + (policy.tables ? 1 : 0), rev: view.rev };
       return;
     }
-    const nodeIps = view.nodes.flatMap((n) => [gatewayOf(n.podCIDR), n.underlayIP]);
+    // Only this node is exempt (kubelet probes, hostNetwork pods here): as Kubernetes
+    // defines it, and as Calico and Cilium do, other nodes' traffic is judged like
+    // any source, and an ipBlock can select their addresses. A node's host traffic
+    // to pods carries its gateway address (10.244.N.1, the route's src on its TUN
+    // device; test/e2e/node-policy.test.ts captures it). This node's own traffic
+    // may also come from its underlay address (a socket bound to it).
+    const nodeIps = [gatewayIP, me.underlayIP];
     const t0 = performance.now();
     const tables = compiler.compile({ ...m, nodeIps });
     if (tables === policy.tables) {
@@ -156,7 +165,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   const metricsText = () => renderMetrics({
     node: cfg.node, podCIDR: me.podCIDR, vtepMAC: me.vtepMAC, counters: engine.counters(), workers: ecfg.workers,
     pods: pods.list().length, nodes: view.nodes.length, policies: view.model?.policies.length ?? 0,
-    conntrackEntries: engine.conntrackEntries(), revision: appliedRev,
+    conntrackEntries: engine.conntrackEntries(), translatedFlows: engine.translatedFlows(), revision: appliedRev,
   });
   const metricsServer = cfg.metrics ? serveMetrics(cfg.metrics, metricsText, log) : undefined;
   log.info({ socket: cfg.socket, podCIDR: me.podCIDR, pods: pods.list().length }, 'agent ready');

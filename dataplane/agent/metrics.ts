@@ -16,6 +16,7 @@ export interface MetricsSnapshot {
   nodes: number;
   policies: number;
   conntrackEntries: number;
+  translatedFlows: number;
   revision: number;
 }
 
@@ -55,6 +56,7 @@ export function renderMetrics(m: MetricsSnapshot): string {
   gauge('twill_cluster_nodes', 'Nodes in the overlay, this one included.', m.nodes);
   gauge('twill_network_policies', 'NetworkPolicies in the cluster view.', m.policies);
   gauge('twill_conntrack_entries', 'Tracked connections (expired ones until the next sweep).', m.conntrackEntries);
+  gauge('twill_translated_flows', 'Flows the node\'s stack translated (Services), tracked so their replies pass it again.', m.translatedFlows);
   gauge('twill_cluster_revision', 'Revision of the cluster view the engine enforces.', m.revision);
   const out: string[] = [];
   for (const f of families.values()) {

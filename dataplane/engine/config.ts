@@ -33,6 +33,7 @@ export interface EngineConfig {
   // path then shares one CPU, which costs throughput on a small machine.
   pinWorkers: boolean;
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
+  translatedSize: number; // flows the node's stack translated (Services) tracked at once: stages/translated.ts
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
@@ -59,6 +60,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     busyPollUs: 3000,
     pinWorkers: false,
     conntrackSize: 1 << 18,
+    translatedSize: 1 << 17,
     ...partial,
   };
 }

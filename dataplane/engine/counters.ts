@@ -9,6 +9,7 @@ export const COUNTER_NAMES = [
   'inner_csum_completed', 'batches',
   'rx_pod_gso', 'tx_segments', 'pod_csum_completed', 'tx_pod_gso', 'coalesced_segments', 'drop_gso_unsupported',
   'rx_tun_gso', 'tx_tun_gso',
+  'rx_vxlan_gso', 'translated_replies', 'translated_full',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;

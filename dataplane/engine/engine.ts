@@ -25,6 +25,7 @@ export class Engine {
   private tasks: Promise<unknown>[] = [];
   private gen = 0;
   private readonly ct: Conntrack; // shared by all workers, swept here
+  private readonly translated: Conntrack; // flows the node's stack translated (stages/translated.ts), likewise
   private sweeper?: NodeJS.Timeout;
   private readonly cpus: number[]; // worker k's CPU, empty when workers are not pinned
   private readonly pods: PodQueues;
@@ -34,6 +35,7 @@ export class Engine {
     if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
     this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
     this.ct = Conntrack.create(cfg.conntrackSize);
+    this.translated = Conntrack.create(cfg.translatedSize);
     const cpus = native.cpus();
     this.cpus = cfg.pinWorkers && cfg.workers <= cpus.length ? cpus.slice(0, cfg.workers) : [];
     this.pods = new PodQueues(cfg, this.cpus.length > 0, log);
@@ -50,7 +52,11 @@ export class Engine {
     // Sweep a few seconds behind the workers' clock (set once per batch): an entry a
     // worker has just looked up is then never freed, and its slot never recycled,
     // while the worker still holds the handle (tables/conntrack.ts).
-    this.sweeper = setInterval(() => this.ct.sweep(((Date.now() / 1000) | 0) - SWEEP_LAG_S), 5000);
+    this.sweeper = setInterval(() => {
+      const behind = ((Date.now() / 1000) | 0) - SWEEP_LAG_S;
+      this.ct.sweep(behind);
+      this.translated.sweep(behind);
+    }, 5000);
     this.sweeper.unref();
     const failures: unknown[] = [];
     for (let w = 0; w < n; w++) {
@@ -58,7 +64,7 @@ export class Engine {
       this.ports.push(ch.port1);
       const doorbell = native.eventfd();
       this.doorbells.push(doorbell);
-      const first: TablesMsg = { ...tables, conntrack: this.ct.buffer, gen: 0, podFds: shares[w] };
+      const first: TablesMsg = { ...tables, ...this.shared(), gen: 0, podFds: shares[w] };
       const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
       p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); });
@@ -97,7 +103,7 @@ export class Engine {
   publish(tables: Tables): number {
     const gen = ++this.gen;
     const shares = this.pods.sync(tables.ports, gen);
-    this.ports.forEach((p, w) => p.postMessage({ ...tables, conntrack: this.ct.buffer, gen, podFds: shares[w] } satisfies TablesMsg));
+    this.ports.forEach((p, w) => p.postMessage({ ...tables, ...this.shared(), gen, podFds: shares[w] } satisfies TablesMsg));
     Atomics.store(this.ctl, CTL_GEN, gen);
     for (const d of this.doorbells) native.eventfdSignal(d);
     void this.applied(gen).then((ok) => { if (ok) this.pods.release(gen); });
@@ -135,6 +141,14 @@ export class Engine {
       this.log.warn({ offload: 'tun-tso', err: String(e) }, 'kernel refused an offload; continuing without it');
     }
   }
+
+  /** The tables every generation carries unchanged: the workers write them in place. */
+  private shared(): { conntrack: SharedArrayBuffer; translated: SharedArrayBuffer } {
+    return { conntrack: this.ct.buffer, translated: this.translated.buffer };
+  }
+
+  /** Flows the node's stack translated, tracked for their replies (expired ones count until the next sweep). */
+  translatedFlows(): number { return this.translated.count(); }
 
   /** Live connection-tracking entries (expired ones count until the next sweep). */
   conntrackEntries(): number { return this.ct.count(); }

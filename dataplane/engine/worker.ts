@@ -24,7 +24,7 @@ import type { FibTables } from './fib.js';
 import type { PolicyBuffers } from '../../policy/tables.js';
 
 /** What the main thread publishes: forwarding tables, and NetworkPolicy tables when the cluster has policies. */
-export interface Tables extends FibTables { gatewayIP: string; policy?: PolicyBuffers; policyGen?: number; conntrack?: SharedArrayBuffer }
+export interface Tables extends FibTables { gatewayIP: string; policy?: PolicyBuffers; policyGen?: number; conntrack?: SharedArrayBuffer; translated?: SharedArrayBuffer }
 export interface TablesMsg extends Tables { gen: number; podFds: PodFds }
 export interface WorkerTask {
   index: number;

@@ -22,6 +22,10 @@
 // so the kernel's copy on send is the only one.
 export const HEADROOM = 64;
 export const GRO_SLOT = 65536;
+// Room in front of each GRO slot: a tunnel super-packet (stages/ingress-vxlan.ts)
+// leaves with a virtio_net_hdr written over its VXLAN header and 2 bytes more.
+const GRO_HEADROOM = 64;
+const GRO_STRIDE = GRO_SLOT + GRO_HEADROOM;
 export const BIG_SLOT = 65536 + 512; // virtio_net_hdr + Ethernet + a 64 KB IP packet, after HEADROOM
 export const GEN_ENTRIES = 4096; // entries for made packets (segment headers and payloads) per batch
 
@@ -76,7 +80,7 @@ export class Batch {
   constructor(readonly slots: number, readonly slotSize: number, readonly groSlots: number, readonly entries: number, big?: BigRegions) {
     if (entries < slots) throw new Error('a batch needs at least one entry per slot');
     this.groBase = slots * slotSize;
-    this.bigBase = this.groBase + groSlots * GRO_SLOT;
+    this.bigBase = this.groBase + groSlots * GRO_STRIDE;
     this.bigSlots = big?.bigSlots ?? 0;
     this.outBase = this.bigBase + this.bigSlots * BIG_SLOT;
     this.outEnd = this.outBase + (big?.outBytes ?? 0);
@@ -104,7 +108,7 @@ export class Batch {
 
   /** Point the first groSlots receive offsets at the GRO slots. */
   aimGro(): void {
-    for (let i = 0; i < this.groSlots; i++) this.offs[i] = this.groBase + i * GRO_SLOT;
+    for (let i = 0; i < this.groSlots; i++) this.offs[i] = this.groBase + i * GRO_STRIDE + GRO_HEADROOM;
   }
 
   /** Point the first bigSlots receive offsets at the big slots (lead as for aim). */

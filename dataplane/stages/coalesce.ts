@@ -48,7 +48,7 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   const src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
   let seq = (rd32(b, th + 4) + mss) | 0, total = hdr + mss, j = i + 1;
   for (; j < n; j++) {
-    if (bt.l3len[j] === 0 || bt.src[j] !== src || bt.dst[j] !== dst || bt.sport[j] !== sport || bt.dport[j] !== dport || bt.proto[j] !== 6) break;
+    if (bt.l3len[j] === 0 || bt.vflags[j] !== 0 || bt.src[j] !== src || bt.dst[j] !== dst || bt.sport[j] !== sport || bt.dport[j] !== dport || bt.proto[j] !== 6) break;
     const q = bt.l3[j], tq = q + 20;
     if (b[q] !== 0x45 || b[q + 1] !== b[l3 + 1] || b[q + 6] !== b[l3 + 6] || b[q + 7] !== 0 || b[q + 8] !== b[l3 + 8]) break;
     const f = b[tq + 13];

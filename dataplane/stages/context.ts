@@ -31,6 +31,7 @@ export class StageContext {
   policy?: PolicyTables; // undefined: no NetworkPolicy in the cluster, nothing to judge
   policyGen = 0;
   conntrack?: Conntrack;
+  translated!: Conntrack; // flows the node's stack translated (stages/translated.ts)
   now = 0; // seconds, refreshed once per batch: conntrack's clock
   gatewayIp = 0; // source of ICMP errors we generate: this node's pod gateway
   readonly counters: Float64Array;
@@ -54,6 +55,8 @@ export class StageContext {
     this.ifmap = new Int32Array(t.ifmap);
     this.gatewayIp = parseIPv4(t.gatewayIP) | 0;
     if (t.conntrack && (!this.conntrack || this.conntrack.buffer !== t.conntrack)) this.conntrack = new Conntrack(t.conntrack);
+    if (t.translated) { if (this.translated?.buffer !== t.translated) this.translated = new Conntrack(t.translated); }
+    else this.translated ??= Conntrack.create(16); // tables made without an engine (micro benchmarks, tests)
     this.policy = t.policy ? new PolicyTables(t.policy) : undefined;
     this.policyGen = t.policyGen ?? 0;
   }

@@ -7,9 +7,13 @@
 // A DF packet over the pod MTU headed for the overlay gets ICMP
 // fragmentation-needed back (RFC 1191) instead.
 //
-// Offloads: a frame from a pod, or a packet from the host's TUN, may carry a
-// partial checksum or be a TSO super-packet (bt.vflags, bt.gso; stages/vnet.ts,
-// segment.ts). A local pod takes it as it is, with a virtio_net_hdr, on the vnet
+// Services (stages/translated.ts): the Service range goes to the host, where
+// kube-proxy translates it; what the stack sends back with a local pod's source
+// is recorded, and the replies of those flows go back through the stack.
+//
+// Offloads: a frame from a pod, a packet from the host's TUN, or a kernel VXLAN
+// peer's tunnel super-packet may carry a partial checksum or be a TSO
+// super-packet (bt.vflags, bt.gso; stages/vnet.ts, ingress-vxlan.ts, segment.ts). A local pod takes it as it is, with a virtio_net_hdr, on the vnet
 // socket; so does TUN (a pod's TCP super-frame to the host); the overlay gets it
 // finished and cut into pieces. Overlay TCP for a local pod is coalesced
 // into super-frames when it can be (stages/coalesce.ts).
@@ -21,7 +25,8 @@ import { writeVnet, zeroVnet } from '../packet/virtio.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
 import * as fib from '../engine/fib.js';
 import { C } from '../engine/counters.js';
-import { admit } from './policy.js';
+import { admit, admitDeferred } from './policy.js';
+import { isTranslatedReply, recordTranslated } from './translated.js';
 import { coalesce, TO_TUN } from './coalesce.js';
 import { completePartial, segment, OUT_POD, OUT_TUN, OUT_UDP } from './segment.js';
 import type { Batch } from './batch.js';
@@ -31,7 +36,7 @@ export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
 // module-cell load); module-level consts it does fold.
-const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP } = fib;
+const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP, NH_SERVICE } = fib;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
 const { VNET_HLEN, VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4 } = virtio;
@@ -52,16 +57,36 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
   const b = bt.arena, c = ctx.counters, nh = ctx.nh, lpm = ctx.route4;
   bt.resetMade();
   const coalescing = from === FROM_VXLAN && ctx.podGso && ctx.podVnetTx;
+  // Replies of translated flows (T2) are looked for only while such flows exist,
+  // once per run of one flow's packets (the verdict of the run's first holds).
+  const replies = from !== FROM_TUN && ctx.translated.count() > 0;
+  let rSrc = 0, rDst = 0, rPorts = -1, rProto = -1, rVia = false;
   for (let i = 0; i < bt.n; i++) {
     const l3len = bt.l3len[i];
     if (l3len === 0) continue;
     const l3 = bt.l3[i];
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
-    const kind = nh[p + NH_KIND];
-    if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, from === FROM_POD, kind === NH_LOCAL)) continue;
-    const vf = from === FROM_VXLAN ? 0 : bt.vflags[i]; // partial checksum / super-packet from a pod or the host
+    let kind = nh[p + NH_KIND];
+    let fromPod = from === FROM_POD;
+    if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && nh[lpm.lookup(bt.src[i]) * NH_STRIDE + NH_KIND] === NH_LOCAL) {
+      recordTranslated(ctx, bt, i); // T1: a local pod's packet, translated by the stack
+      fromPod = true; // its egress is judged now, on the translated destination
+    }
+    if (kind === NH_SERVICE) {
+      if (ctx.policy !== undefined && fromPod) admitDeferred(ctx, bt, i); // judged once the stack has translated it
+      kind = NH_HOST;
+    } else if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, fromPod, kind === NH_LOCAL)) continue;
+    if (replies && kind === NH_LOCAL) {
+      const ports = (bt.sport[i] << 16) | bt.dport[i];
+      if (bt.src[i] !== rSrc || bt.dst[i] !== rDst || ports !== rPorts || bt.proto[i] !== rProto) {
+        rSrc = bt.src[i]; rDst = bt.dst[i]; rPorts = ports; rProto = bt.proto[i];
+        rVia = isTranslatedReply(ctx, bt, i);
+      }
+      if (rVia) kind = NH_HOST; // T2: back through the stack, which un-DNATs it
+    }
+    const vf = bt.vflags[i]; // partial checksum / super-packet from a pod, the host or a kernel VXLAN peer
     if (kind === NH_LOCAL) {
-      if (coalescing) {
+      if (coalescing && vf === 0) {
         const k = coalesce(ctx, bt, i, nh[p + NH_IFINDEX], nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
         if (k > 0) { i += k - 1; continue; }
       }
@@ -72,7 +97,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       writeEthType(b, eth);
       if (vf !== 0) {
         if (ctx.podVnetTx) { // a pod's virtio_net_hdr is still in front of its Ethernet header; the host's is written there
-          if (from === FROM_TUN) writeVnetFor(bt, i, eth);
+          if (from !== FROM_POD) writeVnetFor(bt, i, eth);
           bt.offs[i] = eth - VNET_HLEN; bt.lens[i] = l3len + ETH_HLEN + VNET_HLEN;
           bt.toPodVnet(i, nh[p + NH_IFINDEX]);
           continue;
@@ -99,7 +124,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       bt.toUdp(i, nh[p + NH_IP], ctx.vxlanPort);
     } else if (kind === NH_HOST) {
       if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
-      if (from === FROM_VXLAN && ctx.tunVnet) {
+      if (from === FROM_VXLAN && ctx.tunVnet && vf === 0) {
         const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
         if (k > 0) { i += k - 1; continue; }
       }

@@ -7,6 +7,15 @@
 // would cost a pass over every payload byte). A complete checksum that
 // happens to equal that sum is summed needlessly but keeps its value: with
 // F = ~(D + P) = P, completion writes ~(D + F) = ~(D + P) = F.
+//
+// Tunnel super-packets: a kernel VXLAN peer on a veth underlay with the
+// default offloads (a kind node) sends a pod's TCP super-packet as one 64 KB
+// VXLAN datagram (SKB_GSO_UDP_TUNNEL), which a UDP socket receives whole, even
+// with UDP_GRO. Its inner packet is longer than the pod MTU; it is taken as
+// one GSO_TCPV4 super-packet with a partial checksum (gso_size: the MSS the pod
+// MTU allows), handed to the pod or the host whole with a virtio_net_hdr, or
+// cut into segments where no such send exists (stages/forward.ts, segment.ts).
+// Other oversized inner packets are dropped as too big.
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { parseIPv4 } from '../packet/ipv4.js';
@@ -15,6 +24,7 @@ import * as fields from '../packet/fields.js';
 import * as l4 from '../packet/l4.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
+import * as virtio from '../packet/virtio.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -22,13 +32,15 @@ import type { StageContext } from './context.js';
 // module-cell load); module-level consts it does fold.
 const { parseVxlan, VXLAN_HLEN } = vxlan;
 const { parseEthernet, ETH_HLEN, ETH_P_IP } = ethernet;
-const { F_ETHTYPE, F_L3OFF, F_PROTO, F_FRAG, F_L4OFF, F_L4LEN, F_SRC4, F_DST4 } = fields;
+const { F_ETHTYPE, F_L3OFF, F_L3LEN, F_PROTO, F_FRAG, F_L4OFF, F_L4LEN, F_SRC4, F_DST4, F_IHL } = fields;
 const { IPPROTO_TCP, IPPROTO_UDP } = l4;
+const { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } = virtio;
 
 export function ingressVxlan(ctx: StageContext, bt: Batch): void {
-  const b = bt.arena, f = ctx.f, c = ctx.counters;
+  const b = bt.arena, f = ctx.f, c = ctx.counters, mtu = ctx.podMtu;
   for (let i = 0; i < bt.n; i++) {
     bt.l3len[i] = 0;
+    bt.vflags[i] = 0; bt.gso[i] = 0; // the batch's arrays are shared with the pod and TUN paths, which set them
     const off = bt.offs[i], len = bt.lens[i];
     const vni = parseVxlan(b, off, len);
     if (vni < 0) { countParseDrop(c, -vni); continue; }
@@ -39,9 +51,30 @@ export function ingressVxlan(ctx: StageContext, bt: Batch): void {
     if (f[F_ETHTYPE] !== ETH_P_IP || f[F_L3OFF] !== eth + ETH_HLEN) { c[C.drop_not_ipv4]++; continue; }
     r = parseIPv4(b, eth + ETH_HLEN, len - VXLAN_HLEN - ETH_HLEN, f, false);
     if (r !== 0) { countParseDrop(c, r); continue; }
-    if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, bt.words, f, c);
+    if (f[F_L3LEN] > mtu) {
+      if (!takeSuper(bt, i, f, mtu)) { c[C.drop_too_big]++; continue; }
+      c[C.rx_vxlan_gso]++;
+    } else if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, bt.words, f, c);
     takeIPv4(bt, i, f);
   }
+}
+
+// A TCP super-packet: its offload facts as a virtio_net_hdr would give them, the
+// checksum field set to the pseudo-header sum NEEDS_CSUM expects (it already
+// holds that when the peer left it partial, as a veth does).
+function takeSuper(bt: Batch, i: number, f: Int32Array, mtu: number): boolean {
+  if (f[F_PROTO] !== IPPROTO_TCP || f[F_FRAG] !== 0) return false;
+  const b = bt.arena, l4 = f[F_L4OFF], l4len = f[F_L4LEN];
+  if (l4len < 20) return false;
+  const thl = (b[l4 + 12] >>> 4) << 2, mss = mtu - f[F_IHL] - thl;
+  if (thl < 20 || thl > l4len || mss <= 0) return false;
+  const ph = ~csumFold(pseudoHeaderSum4(f[F_SRC4], f[F_DST4], IPPROTO_TCP, l4len)) & 0xffff;
+  b[l4 + 16] = ph >> 8; b[l4 + 17] = ph & 0xff;
+  bt.gso[i] = mss;
+  bt.vflags[i] = VNET_F_NEEDS_CSUM | (VNET_GSO_TCPV4 << 8);
+  bt.csumStart[i] = l4;
+  bt.csumOff[i] = 16;
+  return true;
 }
 
 function completeChecksum(b: Uint8Array, w: Uint32Array, f: Int32Array, c: Float64Array): void {

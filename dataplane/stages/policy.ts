@@ -13,6 +13,13 @@
 // expired) belongs to a connection already under way, in one direction or the
 // other: it passes if either direction is allowed, and the entry is recorded
 // that way. Only a SYN opens a new connection, so this lets no new one through.
+//
+// Services: a pod's packet to the Service range is not judged on its way into
+// the node's stack (admitDeferred): kube-proxy translates it there, and it is
+// judged when the stack hands it back with the pod's source and the endpoint
+// as destination (stages/forward.ts, translated.ts), so policy judges the
+// backend pod, as Kubernetes defines. Its entry (state DEFERRED) only lets the
+// un-translated replies (Service address to pod) back in.
 import { INGRESS, EGRESS } from '../../policy/tables.js';
 import { C } from '../engine/counters.js';
 import type { PolicyTables } from '../../policy/tables.js';
@@ -21,6 +28,7 @@ import type { StageContext } from './context.js';
 
 export const CT_TTL_S = 120;
 const TCP = 6, SYN = 0x02;
+const JUDGED = 1, DEFERRED = 2; // entry states
 
 /** 0 allowed; else the counter to charge: a flow from `src` (a local pod if fromPod) to `dst` (if toPod) on proto/port. */
 function judge(pt: PolicyTables, src: number, dst: number, proto: number, port: number, fromPod: boolean, toPod: boolean): number {
@@ -39,7 +47,7 @@ export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean,
     slot = ct.lookup(proto, dst, src, dport, sport, now);
     reply = slot >= 0;
   }
-  if (slot >= 0 && ct.tag(slot) === gen) {
+  if (slot >= 0 && (ct.tag(slot) === gen || ct.state(slot) === DEFERRED)) {
     ct.touch(slot, now, CT_TTL_S);
     return true;
   }
@@ -53,7 +61,16 @@ export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean,
     ctx.counters[drop]++;
     return false;
   }
-  const stored = reply ? ct.upsert(proto, dst, src, dport, sport, 1, gen, now, CT_TTL_S) : ct.upsert(proto, src, dst, sport, dport, 1, gen, now, CT_TTL_S);
+  const stored = reply ? ct.upsert(proto, dst, src, dport, sport, JUDGED, gen, now, CT_TTL_S) : ct.upsert(proto, src, dst, sport, dport, JUDGED, gen, now, CT_TTL_S);
   if (stored < 0) ctx.counters[C.conntrack_full]++;
   return true;
+}
+
+/** A local pod's packet i to the Service range: passes unjudged, and its replies will too (see above). */
+export function admitDeferred(ctx: StageContext, bt: Batch, i: number): void {
+  const ct = ctx.conntrack!, now = ctx.now;
+  const proto = bt.proto[i], src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
+  const slot = ct.lookup(proto, src, dst, sport, dport, now);
+  if (slot >= 0 && ct.state(slot) === DEFERRED) { ct.touch(slot, now, CT_TTL_S); return; }
+  if (ct.upsert(proto, src, dst, sport, dport, DEFERRED, ctx.policyGen, now, CT_TTL_S) < 0) ctx.counters[C.conntrack_full]++;
 }

@@ -2,7 +2,7 @@
 // underlay whose overlay is the kernel's VXLAN device, set up exactly as flannel
 // sets up flannel.1 (bench/peers/kernel-vxlan.ts), with one kernel-wired pod
 // running the lab workload. How the twill nodes learn it is the caller's part.
-import { ipn, nsExec, sysctl } from '../../lab/sh.js';
+import { ipn, sysctl } from '../../lab/sh.js';
 import { launchWorkload } from '../../lab/workload-process.js';
 import { addFlannelVxlan, addKernelPod } from '../../bench/peers/kernel-vxlan.js';
 import type { LabPod, LabState } from '../../lab/state.js';
@@ -20,9 +20,11 @@ export async function addFlannelNode(s: LabState, fl: FlannelNode): Promise<LabP
   ipn(ns, 'link', 'set', 'eth0', 'up');
   sysctl(ns, 'net.ipv4.ip_forward', '1');
   sysctl(ns, 'net.ipv4.conf.all.rp_filter', '1');
-  // A veth would carry the kernel's 64 KB VXLAN super-packets unsplit; a real NIC
-  // puts MTU-sized frames on the wire. Make this underlay behave like the wire.
-  nsExec(ns, 'ethtool', '-K', 'eth0', 'tx-udp_tnl-segmentation', 'off', 'tx-udp_tnl-csum-segmentation', 'off');
+  // The underlay keeps the kernel's default offloads, tunnel segmentation included,
+  // as a kind node's eth0 (a veth to Docker's bridge) does: flannel.1 then sends
+  // 64 KB VXLAN super-packets (SKB_GSO_UDP_TUNNEL) over it unsplit, and a twill
+  // node's overlay socket receives each as one datagram. Switching
+  // tx-udp_tnl-segmentation off here would hide that path from the tests.
   addFlannelVxlan({ netns: ns, underlayDev: 'eth0', ...fl }, s.nodes.map((n) => ({ podCIDR: n.podCIDR, underlayIP: n.underlayIP, vtepMAC: n.vtepMAC })));
   const ip = addKernelPod(ns, podNs, 'vethk1', fl.podCIDR);
   const workloadPid = await launchWorkload(podNs);

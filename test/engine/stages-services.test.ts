@@ -1,0 +1,166 @@
+// The stages on their own (no kernel): where packets of translated flows
+// (Services through kube-proxy, stages/translated.ts) and a kernel VXLAN peer's
+// tunnel super-packets (stages/ingress-vxlan.ts) are queued.
+import { describe, expect, it } from 'vitest';
+import { defaultEngineConfig } from '../../dataplane/engine/config.js';
+import { compileFib } from '../../dataplane/engine/fib.js';
+import { NCOUNTERS, C } from '../../dataplane/engine/counters.js';
+import { Conntrack } from '../../dataplane/tables/conntrack.js';
+import { StageContext } from '../../dataplane/stages/context.js';
+import { Batch, HEADROOM } from '../../dataplane/stages/batch.js';
+import { ingressVxlan } from '../../dataplane/stages/ingress-vxlan.js';
+import { ingressTun } from '../../dataplane/stages/ingress-tun.js';
+import { ingressPod } from '../../dataplane/stages/ingress-pod.js';
+import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../../dataplane/stages/forward.js';
+import { ETH_HLEN, ETH_P_IP, IPPROTO_TCP, VXLAN_HLEN, parseMac, writeEthernet, writeIPv4Header, writeVxlan } from '../../dataplane/packet/index.js';
+import { VNET_HLEN, VNET_GSO_TCPV4, VNET_F_NEEDS_CSUM, zeroVnet } from '../../dataplane/packet/virtio.js';
+import { csumFold, pseudoHeaderSum4 } from '../../dataplane/packet/checksum.js';
+
+const ip = (s: string) => s.split('.').reduce((a, b) => ((a << 8) | Number(b)) >>> 0, 0) | 0;
+const LOCAL = '10.244.1.5', LOCAL2 = '10.244.1.6', REMOTE = '10.244.2.7', CLUSTER_IP = '10.96.0.10';
+const POD_MAC = '02:00:00:aa:00:05', POD2_MAC = '02:00:00:aa:00:06';
+
+function setup() {
+  const cfg = defaultEngineConfig({ node: 't', underlayIp: '172.30.0.11', vtepMac: '02:00:00:00:01:01', workers: 1 });
+  const ctx = new StageContext(cfg, new SharedArrayBuffer(8 * NCOUNTERS), 0);
+  const fib = compileFib({
+    clusterCIDR: '10.244.0.0/16', podCIDR: '10.244.1.0/24', hostIPs: ['10.244.1.1', '172.30.0.11'], serviceCIDR: '10.96.0.0/12',
+    pods: [{ ip: LOCAL, mac: POD_MAC, ifname: 'veth5', ifindex: 5 }, { ip: LOCAL2, mac: POD2_MAC, ifname: 'veth6', ifindex: 6 }],
+    remotes: [{ name: 'n2', podCIDR: '10.244.2.0/24', underlayIP: '172.30.0.12', vtepMAC: '02:00:00:00:02:01' }],
+  });
+  ctx.setTables({ ...fib, gatewayIP: '10.244.1.1', translated: Conntrack.create(1024).buffer });
+  ctx.podVnetTx = true;
+  ctx.now = 1000;
+  const bt = new Batch(cfg.batch, 2048, 2, 256, { bigSlots: cfg.batch, outBytes: 1 << 20 });
+  return { cfg, ctx, bt };
+}
+
+/** A TCP packet of `len` bytes at l3 (payload zeros, checksum left as the pseudo-header sum: partial). */
+function tcp(b: Uint8Array, l3: number, len: number, src: string, dst: string, sport: number, dport: number, flags = 0x10): void {
+  b.fill(0, l3, l3 + len);
+  writeIPv4Header(b, l3, len, 1, 64, IPPROTO_TCP, ip(src), ip(dst), true);
+  const t = l3 + 20;
+  b[t] = sport >> 8; b[t + 1] = sport & 0xff; b[t + 2] = dport >> 8; b[t + 3] = dport & 0xff;
+  b[t + 12] = 5 << 4; b[t + 13] = flags;
+  const ph = ~csumFold(pseudoHeaderSum4(ip(src), ip(dst), IPPROTO_TCP, len - 20)) & 0xffff;
+  b[t + 16] = ph >> 8; b[t + 17] = ph & 0xff;
+}
+
+/** Entry 0 as a VXLAN datagram (from another node) carrying `len` bytes of inner TCP; in the first GRO slot, where udpRecv puts it. */
+function vxlanIn(bt: Batch, len: number, src: string, dst: string, sport: number, dport: number): void {
+  bt.aimGro();
+  const off = bt.offs[0], b = bt.arena;
+  writeVxlan(b, off, 1);
+  writeEthernet(b, off + VXLAN_HLEN, parseMac('02:00:00:00:01:01'), parseMac('02:00:00:00:02:01'), ETH_P_IP);
+  tcp(b, off + VXLAN_HLEN + ETH_HLEN, len, src, dst, sport, dport);
+  bt.lens[0] = VXLAN_HLEN + ETH_HLEN + len;
+  bt.meta[0] = ip('172.30.0.12');
+  bt.n = 1;
+}
+
+/** Entry 0 as what the node's stack wrote into TUN (a virtio_net_hdr, then the IP packet). */
+function tunIn(bt: Batch, src: string, dst: string, sport: number, dport: number, flags = 0x02): void {
+  bt.aim(VNET_HLEN);
+  const off = bt.offs[0];
+  zeroVnet(bt.arena, off);
+  tcp(bt.arena, off + VNET_HLEN, 60, src, dst, sport, dport, flags);
+  bt.arena[off + VNET_HLEN + 20 + 16] = 0x12; // a finished checksum's worth of bytes: not partial (no flag)
+  bt.lens[0] = VNET_HLEN + 60;
+  bt.n = 1;
+}
+
+/** Entry 0 as a frame from the local pod LOCAL2 (virtio_net_hdr, Ethernet, IP) on its veth. */
+function podIn(bt: Batch, src: string, dst: string, sport: number, dport: number): void {
+  bt.aim(ETH_HLEN + VNET_HLEN);
+  const off = bt.offs[0], b = bt.arena;
+  zeroVnet(b, off);
+  writeEthernet(b, off + VNET_HLEN, parseMac('ee:ee:ee:ee:ee:ee'), parseMac(POD2_MAC), ETH_P_IP);
+  tcp(b, off + VNET_HLEN + ETH_HLEN, 60, src, dst, sport, dport);
+  bt.lens[0] = VNET_HLEN + ETH_HLEN + 60;
+  bt.meta[0] = 6;
+  bt.n = 1;
+}
+
+describe('translated flows (Services through the node stack)', () => {
+  it('a reply of a flow the stack translated goes back to the stack; other pod traffic goes straight to the pod', () => {
+    const { ctx, bt } = setup();
+    // The stack hands back a local pod's SYN to a remote endpoint (kube-proxy DNATed it): recorded, sent by VXLAN.
+    tunIn(bt, LOCAL, REMOTE, 40000, 8080);
+    ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN);
+    expect(bt.nUdp).toBe(1);
+    expect(ctx.translated.count()).toBe(1);
+    bt.clearOutputs();
+    // The endpoint's reply over the overlay: to TUN, not the pod.
+    vxlanIn(bt, 60, REMOTE, LOCAL, 8080, 40000);
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect([bt.nTun, bt.nPod]).toEqual([1, 0]);
+    expect(ctx.counters[C.translated_replies]).toBe(1);
+    bt.clearOutputs();
+    // Another flow between the same pods (no Service): straight to the pod.
+    vxlanIn(bt, 60, REMOTE, LOCAL, 8080, 40001);
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect([bt.nTun, bt.nPod]).toEqual([0, 1]);
+    bt.clearOutputs();
+    // A local endpoint's reply (pod LOCAL2 answering LOCAL through a Service) goes to TUN too.
+    tunIn(bt, LOCAL, LOCAL2, 40002, 8080);
+    ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN);
+    expect(bt.nPod).toBe(1);
+    bt.clearOutputs();
+    podIn(bt, LOCAL2, LOCAL, 8080, 40002);
+    ingressPod(ctx, bt); forward(ctx, bt, FROM_POD);
+    expect([bt.nTun, bt.nPod]).toEqual([1, 0]);
+  });
+
+  it('host traffic to pods (not a pod source) records nothing, and the Service range goes to the host', () => {
+    const { ctx, bt } = setup();
+    tunIn(bt, '10.244.1.1', REMOTE, 40000, 8080);
+    ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN);
+    expect(bt.nUdp).toBe(1);
+    expect(ctx.translated.count()).toBe(0);
+    bt.clearOutputs();
+    podIn(bt, LOCAL2, CLUSTER_IP, 40000, 53);
+    ingressPod(ctx, bt); forward(ctx, bt, FROM_POD);
+    expect([bt.nTun, bt.nPod, bt.nUdp]).toEqual([1, 0, 0]);
+  });
+});
+
+describe('tunnel super-packets from a kernel VXLAN peer', () => {
+  it('a 30 KB inner TCP packet reaches the local pod whole, as one GSO_TCPV4 frame with the MSS of the pod MTU', () => {
+    const { cfg, ctx, bt } = setup();
+    vxlanIn(bt, 30_000, REMOTE, LOCAL, 8080, 40000);
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect(ctx.counters[C.rx_vxlan_gso]).toBe(1);
+    expect(bt.nPod).toBe(1);
+    const e = bt.podIdx[0], b = bt.arena, v = bt.offs[e];
+    expect(bt.podVnet[e]).toBe(1);
+    expect(bt.lens[e]).toBe(VNET_HLEN + ETH_HLEN + 30_000);
+    expect(b[v] & VNET_F_NEEDS_CSUM).toBe(VNET_F_NEEDS_CSUM);
+    expect(b[v + 1]).toBe(VNET_GSO_TCPV4);
+    expect(b[v + 4] | (b[v + 5] << 8)).toBe(cfg.podMtu - 40); // gso_size
+    expect(b[v + 6] | (b[v + 7] << 8)).toBe(ETH_HLEN + 20); // csum_start
+    // The frame behind it: gateway MAC → pod MAC, TTL decremented.
+    expect([...b.subarray(v + VNET_HLEN, v + VNET_HLEN + 6)]).toEqual([...parseMac(POD_MAC)]);
+    expect(b[v + VNET_HLEN + ETH_HLEN + 8]).toBe(63);
+    // The GRO slot's headroom took the header: nothing before the slot was written.
+    expect(v).toBeGreaterThanOrEqual(bt.groBase + HEADROOM - 64);
+  });
+
+  it('without a vnet send socket it is cut into MSS segments; a UDP one over the MTU is dropped as too big', () => {
+    const { cfg, ctx, bt } = setup();
+    ctx.podVnetTx = false;
+    vxlanIn(bt, 10_000, REMOTE, LOCAL, 8080, 40000);
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    const mss = cfg.podMtu - 40, pieces = Math.ceil((10_000 - 40) / mss);
+    let frames = 0;
+    for (let k = 0; k < bt.nPod; k++) if (bt.more[bt.podIdx[k]] === 0) frames++;
+    expect(frames).toBe(pieces);
+    bt.clearOutputs();
+    vxlanIn(bt, 10_000, REMOTE, LOCAL, 8080, 40000);
+    const l3 = bt.offs[0] + VXLAN_HLEN + ETH_HLEN;
+    bt.arena[l3 + 9] = 17; // UDP, with its length
+    bt.arena[l3 + 24] = (10_000 - 20) >> 8; bt.arena[l3 + 25] = (10_000 - 20) & 0xff;
+    ingressVxlan(ctx, bt);
+    expect(bt.l3len[0]).toBe(0);
+    expect(ctx.counters[C.drop_too_big]).toBe(1);
+  });
+});

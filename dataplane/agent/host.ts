@@ -19,9 +19,33 @@ export function ensureHost(h: HostSetup): void {
 }
 
 const CHAIN = 'TWILL-POSTROUTING';
+const GUARD = 'TWILL-OVERLAY-GUARD';
 
 function iptables(...args: string[]): boolean {
   try { execFileSync('iptables', ['-w', '5', ...args], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+/**
+ * Pods must not reach any node's VXLAN port (a datagram from a pod, masqueraded
+ * to its node's address, would pass the overlay's trust checks). The engine
+ * drops what it sees (stages/forward.ts); this covers what only the stack
+ * sees: a pod's packet that kube-proxy translated to a node's address (a
+ * Service in front of a hostNetwork endpoint). Everything pods send reaches
+ * the stack through the TUN device, so the rule matches what comes in on it.
+ * Rewritten whole (iptables-restore) when the nodes change.
+ */
+export function ensureOverlayGuard(tunName: string, port: number, nodeIPs: string[]): void {
+  const rules = [`*filter`, `:${GUARD} - [0:0]`, ...[...new Set(nodeIPs)].map((ip) => `-A ${GUARD} -d ${ip}/32 -p udp -m udp --dport ${port} -j DROP`), 'COMMIT', ''];
+  try {
+    execFileSync('iptables-restore', ['-w', '5', '--noflush'], { input: rules.join('\n'), stdio: ['pipe', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`iptables-restore: could not write ${GUARD}: ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
+  }
+  for (const hook of ['INPUT', 'FORWARD']) {
+    if (!iptables('-C', hook, '-i', tunName, '-j', GUARD) && !iptables('-I', hook, '1', '-i', tunName, '-j', GUARD)) {
+      throw new Error(`iptables: could not hook ${GUARD} into ${hook}`);
+    }
+  }
 }
 
 /**

@@ -16,7 +16,7 @@ import { KubeSource, announceNode } from './kube-source.js';
 import { EtcdClient } from './etcd-client.js';
 import { EtcdSource, leaseSubnet } from './etcd-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
-import { ensureHost, ensureMasquerade } from './host.js';
+import { ensureHost, ensureMasquerade, ensureOverlayGuard } from './host.js';
 import { serve } from './server.js';
 import { renderMetrics, serveMetrics } from './metrics.js';
 import { gatewayOf, vtepMacFor } from './addressing.js';
@@ -70,6 +70,14 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   }
   ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR });
   if (cfg.ipMasq ?? true) ensureMasquerade(view.clusterCIDR);
+  let guarded = '';
+  const guardOverlay = () => { // only when the nodes' addresses change
+    const ips = view.nodes.map((n) => n.underlayIP).sort();
+    if (ips.join() === guarded) return;
+    ensureOverlayGuard(ecfg.tunName, ecfg.vxlanPort, ips);
+    guarded = ips.join();
+  };
+  guardOverlay();
   const pods = new PodRegistry(path.join(cfg.stateDir, 'pods.json'));
 
   const tables = () => {
@@ -133,6 +141,11 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   };
   const stopWatch = source.watch((v) => {
     view = v;
+    try {
+      guardOverlay();
+    } catch (e) {
+      log.error({ err: String(e) }, 'could not update the overlay guard rules');
+    }
     try {
       compilePolicy();
     } catch (e) {

@@ -10,6 +10,9 @@ export const COUNTER_NAMES = [
   'rx_pod_gso', 'tx_segments', 'pod_csum_completed', 'tx_pod_gso', 'coalesced_segments', 'drop_gso_unsupported',
   'rx_tun_gso', 'tx_tun_gso',
   'rx_vxlan_gso', 'translated_replies', 'translated_full',
+  // what the parsers tell apart (stages/parse.ts), and the overlay's trust checks (ingress-vxlan.ts, forward.ts)
+  'drop_bad_version', 'drop_bad_header_length', 'drop_bad_total_length', 'drop_bad_checksum', 'drop_bad_vxlan_flags', 'drop_bad_arp', 'drop_bad_l4',
+  'drop_unknown_vtep', 'drop_foreign_source', 'drop_overlay_port', 'drop_overlay_dst', 'arp_ignored',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;

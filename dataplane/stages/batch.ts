@@ -28,6 +28,7 @@ const GRO_HEADROOM = 64;
 const GRO_STRIDE = GRO_SLOT + GRO_HEADROOM;
 export const BIG_SLOT = 65536 + 512; // virtio_net_hdr + Ethernet + a 64 KB IP packet, after HEADROOM
 export const GEN_ENTRIES = 4096; // entries for made packets (segment headers and payloads) per batch
+export const DF = 1, OVERSIZED = 2; // bt.flags: don't-fragment set; longer than the pod MTU and not a super-packet (ingress-vxlan.ts)
 
 export interface BigRegions { bigSlots: number; outBytes: number }
 
@@ -44,7 +45,7 @@ export class Batch {
   readonly src: Int32Array; // parsed inner IPv4 source
   readonly dst: Int32Array; // parsed inner IPv4 destination
   readonly l3len: Int32Array; // IP total length; 0 = nothing for the forward stage
-  readonly flags: Int32Array; // bit 0: DF set
+  readonly flags: Int32Array; // DF, OVERSIZED
   readonly proto: Int32Array; // parsed upper protocol
   readonly sport: Int32Array; // TCP/UDP/SCTP ports; ICMP echo: the identifier in both
   readonly dport: Int32Array;

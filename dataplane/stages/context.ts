@@ -13,6 +13,7 @@ export class StageContext {
   route4!: Lpm4Table;
   nh!: Int32Array;
   ifmap!: Int32Array;
+  peers!: Int32Array; // the other nodes' VTEPs (engine/fib.ts findPeer, peerOwns)
   readonly f = newFields(); // parse result of the packet at hand
   readonly gwMac: Uint8Array;
   readonly vtepMac: Uint8Array;
@@ -53,6 +54,7 @@ export class StageContext {
     this.route4 = new Lpm4Table(t.route4);
     this.nh = new Int32Array(t.nexthops);
     this.ifmap = new Int32Array(t.ifmap);
+    this.peers = new Int32Array(t.peers);
     this.gatewayIp = parseIPv4(t.gatewayIP) | 0;
     if (t.conntrack && (!this.conntrack || this.conntrack.buffer !== t.conntrack)) this.conntrack = new Conntrack(t.conntrack);
     if (t.translated) { if (this.translated?.buffer !== t.translated) this.translated = new Conntrack(t.translated); }

@@ -29,16 +29,17 @@ import { admit, admitDeferred } from './policy.js';
 import { isTranslatedReply, recordTranslated } from './translated.js';
 import { coalesce, TO_TUN } from './coalesce.js';
 import { completePartial, segment, OUT_POD, OUT_TUN, OUT_UDP } from './segment.js';
-import type { Batch } from './batch.js';
+import { OVERSIZED, DF, type Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export const FROM_POD = 0, FROM_TUN = 1, FROM_VXLAN = 2;
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
 // module-cell load); module-level consts it does fold.
-const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP, NH_SERVICE } = fib;
+const { NH_STRIDE, NH_KIND, NH_IFINDEX, NH_IP, NH_MAC_HI, NH_MAC_LO, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP, NH_SERVICE, NH_OUTSIDE, findPeer } = fib;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { ETH_HLEN, ETH_P_IP, ethReplyInPlace } = ethernet;
+const UDP = 17;
 const { VNET_HLEN, VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4 } = virtio;
 
 // Byte stores: TypedArray.prototype.set costs a builtin call (~15 ns) for 6 bytes.
@@ -68,6 +69,13 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
     let kind = nh[p + NH_KIND];
     let fromPod = from === FROM_POD;
+    if (fromPod && bt.dport[i] === ctx.vxlanPort && bt.proto[i] === UDP && isNode(ctx, kind, bt.dst[i])) {
+      c[C.drop_overlay_port]++; // a pod must not speak VXLAN to a node: it would forge what the overlay trusts
+      continue;
+    }
+    if (kind === NH_OUTSIDE || kind === NH_SERVICE) {
+      if (from === FROM_VXLAN) { c[C.drop_overlay_dst]++; continue; } // no node sends these through the overlay
+    }
     if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && nh[lpm.lookup(bt.src[i]) * NH_STRIDE + NH_KIND] === NH_LOCAL) {
       recordTranslated(ctx, bt, i); // T1: a local pod's packet, translated by the stack
       fromPod = true; // its egress is judged now, on the translated destination
@@ -75,7 +83,10 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     if (kind === NH_SERVICE) {
       if (ctx.policy !== undefined && fromPod) admitDeferred(ctx, bt, i); // judged once the stack has translated it
       kind = NH_HOST;
-    } else if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, fromPod, kind === NH_LOCAL)) continue;
+    } else {
+      if (kind === NH_OUTSIDE) kind = NH_HOST;
+      if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, fromPod, kind === NH_LOCAL)) continue;
+    }
     if (replies && kind === NH_LOCAL) {
       const ports = (bt.sport[i] << 16) | bt.dport[i];
       if (bt.src[i] !== rSrc || bt.dst[i] !== rDst || ports !== rPorts || bt.proto[i] !== rProto) {
@@ -86,6 +97,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     }
     const vf = bt.vflags[i]; // partial checksum / super-packet from a pod, the host or a kernel VXLAN peer
     if (kind === NH_LOCAL) {
+      if ((bt.flags[i] & OVERSIZED) !== 0) { tooBig(ctx, bt, i, l3, from); continue; }
       if (coalescing && vf === 0) {
         const k = coalesce(ctx, bt, i, nh[p + NH_IFINDEX], nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
         if (k > 0) { i += k - 1; continue; }
@@ -113,11 +125,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       if ((g > 0 ? pieceLen(b, l3, g) : l3len) > ctx.podMtu) { tooBig(ctx, bt, i, l3, from); continue; }
       if (from === FROM_POD && !ttlOk(b, l3, c)) continue;
       const eth = l3 - ETH_HLEN;
-      writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
-      copyMac(b, eth + 6, ctx.vtepMac);
-      writeEthType(b, eth);
-      writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
-      bt.outSock[i] = ctx.udpSources > 1 ? sourceOf(bt, i, ctx.udpSources) : 0;
+      encapHeaders(ctx, bt, i, eth, p);
       if (g > 0) { segment(ctx, bt, i, ETH_HLEN + VXLAN_HLEN, OUT_UDP, nh[p + NH_IP], ctx.vxlanPort); continue; }
       if (vf !== 0 && !finish(bt, i, c)) continue;
       bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = l3len + ETH_HLEN + VXLAN_HLEN;
@@ -177,16 +185,45 @@ function ttlOk(b: Uint8Array, l3: number, c: Float64Array): boolean {
   return true;
 }
 
-// Only pods get an ICMP error here: the node's stack sees the TUN MTU itself.
+// VXLAN and the inner Ethernet header in front of the inner packet (its first
+// byte at eth + ETH_HLEN) for the peer of next hop p, and the flow's send socket.
+function encapHeaders(ctx: StageContext, bt: Batch, i: number, eth: number, p: number): void {
+  const b = bt.arena, nh = ctx.nh;
+  writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
+  copyMac(b, eth + 6, ctx.vtepMac);
+  writeEthType(b, eth);
+  writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
+  bt.outSock[i] = ctx.udpSources > 1 ? sourceOf(bt, i, ctx.udpSources) : 0;
+}
+
+// A packet over the pod MTU: dropped, and with DF set answered with ICMP
+// fragmentation-needed (RFC 1191), to a local pod directly or to a remote one
+// through the overlay. The node's stack needs none: it sees the TUN MTU itself.
 function tooBig(ctx: StageContext, bt: Batch, i: number, l3: number, from: number): void {
-  const b = bt.arena, c = ctx.counters;
-  if (from !== FROM_POD || (bt.flags[i] & 1) === 0) { c[C.drop_too_big]++; return; }
+  const b = bt.arena, c = ctx.counters, src = bt.src[i];
+  c[C.drop_too_big]++;
+  if ((bt.flags[i] & DF) === 0 || from === FROM_TUN) return;
   const eth = l3 - ETH_HLEN;
-  ethReplyInPlace(b, eth, ctx.gwMac); // back to the sender
-  const n = writeIcmpFragNeeded(b, l3, b, l3, bt.l3len[i], ctx.podMtu, ctx.gatewayIp, bt.src[i]);
-  bt.offs[i] = eth; bt.lens[i] = n + ETH_HLEN;
-  bt.toPod(i, bt.meta[i]);
+  if (from === FROM_POD) {
+    ethReplyInPlace(b, eth, ctx.gwMac); // back to the sender
+    const n = writeIcmpFragNeeded(b, l3, b, l3, bt.l3len[i], ctx.podMtu, ctx.gatewayIp, src);
+    bt.offs[i] = eth; bt.lens[i] = n + ETH_HLEN;
+    bt.toPod(i, bt.meta[i]);
+  } else {
+    const q = ctx.route4.lookup(src) * NH_STRIDE;
+    if (ctx.nh[q + NH_KIND] !== NH_REMOTE) return; // ingress-vxlan.ts let in only a peer's own sources
+    const n = writeIcmpFragNeeded(b, l3, b, l3, bt.l3len[i], ctx.podMtu, ctx.gatewayIp, src);
+    bt.src[i] = ctx.gatewayIp; bt.dst[i] = src; bt.proto[i] = 1; // the flow sourceOf hashes
+    encapHeaders(ctx, bt, i, eth, q);
+    bt.offs[i] = eth - VXLAN_HLEN; bt.lens[i] = n + ETH_HLEN + VXLAN_HLEN;
+    bt.toUdp(i, ctx.nh[q + NH_IP], ctx.vxlanPort);
+  }
   c[C.icmp_frag_needed_sent]++;
+}
+
+/** Whether `dst` (whose next hop kind is `kind`) is a node's address: this node's own, or a peer's underlay address. */
+function isNode(ctx: StageContext, kind: number, dst: number): boolean {
+  return kind === NH_HOST || (kind === NH_OUTSIDE && findPeer(ctx.peers, dst) >= 0);
 }
 
 // The overlay socket, and so the outer UDP source port, of entry i's flow: a

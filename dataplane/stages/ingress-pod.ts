@@ -51,7 +51,7 @@ export function ingressPod(ctx: StageContext, bt: Batch): void {
       r = parseArp(b, off + ETH_HLEN, len - ETH_HLEN, f);
       if (r !== 0) { countParseDrop(c, r); continue; }
       const spa = f[F_SRC4], tpa = f[F_DST4];
-      if (f[F_ICMP_TYPE] !== ARPOP_REQUEST || spa === 0 || tpa === spa) continue; // probes and announcements need no answer
+      if (f[F_ICMP_TYPE] !== ARPOP_REQUEST || spa === 0 || tpa === spa) { c[C.arp_ignored]++; continue; } // probes and announcements need no answer
       if (spa !== nh[p + NH_IP]) { c[C.drop_spoofed]++; continue; }
       arpRequestToReply(b, off + ETH_HLEN, ctx.gwMac);
       ethReplyInPlace(b, off, ctx.gwMac);

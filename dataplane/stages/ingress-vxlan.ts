@@ -1,5 +1,12 @@
-// Stage: VXLAN datagrams from other nodes (RFC 7348). Checks the VNI, takes the
-// inner IPv4 packet, and finishes inner checksums a kernel VXLAN peer left
+// Stage: VXLAN datagrams from other nodes (RFC 7348). Trusts only the cluster's
+// nodes: a datagram must come from a peer's underlay address (the peers table,
+// engine/fib.ts, updated with the cluster view; one search per run of datagrams
+// from one source, which a GRO receive always is), and its inner packet must
+// come from that peer's pod range or the peer itself, as a router's
+// reverse-path check would have it. So neither a host on the underlay nor a pod
+// (whose packets reach the underlay masqueraded as its node) can slip packets
+// with forged sources past anti-spoofing and NetworkPolicy. Then it checks the
+// VNI, takes the inner IPv4 packet, and finishes inner checksums a kernel VXLAN peer left
 // partial: over a veth underlay the kernel hands the frame on with checksum
 // offload pending (CHECKSUM_PARTIAL), so the TCP/UDP field holds only the
 // folded pseudo-header sum. A field that holds exactly that is completed; any
@@ -15,7 +22,8 @@
 // one GSO_TCPV4 super-packet with a partial checksum (gso_size: the MSS the pod
 // MTU allows), handed to the pod or the host whole with a virtio_net_hdr, or
 // cut into segments where no such send exists (stages/forward.ts, segment.ts).
-// Other oversized inner packets are dropped as too big.
+// Other oversized inner packets are marked (bt.flags OVERSIZED): the forward
+// stage answers them with ICMP fragmentation-needed when DF is set.
 import * as vxlan from '../packet/vxlan.js';
 import * as ethernet from '../packet/ethernet.js';
 import { parseIPv4 } from '../packet/ipv4.js';
@@ -25,7 +33,8 @@ import * as l4 from '../packet/l4.js';
 import { C } from '../engine/counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
 import * as virtio from '../packet/virtio.js';
-import type { Batch } from './batch.js';
+import { OVERSIZED, type Batch } from './batch.js';
+import { findPeer, peerOwns } from '../engine/fib.js';
 import type { StageContext } from './context.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
@@ -37,10 +46,14 @@ const { IPPROTO_TCP, IPPROTO_UDP } = l4;
 const { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } = virtio;
 
 export function ingressVxlan(ctx: StageContext, bt: Batch): void {
-  const b = bt.arena, f = ctx.f, c = ctx.counters, mtu = ctx.podMtu;
+  const b = bt.arena, f = ctx.f, c = ctx.counters, mtu = ctx.podMtu, peers = ctx.peers;
+  let from = 0, peer = -1; // the last source looked up, and its peer record
+  if (bt.n > 0) { from = bt.meta[0]; peer = findPeer(peers, from); }
   for (let i = 0; i < bt.n; i++) {
     bt.l3len[i] = 0;
     bt.vflags[i] = 0; bt.gso[i] = 0; // the batch's arrays are shared with the pod and TUN paths, which set them
+    if (bt.meta[i] !== from) { from = bt.meta[i]; peer = findPeer(peers, from); }
+    if (peer < 0) { c[C.drop_unknown_vtep]++; continue; }
     const off = bt.offs[i], len = bt.lens[i];
     const vni = parseVxlan(b, off, len);
     if (vni < 0) { countParseDrop(c, -vni); continue; }
@@ -51,11 +64,14 @@ export function ingressVxlan(ctx: StageContext, bt: Batch): void {
     if (f[F_ETHTYPE] !== ETH_P_IP || f[F_L3OFF] !== eth + ETH_HLEN) { c[C.drop_not_ipv4]++; continue; }
     r = parseIPv4(b, eth + ETH_HLEN, len - VXLAN_HLEN - ETH_HLEN, f, false);
     if (r !== 0) { countParseDrop(c, r); continue; }
+    if (!peerOwns(peers, peer, f[F_SRC4])) { c[C.drop_foreign_source]++; continue; }
+    let oversized = false;
     if (f[F_L3LEN] > mtu) {
-      if (!takeSuper(bt, i, f, mtu)) { c[C.drop_too_big]++; continue; }
-      c[C.rx_vxlan_gso]++;
+      if (takeSuper(bt, i, f, mtu)) c[C.rx_vxlan_gso]++;
+      else oversized = true;
     } else if (ctx.completeInnerChecksums && f[F_FRAG] === 0) completeChecksum(b, bt.words, f, c);
     takeIPv4(bt, i, f);
+    if (oversized) bt.flags[i] |= OVERSIZED;
   }
 }
 

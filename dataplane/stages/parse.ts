@@ -1,6 +1,6 @@
 // Shared by the ingress stages: count a parser's reason code, and copy the
 // parsed IPv4 fields the later stages need into the batch.
-import { R_TRUNCATED } from '../packet/reasons.js';
+import * as reasons from '../packet/reasons.js';
 import * as fields from '../packet/fields.js';
 import { C } from '../engine/counters.js';
 import type { Batch } from './batch.js';
@@ -9,9 +9,19 @@ import type { Batch } from './batch.js';
 // module-cell load); module-level consts it does fold.
 const { F_SRC4, F_DST4, F_L3LEN, F_L3OFF, F_DF, F_PROTO, F_SPORT, F_DPORT, F_TCP_FLAGS } = fields;
 
+// Each reason a parser returns, its own counter; the rest are malformed.
+const REASON_COUNTER = new Int32Array(reasons.R_COUNT).fill(C.drop_malformed);
+REASON_COUNTER[reasons.R_TRUNCATED] = C.drop_truncated;
+REASON_COUNTER[reasons.R_BAD_VERSION] = C.drop_bad_version;
+REASON_COUNTER[reasons.R_BAD_IHL] = C.drop_bad_header_length;
+REASON_COUNTER[reasons.R_BAD_TOTAL_LENGTH] = C.drop_bad_total_length;
+REASON_COUNTER[reasons.R_BAD_CHECKSUM] = C.drop_bad_checksum;
+REASON_COUNTER[reasons.R_BAD_VXLAN_FLAGS] = C.drop_bad_vxlan_flags;
+REASON_COUNTER[reasons.R_BAD_ARP] = C.drop_bad_arp;
+REASON_COUNTER[reasons.R_BAD_L4] = C.drop_bad_l4;
+
 export function countParseDrop(c: Float64Array, reason: number): void {
-  if (reason === R_TRUNCATED) c[C.drop_truncated]++;
-  else c[C.drop_malformed]++;
+  c[reason > 0 && reason < REASON_COUNTER.length ? REASON_COUNTER[reason] : C.drop_malformed]++;
 }
 
 export function takeIPv4(bt: Batch, i: number, f: Int32Array): void {

@@ -1,6 +1,7 @@
-// The stages on their own (no kernel): where packets of translated flows
-// (Services through kube-proxy, stages/translated.ts) and a kernel VXLAN peer's
-// tunnel super-packets (stages/ingress-vxlan.ts) are queued.
+// The stages on their own (no kernel), fed what a real cluster sends them:
+// packets of translated flows (Services through kube-proxy,
+// stages/translated.ts), a kernel VXLAN peer's tunnel super-packets, and
+// VXLAN the overlay must not trust (stages/ingress-vxlan.ts, forward.ts).
 import { describe, expect, it } from 'vitest';
 import { defaultEngineConfig } from '../../dataplane/engine/config.js';
 import { compileFib } from '../../dataplane/engine/fib.js';
@@ -145,7 +146,7 @@ describe('tunnel super-packets from a kernel VXLAN peer', () => {
     expect(v).toBeGreaterThanOrEqual(bt.groBase + HEADROOM - 64);
   });
 
-  it('without a vnet send socket it is cut into MSS segments; a UDP one over the MTU is dropped as too big', () => {
+  it('without a vnet send socket it is cut into MSS segments; a UDP one over the MTU is dropped as too big, with ICMP back', () => {
     const { cfg, ctx, bt } = setup();
     ctx.podVnetTx = false;
     vxlanIn(bt, 10_000, REMOTE, LOCAL, 8080, 40000);
@@ -159,8 +160,67 @@ describe('tunnel super-packets from a kernel VXLAN peer', () => {
     const l3 = bt.offs[0] + VXLAN_HLEN + ETH_HLEN;
     bt.arena[l3 + 9] = 17; // UDP, with its length
     bt.arena[l3 + 24] = (10_000 - 20) >> 8; bt.arena[l3 + 25] = (10_000 - 20) & 0xff;
-    ingressVxlan(ctx, bt);
-    expect(bt.l3len[0]).toBe(0);
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
     expect(ctx.counters[C.drop_too_big]).toBe(1);
+    // DF was set: ICMP fragmentation-needed goes back to the sender's node through the overlay.
+    expect(ctx.counters[C.icmp_frag_needed_sent]).toBe(1);
+    expect([bt.nPod, bt.nUdp]).toEqual([0, 1]);
+    const e = bt.udpIdx[0], icmp = bt.offs[e] + VXLAN_HLEN + ETH_HLEN;
+    expect(bt.outDst[e]).toBe(ip('172.30.0.12'));
+    expect(bt.arena[icmp + 9]).toBe(1); // ICMP
+    expect(bt.arena[icmp + 20]).toBe(3); // destination unreachable
+    expect(bt.arena[icmp + 21]).toBe(4); // fragmentation needed
+    expect((bt.arena[icmp + 26] << 8) | bt.arena[icmp + 27]).toBe(cfg.podMtu); // next-hop MTU
+  });
+});
+
+describe('overlay trust', () => {
+  it('VXLAN from an address that is no node is dropped and counted', () => {
+    const { ctx, bt } = setup();
+    vxlanIn(bt, 60, REMOTE, LOCAL, 8080, 40000);
+    bt.meta[0] = ip('172.30.0.50');
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect([bt.nPod, bt.nTun, bt.nUdp]).toEqual([0, 0, 0]);
+    expect(ctx.counters[C.drop_unknown_vtep]).toBe(1);
+  });
+
+  it('a node\'s VXLAN whose inner source is not of that node is dropped; its own address and pods pass', () => {
+    const { ctx, bt } = setup();
+    for (const [src, ok] of [['10.244.3.9', false], ['10.244.1.9', false], ['8.8.8.8', false], ['10.244.2.1', true], ['172.30.0.12', true]] as const) {
+      vxlanIn(bt, 60, src, LOCAL, 8080, 40000);
+      ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+      expect([src, bt.nPod]).toEqual([src, ok ? 1 : 0]);
+      bt.clearOutputs();
+    }
+    expect(ctx.counters[C.drop_foreign_source]).toBe(3);
+  });
+
+  it('inner destinations outside the pod range (and multicast) from the overlay are dropped, not written to the host', () => {
+    const { ctx, bt } = setup();
+    for (const dst of ['1.1.1.1', '224.0.0.1', CLUSTER_IP]) {
+      vxlanIn(bt, 60, REMOTE, dst, 8080, 40000);
+      ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+      expect(bt.nTun).toBe(0);
+    }
+    expect(ctx.counters[C.drop_overlay_dst]).toBe(3);
+    vxlanIn(bt, 60, REMOTE, '10.244.1.1', 8080, 40000); // this node's gateway: the host, as before
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect(bt.nTun).toBe(1);
+  });
+
+  it('a pod\'s UDP to a node\'s VXLAN port is dropped, its own node\'s and another\'s; other ports pass', () => {
+    const { ctx, bt } = setup();
+    const udpFromPod = (dst: string, dport: number) => {
+      podIn(bt, LOCAL2, dst, 40000, dport);
+      const l3 = bt.offs[0] + VNET_HLEN + ETH_HLEN;
+      bt.arena[l3 + 9] = 17; bt.arena[l3 + 24] = 0; bt.arena[l3 + 25] = 40; // UDP, length 40
+      ingressPod(ctx, bt); forward(ctx, bt, FROM_POD);
+      const n = bt.nTun; bt.clearOutputs(); return n;
+    };
+    expect(udpFromPod('172.30.0.12', 8472)).toBe(0);
+    expect(udpFromPod('172.30.0.11', 8472)).toBe(0);
+    expect(ctx.counters[C.drop_overlay_port]).toBe(2);
+    expect(udpFromPod('172.30.0.12', 8473)).toBe(1);
+    expect(udpFromPod('172.30.0.99', 8472)).toBe(1); // not a node
   });
 });

@@ -23,6 +23,8 @@ import { LabKube } from './kube-role.js';
 import { etcdNamespace, etcdPod, labEtcdEndpoint, startLabEtcd } from './etcd-role.js';
 import { vtepMacFor } from '../dataplane/agent/addressing.js';
 import type { KubeConfig } from '../dataplane/agent/kube-client.js';
+import { applyProxyRules, validateService, SERVICE_CIDR, type Endpoint, type ProxyMode, type ProxyView, type ServiceSpec } from './services.js';
+import { DNS_POD, DNS_SERVICE, dnsRecords, launchDns, removePodResolvConfs, writeDnsRecords, writePodResolvConf } from './dns.js';
 
 export interface UpOptions {
   name?: string;
@@ -35,10 +37,12 @@ export interface UpOptions {
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
   kubernetes?: KubeConfig; // agents learn the cluster from this API server; the lab writes Nodes, Namespaces and Pods there (lab/kube-role.ts)
   etcd?: boolean; // agents learn the cluster from a real etcd the lab runs on its underlay (lab/etcd-role.ts)
+  proxyMode?: ProxyMode; // how kube-proxy's Service rules are written on each node: iptables (default, as kind) or nftables
   progress?: (msg: string) => void;
 }
 
 const UNDERLAY_NET = '172.30.0';
+const UNDERLAY_GATEWAY = `${UNDERLAY_NET}.1`; // br0's address: the nodes' default route, as a kind node's is Docker's bridge
 export const LAB_METRICS_PORT = 9871; // each agent serves /metrics on it, inside its node's namespace
 const NODE = process.execPath;
 
@@ -48,7 +52,9 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   const prefix = labPrefix(name);
   if ((o.kubernetes || o.etcd) && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API or etcd, write the objects there');
   if (o.kubernetes && o.etcd) throw new Error('one cluster source: kubernetes or etcd');
+  if (o.proxyMode && o.proxyMode !== 'iptables' && o.proxyMode !== 'nftables') throw new Error(`proxyMode must be iptables or nftables, not ${String(o.proxyMode)}`);
   const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes, etcd: o.etcd,
+    proxyMode: o.proxyMode ?? 'iptables', serviceCIDR: SERVICE_CIDR,
     workers: o.workers ?? Math.max(1, Math.floor(availableParallelism() / (o.nodes ?? 2))) };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
   const say = o.progress ?? (() => undefined);
@@ -59,6 +65,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     ipn('', 'netns', 'add', s.underlayNs);
     ipn(s.underlayNs, 'link', 'set', 'lo', 'up');
     ipn(s.underlayNs, 'link', 'add', 'br0', 'type', 'bridge');
+    ipn(s.underlayNs, 'addr', 'add', `${UNDERLAY_GATEWAY}/24`, 'dev', 'br0');
     ipn(s.underlayNs, 'link', 'set', 'br0', 'up');
     const mtu = s.underlayMTU;
     const count = o.nodes ?? 2;
@@ -77,7 +84,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     }
     // the pods' namespaces (with the labels the manifests give) and the policies exist before the pods
     const namespaces: Namespace[] = [...(wanted?.namespaces ?? [])];
-    for (const ns of wanted ? wanted.pods.map((p) => p.namespace) : ['default']) {
+    for (const ns of [...(wanted ? wanted.pods.map((p) => p.namespace) : ['default']), DNS_POD.namespace]) {
       if (!namespaces.some((x) => x.name === ns)) namespaces.push({ name: ns, labels: { [NS_NAME_LABEL]: ns } });
     }
     createDatastore(datastoreDir(s), { clusterCIDR: s.clusterCIDR, nodes: s.nodes.map(nodeRecord), model: { namespaces, pods: [], policies: wanted?.policies ?? [] } });
@@ -110,6 +117,11 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
         }
       }
     }
+    // Services as kind has them: CoreDNS behind kube-dns, and the lab's echo workloads behind ClusterIP and NodePort Services.
+    s.services = [DNS_SERVICE, ...ECHO_SERVICES];
+    saveState(s);
+    const dns = await addPod(s, s.nodes[0], DNS_POD.name, DNS_POD.namespace, { workload: 'dns' });
+    say(`pod ${dns.namespace}/${dns.name} on ${dns.node}: ${dns.ip} (dnsmasq, behind ${DNS_SERVICE.namespace}/${DNS_SERVICE.name} ${DNS_SERVICE.clusterIP}); kube-proxy rules in ${s.proxyMode} mode`);
     return s;
   } catch (e) {
     say(`lab up failed: ${e instanceof Error ? e.message : String(e)}; tearing down`);
@@ -130,6 +142,8 @@ function addNodeNs(s: LabState, n: LabNode, mtu: number): void {
   sysctl(n.netns, 'net.ipv4.ip_forward', '1');
   sysctl(n.netns, 'net.ipv4.conf.all.rp_filter', '1');
   sysctl(n.netns, 'net.ipv4.conf.default.rp_filter', '1');
+  sysctl(n.netns, 'net.ipv4.conf.all.route_localnet', '1'); // kube-proxy's localhost NodePorts
+  ipn(n.netns, 'route', 'add', 'default', 'via', UNDERLAY_GATEWAY); // a ClusterIP is routable from the node itself only with a route to it
   mkdirSync(n.stateDir, { recursive: true });
 }
 
@@ -153,7 +167,7 @@ export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR }
     : s.etcd ? { etcd: { endpoints: [labEtcdEndpoint] }, publicIP: n.underlayIP }
     : { datastore: datastoreDir(s) };
-  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, metrics: `0.0.0.0:${LAB_METRICS_PORT}`, ...s.engine };
+  const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, metrics: `0.0.0.0:${LAB_METRICS_PORT}`, ...(s.serviceCIDR ? { serviceCIDR: s.serviceCIDR } : {}), ...s.engine };
   const cfgFile = path.join(n.stateDir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
   const log = openSync(n.log, 'a');
@@ -182,25 +196,91 @@ export function nodeCni(n: LabNode): NodeCni {
   return { confFile: path.join(n.stateDir, 'cni', 'net.d', '10-twill.conflist'), binDir: path.join(n.stateDir, 'cni', 'bin') };
 }
 
-/** Creates a pod the way a runtime does: a network namespace, then the CNI plugin's ADD inside the node's namespace. */
-export async function addPod(s: LabState, n: LabNode, name: string, namespace: string, spec: { labels?: Record<string, string>; containerPorts?: ContainerPort[] } = {}): Promise<LabPod> {
+/**
+ * Creates a pod the way a runtime does: a network namespace, then the CNI plugin's ADD
+ * inside the node's namespace. Its workload is the echo server, or with `workload: 'dns'`
+ * the cluster DNS (lab/dns.ts), which is kept as s.dnsPod. Services are then rendered
+ * again on every node, as kube-proxy would once the pod's endpoint is ready.
+ */
+export async function addPod(s: LabState, n: LabNode, name: string, namespace: string, spec: { labels?: Record<string, string>; containerPorts?: ContainerPort[]; workload?: 'echo' | 'dns' } = {}): Promise<LabPod> {
   const netns = `${s.prefix}pod-${namespace === 'default' ? '' : `${namespace}-`}${name}`;
   const containerId = createHash('sha256').update(`${s.name}/${namespace}/${name}`).digest('hex').slice(0, 16);
+  const dns = spec.workload === 'dns';
   ipn('', 'netns', 'add', netns);
   const pod: LabPod = { name, namespace, node: n.name, netns, ip: '', mac: '', hostIf: '', containerId, workloadPid: 0 };
-  s.pods.push(pod);
+  if (dns) s.dnsPod = pod; else s.pods.push(pod);
   saveState(s);
   const r = cniAdd(n.netns, nodeCni(n), { containerId, netns, podName: name, podNamespace: namespace });
   Object.assign(pod, { ip: r.ip, mac: r.podMac, hostIf: r.hostIf });
-  const ports = spec.containerPorts ?? [];
-  pod.workloadPid = await launchWorkload(netns, ports.length ? { tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) } : undefined);
+  const ports = spec.containerPorts ?? (dns ? [{ containerPort: 53, protocol: 'UDP' as const }, { containerPort: 53, protocol: 'TCP' as const }] : []);
+  if (dns) {
+    await writeDnsRecords(s.dir, dnsRecords(s.services ?? [], labPods(s)));
+    pod.workloadPid = await launchDns(s.dir, netns);
+  } else {
+    writePodResolvConf(netns, namespace); // dnsPolicy ClusterFirst: resolve through the kube-dns Service
+    pod.workloadPid = await launchWorkload(netns, ports.length ? { tcp: ports.filter((p) => p.protocol === 'TCP').map((p) => p.containerPort), udp: ports.filter((p) => p.protocol === 'UDP').map((p) => p.containerPort) } : undefined);
+  }
   s.pids.push(pod.workloadPid);
   saveState(s);
   // Policy sees every pod with its labels and ports, as it would see the Pod object.
   commitChanges(datastoreDir(s), [{ put: 'pod', object: { namespace, name, labels: spec.labels ?? {}, ip: r.ip, containerPorts: ports } }]);
   if (s.kubernetes) await withKube(s, (k) => k.pod(namespace, name, n.name, r.ip, spec.labels ?? {}, ports));
   if (s.etcd) etcdPod(s, namespace, name, r.ip, spec.labels ?? {}, ports);
+  await syncServices(s);
   return pod;
+}
+
+/** Every pod of the lab, the DNS pod included. */
+export function labPods(s: LabState): LabPod[] {
+  return s.dnsPod ? [...s.pods, s.dnsPod] : s.pods;
+}
+
+/** The lab's echo workloads behind a ClusterIP Service and two NodePort Services (externalTrafficPolicy Cluster and Local). */
+const echoPorts = (np?: number) => [
+  { name: 'tcp-echo', protocol: 'TCP' as const, port: 8080, nodePort: np },
+  { name: 'udp-echo', protocol: 'UDP' as const, port: 8081, nodePort: np && np + 1 },
+];
+export const ECHO_SERVICES: ServiceSpec[] = [
+  { namespace: 'default', name: 'echo', clusterIP: '10.96.0.100', ports: echoPorts() },
+  { namespace: 'default', name: 'echo-nodeport', clusterIP: '10.96.0.101', ports: echoPorts(30080), externalTrafficPolicy: 'Cluster' },
+  { namespace: 'default', name: 'echo-local', clusterIP: '10.96.0.102', ports: echoPorts(30180), externalTrafficPolicy: 'Local' },
+];
+
+/** A Service's ready endpoints: its pods (named, or every pod of its namespace) that have an address. */
+function serviceEndpoints(s: LabState, spec: ServiceSpec): Endpoint[] {
+  return labPods(s)
+    .filter((p) => p.namespace === spec.namespace && p.ip && (!spec.endpoints || spec.endpoints.includes(p.name)))
+    .map((p) => ({ ip: p.ip, node: p.node }));
+}
+
+/** What node `node`'s kube-proxy sees. */
+export function proxyView(s: LabState, node: string): ProxyView {
+  return { node, clusterCIDR: s.clusterCIDR, serviceCIDR: s.serviceCIDR ?? SERVICE_CIDR, services: (s.services ?? []).map((spec) => ({ spec, endpoints: serviceEndpoints(s, spec) })) };
+}
+
+/** Renders every node's kube-proxy rules and the DNS records again (each node in one transaction); nothing for a lab without Services. */
+export async function syncServices(s: LabState): Promise<void> {
+  if (!s.services) return;
+  for (const n of s.nodes) applyProxyRules(n.netns, s.proxyMode ?? 'iptables', proxyView(s, n.name));
+  if (s.dnsPod) await writeDnsRecords(s.dir, dnsRecords(s.services, labPods(s)), s.dnsPod.workloadPid);
+}
+
+/** Creates or replaces a Service (validated first: a bad one changes nothing), then renders every node and the DNS records. */
+export async function defineService(s: LabState, spec: ServiceSpec): Promise<void> {
+  if (!s.services) throw new Error(`lab "${s.name}" has no Services (made before they existed)`);
+  validateService(spec, s.services);
+  s.services = [...s.services.filter((x) => !(x.namespace === spec.namespace && x.name === spec.name)), spec];
+  saveState(s);
+  await syncServices(s);
+}
+
+/** Deletes a Service; its rules and DNS record go with the next render, which this does. */
+export async function deleteService(s: LabState, namespace: string, name: string): Promise<void> {
+  const before = s.services?.length ?? 0;
+  s.services = (s.services ?? []).filter((x) => !(x.namespace === namespace && x.name === name));
+  if (s.services.length === before) throw new Error(`no service ${namespace}/${name} in lab "${s.name}"`);
+  saveState(s);
+  await syncServices(s);
 }
 
 async function withKube(s: LabState, fn: (k: LabKube) => Promise<void>): Promise<void> {
@@ -244,7 +324,8 @@ export async function labDown(name = 'lab'): Promise<{ namespaces: number; proce
     for (const pid of s.pids) { await stopPid(pid); processes++; }
   }
   const mine = netnsList().filter((ns) => ns.startsWith(prefix));
-  for (const ns of mine) netnsDel(ns);
+  for (const ns of mine) netnsDel(ns); // the Services' rules live in the node namespaces and go with them
+  removePodResolvConfs(prefix);
   rmSync(labDir(name), { recursive: true, force: true });
   return { namespaces: mine.length, processes };
 }

@@ -1,5 +1,6 @@
 // Measurements over a running lab: the reachability matrix (ICMP, TCP and UDP
-// between every pair of pods), iperf3 throughput and ping RTTs between two pods.
+// between every pair of pods, then each pod to a Service and to the cluster DNS),
+// iperf3 throughput and ping RTTs between two pods.
 import { spawn } from 'node:child_process';
 import { capture, untilOutput } from './sh.js';
 import { distFile } from '../dataplane/engine/paths.js';
@@ -29,9 +30,10 @@ export async function reachability(pods: LabPod[]): Promise<Matrix> {
   return m;
 }
 
-export function formatMatrix(pods: LabPod[], m: Matrix): string {
+/** The pod-to-pod matrix; with `svc`, two more columns: the echo Service through its ClusterIP, and the cluster DNS. */
+export function formatMatrix(pods: LabPod[], m: Matrix, svc?: ServiceMatrix): string {
   const w = Math.max(...pods.map((p) => p.name.length), 8) + 2;
-  const lines = ['from \\ to'.padEnd(w) + pods.map((p) => p.name.padEnd(w)).join('')];
+  const lines = ['from \\ to'.padEnd(w) + pods.map((p) => p.name.padEnd(w)).join('') + (svc ? `${'svc echo'.padEnd(w)}dns` : '')];
   for (const s of pods) {
     let row = s.name.padEnd(w);
     for (const d of pods) {
@@ -39,10 +41,50 @@ export function formatMatrix(pods: LabPod[], m: Matrix): string {
       const r = m[s.name][d.name];
       row += `${r.icmp ? 'I' : '.'}${r.tcp ? 'T' : '.'}${r.udp ? 'U' : '.'}`.padEnd(w);
     }
-    lines.push(row);
+    const v = svc?.[s.name];
+    if (v) row += `${v.tcp ? 'T' : '.'}${v.udp ? 'U' : '.'}`.padEnd(w) + (v.dns ? 'D' : '.');
+    lines.push(row.trimEnd());
   }
-  lines.push('(I = ping, T = TCP echo, U = UDP echo; "." = failed)');
+  lines.push(`(I = ping, T = TCP echo, U = UDP echo${svc ? ', D = name resolved through the DNS Service' : ''}; "." = failed)`);
   return lines.join('\n');
+}
+
+export interface ServiceReach { tcp: boolean; udp: boolean; dns: boolean }
+export type ServiceMatrix = Record<string, ServiceReach>;
+
+// Run inside a pod: TCP and UDP echo through a ClusterIP on connected sockets, so a
+// reply that does not come back from the ClusterIP (un-DNATed by the client's node) fails.
+const SERVICE_PROBE = `
+const net = require('net'), dgram = require('dgram'); const [ip, tp, up] = process.argv.slice(1);
+const tcp = new Promise((res) => { const c = net.connect(+tp, ip); const t = setTimeout(() => { c.destroy(); res(false); }, 3000);
+  c.on('connect', () => c.write('twill')); c.on('data', (d) => { clearTimeout(t); const from = c.remoteAddress; c.destroy(); res(String(d) === 'twill' && from === ip); }); c.on('error', () => { clearTimeout(t); res(false); }); });
+const udp = new Promise((res) => { const u = dgram.createSocket('udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res(false); }, 3000);
+  u.on('message', (m, r) => { clearTimeout(t); clearInterval(iv); u.close(); res(String(m) === 'twill' && r.address === ip); }); u.on('error', () => {});
+  u.connect(+up, ip, () => { const send = () => u.send('twill', () => {}); send(); iv = setInterval(send, 300); }); });
+Promise.all([tcp, udp]).then(([t, u]) => { console.log(JSON.stringify({ tcp: t, udp: u })); process.exit(0); });`;
+
+/** Each pod to a Service (TCP and UDP echo through `clusterIP`) and to the cluster DNS (`getent hosts name`, which must give clusterIP). */
+export async function serviceReachability(pods: LabPod[], clusterIP: string, name: string, tcpPort = 8080, udpPort = 8081): Promise<ServiceMatrix> {
+  const out: ServiceMatrix = {};
+  await Promise.all(pods.map(async (p) => {
+    const [l4, dns] = await Promise.all([
+      capture('ip', ['netns', 'exec', p.netns, process.execPath, '-e', SERVICE_PROBE, clusterIP, String(tcpPort), String(udpPort)], 10_000),
+      resolveInPod(p.netns, name),
+    ]);
+    const r = JSON.parse(l4.out.trim() || '{}') as { tcp?: boolean; udp?: boolean };
+    out[p.name] = { tcp: !!r.tcp, udp: !!r.udp, dns: dns.includes(clusterIP) };
+  }));
+  return out;
+}
+
+/** The addresses `getent hosts name` gives inside a pod (through its resolv.conf: the DNS Service); [] when it fails. */
+export async function resolveInPod(netns: string, name: string, timeoutMs = 8000): Promise<string[]> {
+  const r = await capture('ip', ['netns', 'exec', netns, 'getent', 'hosts', name], timeoutMs);
+  return r.code === 0 ? r.out.trim().split('\n').map((l) => l.split(/\s+/)[0]).filter(Boolean) : [];
+}
+
+export function allServicesReachable(m: ServiceMatrix): boolean {
+  return Object.values(m).every((r) => r.tcp && r.udp && r.dns);
 }
 
 export function allReachable(m: Matrix): boolean {

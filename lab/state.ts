@@ -5,6 +5,7 @@ import type { KubeConfig } from '../dataplane/agent/kube-client.js';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { EngineTuning } from '../dataplane/engine/config.js';
+import type { ProxyMode, ServiceSpec } from './services.js';
 
 export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
 export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
@@ -22,6 +23,10 @@ export interface LabState {
   workers?: number; // engine workers per node (absent in labs made before it was kept: 2)
   kubernetes?: KubeConfig; // the agents learn the cluster from this API server instead of the datastore directory
   etcd?: boolean; // ...or from the lab's own etcd (lab/etcd-role.ts)
+  proxyMode?: ProxyMode; // how each node's kube-proxy rules are written (lab/services.ts); absent in labs made before Services
+  serviceCIDR?: string;
+  services?: ServiceSpec[]; // rendered on every node whenever they or their endpoints change
+  dnsPod?: LabPod; // kube-system/coredns (dnsmasq, lab/dns.ts); kept apart from pods, which all run the echo workload
 }
 
 export const LAB_ROOT = '/run/twill/labs';

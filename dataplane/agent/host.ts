@@ -2,6 +2,7 @@
 // address (the pods' gateway) and the route for the cluster's pod range. The
 // device is persistent so an agent restart finds it, routes and all.
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 
 function ip(...args: string[]): string { return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }); }
 
@@ -15,11 +16,17 @@ export function ensureHost(h: HostSetup): void {
   if (!linkExists(h.tunName)) ip('tuntap', 'add', 'dev', h.tunName, 'mode', 'tun', 'multi_queue');
   ip('link', 'set', 'dev', h.tunName, 'mtu', String(h.mtu), 'up');
   ip('addr', 'replace', `${h.gatewayIP}/32`, 'dev', h.tunName);
+  // Service traffic leaves the stack by the device it came in on (TUN to TUN,
+  // after kube-proxy's DNAT), for which the kernel would send the pod ICMP
+  // redirects; they are useless here and spend the pod's ICMP rate budget, so
+  // a REJECT's port-unreachable would then be suppressed. The switch is
+  // or-ed with conf/all, so both go off.
+  for (const dev of ['all', h.tunName]) writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/send_redirects`, '0');
   ip('route', 'replace', h.clusterCIDR, 'dev', h.tunName, 'src', h.gatewayIP);
 }
 
 const CHAIN = 'TWILL-POSTROUTING';
-const GUARD = 'TWILL-OVERLAY-GUARD';
+const GUARD = 'TWILL-OVERLAY-GUARD'; // in mangle: after kube-proxy's DNAT, before its filter rules accept anything
 
 function iptables(...args: string[]): boolean {
   try { execFileSync('iptables', ['-w', '5', ...args], { stdio: 'ignore' }); return true; } catch { return false; }
@@ -35,14 +42,14 @@ function iptables(...args: string[]): boolean {
  * Rewritten whole (iptables-restore) when the nodes change.
  */
 export function ensureOverlayGuard(tunName: string, port: number, nodeIPs: string[]): void {
-  const rules = [`*filter`, `:${GUARD} - [0:0]`, ...[...new Set(nodeIPs)].map((ip) => `-A ${GUARD} -d ${ip}/32 -p udp -m udp --dport ${port} -j DROP`), 'COMMIT', ''];
+  const rules = [`*mangle`, `:${GUARD} - [0:0]`, ...[...new Set(nodeIPs)].map((ip) => `-A ${GUARD} -d ${ip}/32 -p udp -m udp --dport ${port} -j DROP`), 'COMMIT', ''];
   try {
     execFileSync('iptables-restore', ['-w', '5', '--noflush'], { input: rules.join('\n'), stdio: ['pipe', 'ignore', 'pipe'] });
   } catch (e) {
     throw new Error(`iptables-restore: could not write ${GUARD}: ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
   }
   for (const hook of ['INPUT', 'FORWARD']) {
-    if (!iptables('-C', hook, '-i', tunName, '-j', GUARD) && !iptables('-I', hook, '1', '-i', tunName, '-j', GUARD)) {
+    if (!iptables('-t', 'mangle', '-C', hook, '-i', tunName, '-j', GUARD) && !iptables('-t', 'mangle', '-I', hook, '1', '-i', tunName, '-j', GUARD)) {
       throw new Error(`iptables: could not hook ${GUARD} into ${hook}`);
     }
   }

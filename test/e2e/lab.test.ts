@@ -178,7 +178,7 @@ describe('metrics', () => {
     expect(body).toContain('# TYPE twill_received_packets_total counter');
     expect(body).toContain('# TYPE twill_pods gauge');
     expect(body).toMatch(new RegExp(`^twill_info\\{node="node1",pod_cidr="${node('node1').podCIDR}",vtep_mac="${node('node1').vtepMAC}"\\} 1$`, 'm'));
-    expect(value(body, 'twill_pods')).toBe(2);
+    expect(value(body, 'twill_pods')).toBe(3); // node1-p1, node1-p2 and the lab's DNS pod (kube-system/coredns)
     expect(value(body, 'twill_cluster_nodes')).toBe(2);
     for (const line of body.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) twill_\w+ .+|twill_\w+(\{\w+="[^"]*"(,\w+="[^"]*")*\})? \d+(\.\d+)?)$/);
     const rx0 = value(body, 'twill_received_packets_total{from="pod"}'), tx0 = value(body, 'twill_sent_packets_total{to="vxlan"}');

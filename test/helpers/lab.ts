@@ -72,3 +72,29 @@ export function underlayCapture(ns: string, iface: string, filter: string, count
     },
   };
 }
+
+export interface EchoReply { ok: boolean; from?: string; err?: string }
+
+/**
+ * One TCP and one UDP echo from `ns` to ip (tcpPort, udpPort) on CONNECTED sockets:
+ * the kernel only delivers a reply that comes back from `ip` itself, so a Service
+ * reply that skipped the client node's un-DNAT fails here. `from` is where the reply
+ * came from; `err` the socket error code or "timeout".
+ */
+export function connectedEcho(ns: string, ip: string, tcpPort = 8080, udpPort = 8081, timeoutMs = 2000): { tcp: EchoReply; udp: EchoReply } {
+  const r = sh(ns, [process.execPath, '-e', `
+    const net = require('net'), dgram = require('dgram'); const ip = '${ip}', T = ${timeoutMs};
+    const tcp = new Promise((res) => { const c = net.connect(${tcpPort}, ip); const t = setTimeout(() => { c.destroy(); res({ ok: false, err: 'timeout' }); }, T);
+      c.on('connect', () => c.write('twill-svc')); c.on('error', (e) => { clearTimeout(t); res({ ok: false, err: e.code }); });
+      c.on('data', (d) => { clearTimeout(t); const from = c.remoteAddress; c.destroy(); res({ ok: String(d) === 'twill-svc', from }); }); });
+    const udp = new Promise((res) => { const u = dgram.createSocket('udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res({ ok: false, err: 'timeout' }); }, T);
+      u.on('error', (e) => { clearTimeout(t); clearInterval(iv); res({ ok: false, err: e.code }); });
+      u.on('message', (m, r) => { clearTimeout(t); clearInterval(iv); u.close(); res({ ok: String(m) === 'twill-svc', from: r.address }); });
+      u.connect(${udpPort}, ip, () => { const send = () => u.send('twill-svc', () => {}); send(); iv = setInterval(send, 250); }); });
+    Promise.all([tcp, udp]).then(([tcp, udp]) => { console.log(JSON.stringify({ tcp, udp })); process.exit(0); });`], timeoutMs + 10_000);
+  try {
+    return JSON.parse(r.out.trim().split('\n').pop() ?? '') as { tcp: EchoReply; udp: EchoReply };
+  } catch {
+    return { tcp: { ok: false, err: `probe failed: ${r.out.trim()}` }, udp: { ok: false, err: 'probe failed' } };
+  }
+}

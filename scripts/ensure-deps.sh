@@ -14,6 +14,9 @@ PKGS=(
   nftables:/usr/sbin/nft
   dnsmasq-base:/usr/sbin/dnsmasq
   libc-bin:/usr/bin/getent
+  procps:/usr/sbin/sysctl
+  curl:/usr/bin/curl
+  openssl:/usr/bin/openssl
   iputils-ping:/usr/bin/ping
   iperf3:/usr/bin/iperf3
   ethtool:/usr/sbin/ethtool

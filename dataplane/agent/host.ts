@@ -28,6 +28,16 @@ export function ensureHost(h: HostSetup): void {
 const CHAIN = 'TWILL-POSTROUTING';
 const GUARD = 'TWILL-OVERLAY-GUARD'; // in mangle: after kube-proxy's DNAT, before its filter rules accept anything
 
+/** Replaces chain `chain` of `table` with `rules` in one transaction (creating it if need be). */
+function restore(table: string, chain: string, rules: string[]): void {
+  const input = [`*${table}`, `:${chain} - [0:0]`, ...rules, 'COMMIT', ''].join('\n');
+  try {
+    execFileSync('iptables-restore', ['-w', '5', '--noflush'], { input, stdio: ['pipe', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`iptables-restore: could not write ${table} ${chain}: ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
+  }
+}
+
 function iptables(...args: string[]): boolean {
   try { execFileSync('iptables', ['-w', '5', ...args], { stdio: 'ignore' }); return true; } catch { return false; }
 }
@@ -42,12 +52,7 @@ function iptables(...args: string[]): boolean {
  * Rewritten whole (iptables-restore) when the nodes change.
  */
 export function ensureOverlayGuard(tunName: string, port: number, nodeIPs: string[]): void {
-  const rules = [`*mangle`, `:${GUARD} - [0:0]`, ...[...new Set(nodeIPs)].map((ip) => `-A ${GUARD} -d ${ip}/32 -p udp -m udp --dport ${port} -j DROP`), 'COMMIT', ''];
-  try {
-    execFileSync('iptables-restore', ['-w', '5', '--noflush'], { input: rules.join('\n'), stdio: ['pipe', 'ignore', 'pipe'] });
-  } catch (e) {
-    throw new Error(`iptables-restore: could not write ${GUARD}: ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
-  }
+  restore('mangle', GUARD, [...new Set(nodeIPs)].map((ip) => `-A ${GUARD} -d ${ip}/32 -p udp -m udp --dport ${port} -j DROP`));
   for (const hook of ['INPUT', 'FORWARD']) {
     if (!iptables('-t', 'mangle', '-C', hook, '-i', tunName, '-j', GUARD) && !iptables('-t', 'mangle', '-I', hook, '1', '-i', tunName, '-j', GUARD)) {
       throw new Error(`iptables: could not hook ${GUARD} into ${hook}`);
@@ -62,10 +67,13 @@ export function ensureOverlayGuard(tunName: string, port: number, nodeIPs: strin
  * un-NAT, then pass the node's conntrack as they would with flannel.
  */
 export function ensureMasquerade(clusterCIDR: string): void {
-  if (!iptables('-t', 'nat', '-L', CHAIN, '-n')) iptables('-t', 'nat', '-N', CHAIN);
-  iptables('-t', 'nat', '-F', CHAIN);
-  const ok = iptables('-t', 'nat', '-A', CHAIN, '-s', clusterCIDR, '-d', clusterCIDR, '-j', 'RETURN') &&
-    iptables('-t', 'nat', '-A', CHAIN, '-s', clusterCIDR, '!', '-d', '224.0.0.0/4', '-j', 'MASQUERADE', '--random-fully') &&
-    (iptables('-t', 'nat', '-C', 'POSTROUTING', '-j', CHAIN) || iptables('-t', 'nat', '-A', 'POSTROUTING', '-j', CHAIN));
-  if (!ok) throw new Error('iptables: could not install the masquerade rules (is iptables installed?)');
+  // One iptables-restore transaction: an agent that takes over from another
+  // rewrites the chain while traffic flows, and no packet may see it empty.
+  restore('nat', CHAIN, [
+    `-A ${CHAIN} -s ${clusterCIDR} -d ${clusterCIDR} -j RETURN`,
+    `-A ${CHAIN} -s ${clusterCIDR} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully`,
+  ]);
+  if (!iptables('-t', 'nat', '-C', 'POSTROUTING', '-j', CHAIN) && !iptables('-t', 'nat', '-A', 'POSTROUTING', '-j', CHAIN)) {
+    throw new Error(`iptables: could not hook ${CHAIN} into POSTROUTING (is iptables installed?)`);
+  }
 }

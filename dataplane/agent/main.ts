@@ -18,6 +18,7 @@ import { EtcdSource, leaseSubnet } from './etcd-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade, ensureOverlayGuard } from './host.js';
 import { serve } from './server.js';
+import { handOver, predecessorOn, takeOver } from './handover.js';
 import { renderMetrics, serveMetrics } from './metrics.js';
 import { gatewayOf, vtepMacFor } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
@@ -130,9 +131,12 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   let appliedRev = -1; // the datastore revision in force in the engine
 
   compilePolicy();
+  const predecessor = await predecessorOn(cfg.socket); // an agent serving this node now: take over from it (handover.ts)
   const engine = new Engine(ecfg, log);
   await engine.start(published());
+  if (predecessor !== undefined) await takeOver(cfg.socket, engine, predecessor, log);
   appliedRev = policy.rev;
+  let handedOver = false;
   const publish = async () => {
     const rev = policy.rev; // a view whose policies did not compile is not in force
     const ok = await engine.applied(engine.publish(published()));
@@ -155,6 +159,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   });
 
   const server = serve(cfg.socket, async (req) => {
+    if (handedOver && req.op !== 'status') throw new Error('this agent has handed the node over to a new agent');
     switch (req.op) {
       case 'add': {
         const p = req.pod as PodRecord;
@@ -169,7 +174,13 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
         return { removed: had };
       }
       case 'pods': return pods.list();
-      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: ecfg.podTso };
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: ecfg.podTso, handedOver };
+      case 'handover': {
+        if (handedOver) throw new Error('this agent has handed over already');
+        handedOver = true;
+        stopWatch();
+        return handOver(cfg.stateDir, engine, () => { setImmediate(() => server.close()); metricsServer?.close(); }, log);
+      }
       case 'counters': return engine.counters();
       case 'metrics': return metricsText();
       default: throw new Error(`unknown op ${String(req.op)}`);

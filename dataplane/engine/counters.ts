@@ -13,10 +13,19 @@ export const COUNTER_NAMES = [
   // what the parsers tell apart (stages/parse.ts), and the overlay's trust checks (ingress-vxlan.ts, forward.ts)
   'drop_bad_version', 'drop_bad_header_length', 'drop_bad_total_length', 'drop_bad_checksum', 'drop_bad_vxlan_flags', 'drop_bad_arp', 'drop_bad_l4',
   'drop_unknown_vtep', 'drop_foreign_source', 'drop_overlay_port', 'drop_overlay_dst', 'arp_ignored',
+  // how each worker spends its time (µs): whether it is saturated (engine/worker.ts)
+  'busy_us', 'spin_us',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;
 export const NCOUNTERS = COUNTER_NAMES.length;
+
+/** One worker's counters. */
+export function workerCounters(stats: Float64Array, worker: number): Record<CounterName, number> {
+  const out = {} as Record<CounterName, number>;
+  COUNTER_NAMES.forEach((name, i) => { out[name] = stats[worker * NCOUNTERS + i]; });
+  return out;
+}
 
 export function sumCounters(stats: Float64Array, workers: number): Record<CounterName, number> {
   const out = {} as Record<CounterName, number>;

@@ -2,12 +2,14 @@
 // forwarding tables to them, reads their counters and stops them. It does no
 // per-packet work.
 import { setFlagsFromString } from 'node:v8';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { native, opener } from '../native/index.js';
 import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
-import { NCOUNTERS, sumCounters, type CounterName } from './counters.js';
+import { NCOUNTERS, sumCounters, workerCounters, type CounterName } from './counters.js';
 import { distFile } from './paths.js';
 import { TUN_OFFLOADS } from './config.js';
 import type { EngineConfig } from './config.js';
@@ -126,6 +128,11 @@ export class Engine {
     return sumCounters(this.stats, this.cfg.workers);
   }
 
+  /** Each worker's own counters, worker 0 first. */
+  perWorker(): Record<CounterName, number>[] {
+    return Array.from({ length: this.cfg.workers }, (_, w) => workerCounters(this.stats, w));
+  }
+
   /**
    * IFF_VNET_HDR is the TUN device's, not a queue's (the last queue attached sets
    * it), so every worker must agree: decided here, once, before they start. The
@@ -147,6 +154,25 @@ export class Engine {
     return { conntrack: this.ct.buffer, translated: this.translated.buffer };
   }
 
+  /**
+   * The flow tables a successor takes over (agent/handover.ts): written as
+   * their bytes once the workers have stopped, so nothing changes them while
+   * they are read.
+   */
+  dumpFlows(dir: string): { conntrack: string; translated: string } {
+    const files = { conntrack: path.join(dir, 'conntrack.bin'), translated: path.join(dir, 'translated.bin') };
+    writeFileSync(files.conntrack, new Uint8Array(this.ct.buffer));
+    writeFileSync(files.translated, new Uint8Array(this.translated.buffer));
+    return files;
+  }
+
+  /** Takes over a predecessor's flows (dumpFlows' files); each is judged again by policy on its next packet. Returns how many. */
+  adoptFlows(files: { conntrack: string; translated: string }): { conntrack: number; translated: number } {
+    const read = (f: string) => { const b = readFileSync(f), sab = new SharedArrayBuffer(b.length); new Uint8Array(sab).set(b); return new Conntrack(sab); };
+    const now = (Date.now() / 1000) | 0;
+    return { conntrack: this.ct.adopt(read(files.conntrack), -1, now), translated: this.translated.adopt(read(files.translated), 0, now) };
+  }
+
   /** Flows the node's stack translated, tracked for their replies (expired ones count until the next sweep). */
   translatedFlows(): number { return this.translated.count(); }
 
@@ -158,10 +184,13 @@ export class Engine {
     Atomics.store(this.ctl, CTL_STOP, 1);
     for (const d of this.doorbells) native.eventfdSignal(d);
     await Promise.allSettled(this.tasks);
-    await this.pool?.destroy();
+    // The queues first: while they are open, the kernel still steers frames to
+    // them that nobody reads (a successor in the same groups takes them once
+    // they are closed: agent/handover.ts).
     this.pods.closeAll();
     for (const fd of this.overlay) native.close(fd);
     this.overlay = [];
+    await this.pool?.destroy();
     for (const d of this.doorbells) native.close(d);
     for (const p of this.ports) p.close();
     this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;

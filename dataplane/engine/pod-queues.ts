@@ -54,7 +54,11 @@ export class PodQueues {
 
   private openPort(ifname: string, ifindex: number): void {
     const { cfg } = this;
-    const fanout = cfg.workers > 1;
+    // Always a fanout group, even of one, named by the veth: an agent that takes
+    // over from another (agent/handover.ts) joins its groups, so each frame
+    // still reaches one socket, never both agents'. The group's program steers
+    // to its first members, the old agent's, until they leave.
+    const fanout = true;
     const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: fanout ? ifindex & 0xffff : 0, fanoutCpu: fanout && this.fanoutCpu, fanoutCbpf: fanout && !this.fanoutCpu };
     const open = opener(cfg.netns), fds: number[] = [];
     try {

@@ -121,7 +121,9 @@ export default function runWorker(task: WorkerTask): { index: number } {
     }
     const t0 = performance.now();
     const got = native.poll(fds, fds.length, ready, 1000, spin ? cfg.busyPollUs : 0);
-    spin = got > 0 && performance.now() - t0 <= spinMs;
+    const t1 = performance.now();
+    if (spin) ctx.counters[C.spin_us] += Math.min(t1 - t0, spinMs) * 1000; // at most the window spins; the rest slept
+    spin = got > 0 && t1 - t0 <= spinMs;
     if (got === 0) continue;
     for (let k = 0; k < fds.length; k++) {
       if (ready[k] === 0) continue;
@@ -134,6 +136,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
         break;
       }
     }
+    ctx.counters[C.busy_us] += (performance.now() - t1) * 1000;
   }
   native.close(out.tun); native.close(out.pod);
   if (sources[0] !== task.udpFd) for (const fd of sources) native.close(fd);

@@ -226,6 +226,23 @@ export class Conntrack {
       if (Atomics.load(t, at) === c) return true;
     }
   }
+  /**
+   * Copy every live, unexpired entry of `from` (another process's table, read
+   * from its bytes) into this one, keeping state and expiry and setting `tag`.
+   * Safe while this table is in use: each entry goes in by upsert. Returns how
+   * many were copied (fewer when this table filled up).
+   */
+  adopt(from: Conntrack, tag: number, now: number): number {
+    const t = from.t, key = new Int32Array(5);
+    let n = 0;
+    for (let i = 0; i < from.capacity; i++) {
+      const at = SLOTS + i * SLOT_WORDS, exp = t[at + EXPIRES];
+      if (exp <= now || !from.keyAt(i, key)) continue;
+      if (this.upsert(key[0], key[1], key[2], key[3], key[4], t[at + STATE], tag, now, exp - now) >= 0) n++;
+    }
+    return n;
+  }
+
   /** Number of live entries (expired ones count until swept). */
   count(): number {
     return Atomics.load(this.t, COUNT);

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { labUp, labDown, labPolicies, labPods, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
 import { PROXY_MODES, type ProxyMode } from '../lab/services.js';
 import { loadState } from '../lab/state.js';
+import { agentView } from '../lab/supervisor.js';
 import type { EngineTuning } from '../dataplane/engine/config.js';
 import { reachability, formatMatrix, allReachable, tcpThroughput, pingRtts, percentile, serviceReachability, allServicesReachable } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
@@ -52,11 +53,12 @@ export async function labCommand(args: string[]): Promise<number> {
     case 'status': {
       const s = loadState(name);
       if (!s) { log(`no lab "${name}" is up`); return 1; }
-      const nodes = s.nodes.map((n) => ({ name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: n.pid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }));
+      // pid: the live agent (null while none runs); restarts and lastExit as the node's supervisor recorded them
+      const nodes = s.nodes.map((n) => { const a = agentView(n); return { name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: a.pid, restarts: a.restarts, lastExit: a.lastExit, agentState: a.state, supervisorPid: a.supervisorPid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }; });
       const pods = labPods(s).map((p) => ({ name: p.name, namespace: p.namespace, node: p.node, netns: p.netns, ip: p.ip }));
       const services = (s.services ?? []).map((x) => ({ ...x, endpoints: labPods(s).filter((p) => p.namespace === x.namespace && p.ip && (!x.endpoints || x.endpoints.includes(p.name))).map((p) => p.ip) }));
       if (rest.includes('--json')) { log(JSON.stringify({ nodes, pods, proxyMode: s.proxyMode, serviceCIDR: s.serviceCIDR, services })); return 0; }
-      for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid}`);
+      for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid ?? 'none'} (${n.agentState}, restarts ${n.restarts}${n.lastExit ? `, last exit: ${n.lastExit.reason} at ${n.lastExit.at}` : ''})`);
       for (const p of pods) log(`pod  ${p.namespace}/${p.name}  on ${p.node}  ${p.ip}  netns ${p.netns}`);
       if (s.services) log(`services (kube-proxy ${s.proxyMode} mode, service CIDR ${s.serviceCIDR}):`);
       for (const x of services) {
@@ -83,7 +85,7 @@ export async function labCommand(args: string[]): Promise<number> {
     }
     case 'down': {
       const r = await labDown(name);
-      log(`lab "${name}" is down: stopped ${r.processes} processes, deleted ${r.namespaces} namespaces`);
+      log(`lab "${name}" is down: stopped ${r.processes} processes, deleted ${r.namespaces} namespaces${r.skipped ? `; left ${r.skipped} recorded pids alone (now other processes)` : ''}`);
       return 0;
     }
     case 'apply':

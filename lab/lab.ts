@@ -3,10 +3,11 @@
 // of their own; nothing is added to the root namespace.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
-import { ipn, netnsDel, netnsList, stopPid, sysctl } from './sh.js';
+import { alive, ipn, netnsDel, netnsList, procStart, sameProcess, stopProcess, sysctl } from './sh.js';
+import { AGENT_GRACE_MS, agentConfigFile, readSupervisorStatus, supervisorLogFile } from './supervisor.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import { request } from '../dataplane/agent/server.js';
@@ -162,32 +163,51 @@ export async function labCommit(s: LabState, changes: Change[], timeoutMs = 10_0
   return waitForRev(s, commitChanges(datastoreDir(s), changes), timeoutMs);
 }
 
-/** Starts (or restarts) a node's agent inside its namespace and waits until it answers. */
+/**
+ * Runs a node's agent inside its namespace, under the node's supervisor (lab/supervisor.ts),
+ * and waits until it answers. The supervisor restarts the agent whenever it exits; when
+ * one already runs for the node (after a kill -9, say), this starts nothing and waits for
+ * the agent it runs now. A first start fails as soon as the agent exits.
+ */
 export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   const source = s.kubernetes ? { kubernetes: s.kubernetes, clusterCIDR: s.clusterCIDR }
     : s.etcd ? { etcd: { endpoints: [labEtcdEndpoint] }, publicIP: n.underlayIP }
     : { datastore: datastoreDir(s) };
   const cfg: AgentConfig = { node: n.name, ...source, stateDir: n.stateDir, socket: n.socket, workers: s.workers ?? 2, underlayMTU: s.underlayMTU, metrics: `0.0.0.0:${LAB_METRICS_PORT}`, ...(s.serviceCIDR ? { serviceCIDR: s.serviceCIDR } : {}), ...s.engine };
-  const cfgFile = path.join(n.stateDir, 'agent.json');
-  writeFileSync(cfgFile, JSON.stringify(cfg, null, 1));
-  const log = openSync(n.log, 'a');
-  const child = spawn('ip', ['netns', 'exec', n.netns, NODE, distFile('cli/twill.js'), 'agent', '--config', cfgFile], { detached: true, stdio: ['ignore', log, log] });
-  child.unref();
-  let exited: number | null | undefined;
-  child.once('exit', (code) => { exited = code; });
-  n.pid = child.pid!;
-  s.pids.push(n.pid);
+  const cfgFile = agentConfigFile(n);
+  writeFileSync(`${cfgFile}.tmp`, JSON.stringify(cfg, null, 1)); // the supervisor reads it at every start
+  renameSync(`${cfgFile}.tmp`, cfgFile);
+  const fresh = !(n.supervisor && sameProcess(n.supervisor.pid, n.supervisor.start));
+  if (fresh) {
+    // An agent whose supervisor was killed may still run: one agent per node.
+    for (const a of [readSupervisorStatus(n)?.agent, { pid: n.pid, start: n.pidStart }]) if (a?.pid) await stopProcess(a.pid, a.start);
+    const out = openSync(supervisorLogFile(n), 'a');
+    const child = spawn(NODE, [distFile('lab/supervisor.js'), s.name, n.name], { detached: true, stdio: ['ignore', out, out] });
+    closeSync(out);
+    child.unref();
+    n.supervisor = { pid: child.pid!, start: procStart(child.pid!) ?? 0 };
+    saveState(s); // from here on, down finds it
+  }
+  const sup = n.supervisor!;
   const deadline = Date.now() + 15_000;
   for (;;) {
-    try {
-      const st = (await request(n.socket, { op: 'status' }, 1000)) as { podCIDR: string };
-      n.podCIDR = st.podCIDR; // from etcd, the agent leases its own
-      return;
-    } catch {
-      if (exited !== undefined) throw new Error(`agent of ${n.name} exited with code ${exited} (see ${n.log})`);
-      if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not come up within 15 s (see ${n.log})`);
-      await new Promise((r) => setTimeout(r, 50));
+    const st = readSupervisorStatus(n);
+    const mine = st?.supervisor.pid === sup.pid && st.supervisor.start === sup.start ? st : undefined; // not a file left by an earlier supervisor
+    if (fresh && mine?.lastExit) throw new Error(`agent of ${n.name} ${mine.lastExit.reason} (see ${n.log})`);
+    if (!sameProcess(sup.pid, sup.start)) throw new Error(`the supervisor of ${n.name} exited (see ${supervisorLogFile(n)})`);
+    if (mine?.agent && sameProcess(mine.agent.pid, mine.agent.start)) {
+      try {
+        const r = (await request(n.socket, { op: 'status' }, 1000)) as { podCIDR: string; pid: number };
+        if (r.pid === mine.agent.pid) {
+          n.pid = r.pid;
+          n.pidStart = mine.agent.start;
+          n.podCIDR = r.podCIDR; // from etcd, the agent leases its own
+          return;
+        }
+      } catch { /* not listening yet */ }
     }
+    if (Date.now() > deadline) throw new Error(`agent of ${n.name} did not come up within 15 s${mine?.lastExit ? `; last exit: ${mine.lastExit.reason}` : ''} (see ${n.log})`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -315,17 +335,46 @@ async function waitForRev(s: LabState, rev: number, timeoutMs = 10_000): Promise
   return st!;
 }
 
-/** Tears a lab down: stops the processes it started (by PID), deletes its namespaces and files. Safe to run twice. */
-export async function labDown(name = 'lab'): Promise<{ namespaces: number; processes: number }> {
+/**
+ * Tears a lab down: stops exactly the processes it started, then deletes its namespaces
+ * and files. Safe to run twice. The supervisors go first, each stopping its agent; then
+ * any agent still recorded (a supervisor killed -9 leaves its agent running); then the
+ * workloads, DNS and etcd. Every process is named by pid and start time, so a pid the
+ * kernel gave to another process since is never signalled (counted in `skipped`).
+ */
+export async function labDown(name = 'lab'): Promise<{ namespaces: number; processes: number; skipped: number }> {
   const s = loadState(name);
   const prefix = labPrefix(name);
-  let processes = 0;
+  let processes = 0, skipped = 0;
+  const stop = async (p: { pid: number; start?: number }, graceMs?: number) => {
+    if (!p.pid) return;
+    if (await stopProcess(p.pid, p.start, graceMs)) processes++;
+    else if (alive(p.pid)) skipped++; // the pid lives on, but as another process (or one we cannot tell is ours)
+  };
   if (s) {
-    for (const pid of s.pids) { await stopPid(pid); processes++; }
+    await Promise.all(s.nodes.map((n) => (n.supervisor ? stop(n.supervisor, AGENT_GRACE_MS + 2000) : undefined)));
+    for (const n of s.nodes) {
+      const agents = [readSupervisorStatus(n)?.agent, { pid: n.pid, start: n.pidStart }].filter((a): a is { pid: number; start: number | undefined } => !!a?.pid);
+      for (const a of agents.filter((a, i) => agents.findIndex((b) => b.pid === a.pid) === i)) await stop(a);
+    }
+    for (const pid of s.pids) await stop({ pid, start: s.pidStarts?.[pid] ?? legacyStart(s, pid) });
   }
   const mine = netnsList().filter((ns) => ns.startsWith(prefix));
   for (const ns of mine) netnsDel(ns); // the Services' rules live in the node namespaces and go with them
   removePodResolvConfs(prefix);
   rmSync(labDir(name), { recursive: true, force: true });
-  return { namespaces: mine.length, processes };
+  return { namespaces: mine.length, processes, skipped };
+}
+
+/**
+ * A lab saved before start times were kept names bare pids. One of them is taken as the
+ * lab's only if the process lives in one of the lab's network namespaces (which down
+ * deletes anyway); otherwise it is left alone.
+ */
+function legacyStart(s: LabState, pid: number): number | undefined {
+  const ino = (f: string) => { try { return statSync(f).ino; } catch { return undefined; } };
+  const own = ino(`/proc/${pid}/ns/net`);
+  if (own === undefined) return undefined;
+  const labNs = netnsList().filter((ns) => ns.startsWith(s.prefix)).map((ns) => ino(path.join('/run/netns', ns)));
+  return labNs.includes(own) ? procStart(pid) : undefined;
 }

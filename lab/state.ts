@@ -6,8 +6,17 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import path from 'node:path';
 import type { EngineTuning } from '../dataplane/engine/config.js';
 import type { ProxyMode, ServiceSpec } from './services.js';
+import { procStart } from './sh.js';
 
-export interface LabNode { name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string; pid: number; stateDir: string; socket: string; log: string }
+/** A process the lab started, named so that a reused pid is never taken for it: its start time, /proc/<pid>/stat field 22. */
+export interface LabProcess { pid: number; start: number }
+export interface LabNode {
+  name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string;
+  pid: number; // the agent as last seen by the lab (startAgent); the live one is in the supervisor's status file (lab/supervisor.ts)
+  pidStart?: number; // pid's start time
+  supervisor?: LabProcess; // the node's supervisor (lab/supervisor.ts), which runs and restarts its agent
+  stateDir: string; socket: string; log: string;
+}
 export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
 export interface LabState {
   name: string;
@@ -18,7 +27,8 @@ export interface LabState {
   underlayMTU: number;
   nodes: LabNode[];
   pods: LabPod[];
-  pids: number[]; // every process the lab started, so down stops exactly those
+  pids: number[]; // every other process the lab started (workloads, DNS, etcd), so down stops exactly those
+  pidStarts?: Record<string, number>; // pid -> start time, filled in by saveState: down signals a pid only while its start time matches
   engine?: EngineTuning; // engine settings the agents start with (absent: the engine's defaults)
   workers?: number; // engine workers per node (absent in labs made before it was kept: 2)
   kubernetes?: KubeConfig; // the agents learn the cluster from this API server instead of the datastore directory
@@ -40,7 +50,14 @@ export function loadState(name: string): LabState | undefined {
   return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as LabState) : undefined;
 }
 
+/** Writes the state atomically; first records the start time of every pid in s.pids not seen before (just started, so still ours). */
 export function saveState(s: LabState): void {
+  const starts = (s.pidStarts ??= {});
+  for (const pid of s.pids) {
+    if (starts[pid] !== undefined) continue;
+    const t = procStart(pid);
+    if (t !== undefined) starts[pid] = t;
+  }
   mkdirSync(s.dir, { recursive: true });
   const f = path.join(s.dir, 'state.json');
   writeFileSync(`${f}.tmp`, JSON.stringify(s, null, 1));

@@ -211,6 +211,31 @@ export async function startAgent(s: LabState, n: LabNode): Promise<void> {
   }
 }
 
+/**
+ * Upgrades a node's agent without an outage: its supervisor starts a new agent
+ * that takes the node over from the running one (dataplane/agent/handover.ts),
+ * then stops the old one. Resolves with the new agent's pid once it serves the node.
+ */
+export async function labUpgrade(s: LabState, nodeName: string, timeoutMs = 40_000): Promise<{ pid: number; ms: number }> {
+  const n = s.nodes.find((x) => x.name === nodeName);
+  if (!n) throw new Error(`no node "${nodeName}" in lab "${s.name}" (nodes: ${s.nodes.map((x) => x.name).join(', ')})`);
+  const sup = n.supervisor;
+  if (!sup || !sameProcess(sup.pid, sup.start)) throw new Error(`the agent of ${n.name} is not supervised (see \`twill lab status\`)`);
+  const before = readSupervisorStatus(n)?.upgrades ?? 0, t0 = performance.now();
+  process.kill(sup.pid, 'SIGUSR2');
+  for (;;) {
+    const st = readSupervisorStatus(n);
+    if ((st?.upgrades ?? 0) > before && st?.agent) {
+      n.pid = st.agent.pid;
+      n.pidStart = st.agent.start;
+      saveState(s);
+      return { pid: st.agent.pid, ms: performance.now() - t0 };
+    }
+    if (performance.now() - t0 > timeoutMs) throw new Error(`the agent of ${n.name} was not upgraded within ${timeoutMs} ms (see ${supervisorLogFile(n)})`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** The conflist and plugin dir a node's runtime uses. */
 export function nodeCni(n: LabNode): NodeCni {
   return { confFile: path.join(n.stateDir, 'cni', 'net.d', '10-twill.conflist'), binDir: path.join(n.stateDir, 'cni', 'bin') };

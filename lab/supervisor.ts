@@ -7,6 +7,11 @@
 // time, the restart count, the last exit. On SIGTERM it stops its agent (SIGTERM, then
 // SIGKILL after a grace) and exits. Its own log is <node stateDir>/supervisor.log; the
 // agent's runs all append to the node's agent.log.
+//
+// On SIGUSR2 it upgrades the agent without an outage, as a DaemonSet with maxSurge
+// does: it starts a second agent beside the first, which takes the node over
+// (dataplane/agent/handover.ts), and once the new one answers on the node's socket
+// it stops the old one, now idle (`twill lab upgrade`, labUpgrade in lab/lab.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { distFile } from '../dataplane/engine/paths.js';
 import { procStart, sameProcess } from './sh.js';
 import { loadState, type LabNode, type LabProcess } from './state.js';
+import { request } from '../dataplane/agent/server.js';
 
 export interface AgentExit {
   pid: number;
@@ -29,6 +35,7 @@ export interface SupervisorStatus {
   state: 'running' | 'backoff' | 'stopping' | 'stopped';
   agent?: LabProcess & { since: string }; // the agent it runs now; absent while none does
   restarts: number; // agents started after the first, as the kubelet's restartCount
+  upgrades?: number; // hand-overs to a new agent (SIGUSR2)
   lastExit?: AgentExit;
   nextStartAt?: string; // while in backoff
 }
@@ -119,10 +126,18 @@ export function supervise(labName: string, nodeName: string): void {
     if (!existsSync(path.join('/run/netns', node.netns))) return finish(`namespace ${node.netns} is gone`);
     if (!existsSync(agentConfigFile(node))) return finish(`${agentConfigFile(node)} is gone`);
     if (started++ > 0) status.restarts++;
+    run(spawnAgent(), Date.now());
+  };
+
+  const spawnAgent = (): ChildProcess => {
     const log = openSync(node.log, 'a'); // every run appends to the one log
-    const t0 = Date.now();
     const c = spawn('ip', ['netns', 'exec', node.netns, process.execPath, distFile('cli/twill.js'), 'agent', '--config', agentConfigFile(node)], { stdio: ['ignore', log, log] });
     closeSync(log);
+    return c;
+  };
+
+  // c becomes the agent this supervisor runs (and restarts when it exits).
+  const run = (c: ChildProcess, t0: number) => {
     child = c;
     let onExit!: () => void;
     childExited = new Promise<void>((r) => (onExit = r));
@@ -130,6 +145,7 @@ export function supervise(labName: string, nodeName: string): void {
     const exited = (code: number | null, signal: string | null, reason: string) => {
       if (done) return;
       done = true;
+      if (child !== c) { say(`agent pid ${c.pid}, replaced by pid ${child?.pid}, ${reason}`); return; } // an upgrade's predecessor
       child = undefined;
       onExit();
       const ranMs = Date.now() - t0;
@@ -174,6 +190,39 @@ export function supervise(labName: string, nodeName: string): void {
     write();
     finish(sig);
   };
+  let upgrading = false;
+  const upgrade = async () => {
+    const old = child;
+    if (!old || stopping || upgrading) return;
+    upgrading = true;
+    const t0 = Date.now(), next = spawnAgent();
+    say(`SIGUSR2: upgrading: agent pid ${next.pid} takes over from pid ${old.pid}`);
+    try {
+      for (;;) { // the new agent serves the node's socket once it has taken over
+        if (next.exitCode !== null || next.signalCode !== null) throw new Error(`the new agent exited (${exitReason(next.exitCode, next.signalCode)})`);
+        if (Date.now() - t0 > 30_000) throw new Error('the new agent did not take over within 30 s');
+        const st = await request(node.socket, { op: 'status' }, 1000).catch(() => undefined) as { pid?: number } | undefined;
+        if (st?.pid === next.pid) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (stopping) { next.kill('SIGTERM'); return; }
+      run(next, t0);
+      status.upgrades = (status.upgrades ?? 0) + 1;
+      write();
+      old.kill('SIGTERM'); // idle since it handed over
+      say(`agent pid ${next.pid} took over in ${Date.now() - t0} ms; old agent pid ${old.pid} stopped`);
+    } catch (e) {
+      if (next.exitCode === null) next.kill('SIGTERM');
+      // An old agent that handed over is idle: stop it too, and it is restarted as after any exit.
+      const st = await request(node.socket, { op: 'status' }, 1000).catch(() => undefined) as { pid?: number; handedOver?: boolean } | undefined;
+      const idle = st === undefined || st.handedOver === true;
+      say(`upgrade failed: ${(e as Error).message}; ${idle ? `restarting the old agent pid ${old.pid}` : `the old agent pid ${old.pid} stays`}`);
+      if (idle) old.kill('SIGTERM');
+    } finally {
+      upgrading = false;
+    }
+  };
+  process.on('SIGUSR2', () => void upgrade());
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined); // detached; a hangup means nothing here

@@ -66,17 +66,46 @@ export function renderMetrics(m: MetricsSnapshot): string {
   return out.join('\n') + '\n';
 }
 
-/** Serves GET /metrics on `address` ("host:port"); anything else is 404. */
-export function serveMetrics(address: string, render: () => string, log: Logger): http.Server {
+/**
+ * Bounds on the HTTP server, which anything that reaches the node's address
+ * can connect to (pods included): a few connections, each for a few seconds.
+ * A scrape is one short request; Prometheus reconnects after keepAliveMs.
+ */
+export const METRICS_LIMITS = {
+  maxConnections: 64, // more are closed as soon as they are accepted
+  perSource: 16, // from one remote address, so one pod (or node) cannot take them all
+  headersMs: 5000, // a request's headers must arrive within this of its start (slow senders)
+  requestMs: 10_000, // the whole request
+  idleMs: 5000, // no bytes either way: closed (a reader that stalls the response too)
+  keepAliveMs: 5000, // between requests on one connection
+  checkMs: 1000, // how often the headers and request deadlines are looked at
+};
+export type MetricsLimits = typeof METRICS_LIMITS;
+
+/** Serves GET /metrics on `address` ("host:port", port 0: any free one); anything else is 404. */
+export function serveMetrics(address: string, render: () => string, log: Logger, limits: MetricsLimits = METRICS_LIMITS): http.Server {
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port = Number(address.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`metrics address "${address}": want host:port`);
-  const server = http.createServer((req, res) => {
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`metrics address "${address}": want host:port`);
+  const server = http.createServer({
+    headersTimeout: limits.headersMs, requestTimeout: limits.requestMs, keepAliveTimeout: limits.keepAliveMs,
+    connectionsCheckingInterval: limits.checkMs,
+  }, (req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404).end('not found: GET /metrics\n');
       return;
     }
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(render());
+  });
+  server.maxConnections = limits.maxConnections;
+  server.timeout = limits.idleMs; // with no 'timeout' listener, an idle socket is destroyed
+  const bySource = new Map<string, number>();
+  server.on('connection', (sock) => {
+    const from = sock.remoteAddress ?? '';
+    const n = (bySource.get(from) ?? 0) + 1;
+    if (n > limits.perSource) { sock.destroy(); return; }
+    bySource.set(from, n);
+    sock.once('close', () => { const k = (bySource.get(from) ?? 1) - 1; if (k > 0) bySource.set(from, k); else bySource.delete(from); });
   });
   server.on('error', (e) => log.error({ err: String(e), address }, 'metrics server failed'));
   server.listen(port, host, () => log.info({ address }, 'metrics served at /metrics'));

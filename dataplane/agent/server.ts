@@ -5,31 +5,59 @@ import { existsSync, unlinkSync } from 'node:fs';
 
 export type Handler = (req: Record<string, unknown>) => Promise<unknown>;
 
-export function serve(socketPath: string, handler: Handler): net.Server {
+/**
+ * Bounds on the socket: its clients (the CNI plugin, `twill`) connect, send a
+ * request at once and wait for the reply, so a connection that says nothing,
+ * an endless line, or a flood of requests nobody reads is not one of them.
+ */
+export const SOCKET_LIMITS = {
+  maxConnections: 128, // more are closed as soon as they are accepted; the plugin's runtime retries (TRY_AGAIN_LATER)
+  idleMs: 10_000, // no request in progress and no bytes either way: closed
+  maxLineBytes: 1 << 20, // one request; a longer line is refused and the connection closed
+  maxPending: 16, // requests of one connection being handled at once; reading waits beyond that
+};
+export type SocketLimits = typeof SOCKET_LIMITS;
+
+export function serve(socketPath: string, handler: Handler, limits: SocketLimits = SOCKET_LIMITS): net.Server {
   if (existsSync(socketPath)) unlinkSync(socketPath); // a previous agent's, dead: we hold the node now
   const server = net.createServer((conn) => {
-    let buf = '';
-    conn.on('data', (d) => {
-      buf += d;
+    let buf = '', pending = 0, refused = false;
+    const reply = (r: unknown) => { if (!conn.destroyed && conn.writable) conn.write(JSON.stringify(r) + '\n'); };
+    const pump = () => {
       let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
+      while (pending < limits.maxPending && (nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         let req: Record<string, unknown>;
         try {
           req = JSON.parse(line) as Record<string, unknown>;
         } catch {
-          conn.write(JSON.stringify({ ok: false, error: 'request is not JSON' }) + '\n');
+          reply({ ok: false, error: 'request is not JSON' });
           continue;
         }
+        pending++;
         handler(req).then(
-          (result) => conn.write(JSON.stringify({ ok: true, result }) + '\n'),
-          (e: unknown) => conn.write(JSON.stringify({ ok: false, error: e instanceof Error ? e.message : String(e) }) + '\n'),
-        );
+          (result) => reply({ ok: true, result }),
+          (e: unknown) => reply({ ok: false, error: e instanceof Error ? e.message : String(e) }),
+        ).finally(() => { pending--; pump(); });
       }
-    });
+      if (buf.length > limits.maxLineBytes && buf.indexOf('\n') < 0) {
+        reply({ ok: false, error: `request longer than ${limits.maxLineBytes} bytes` });
+        refused = true;
+        buf = '';
+        conn.end(() => conn.destroy()); // once the answer is out, whatever the client still sends
+        return;
+      }
+      if (pending >= limits.maxPending) conn.pause();
+      else if (conn.isPaused()) conn.resume();
+    };
+    conn.setEncoding('utf8');
+    conn.on('data', (d: string) => { if (!refused) { buf += d; pump(); } });
+    conn.setTimeout(limits.idleMs);
+    conn.on('timeout', () => { if (pending === 0) conn.destroy(); }); // a reply being worked on re-arms it when written
     conn.on('error', () => conn.destroy());
   });
+  server.maxConnections = limits.maxConnections;
   server.listen(socketPath);
   return server;
 }
@@ -52,5 +80,7 @@ export function request(socketPath: string, req: Record<string, unknown>, timeou
       else reject(new Error(res.error));
     });
     conn.on('error', (e) => { clearTimeout(timer); reject(e); });
+    // Closed without an answer (an agent at its connection cap, or stopping): as a reset.
+    conn.on('close', () => { clearTimeout(timer); reject(Object.assign(new Error(`agent at ${socketPath} closed the connection without answering`), { code: 'ECONNRESET' })); });
   });
 }

@@ -132,6 +132,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       bt.toUdp(i, nh[p + NH_IP], ctx.vxlanPort);
     } else if (kind === NH_HOST) {
       if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
+      if ((bt.flags[i] & OVERSIZED) !== 0) { tooBig(ctx, bt, i, l3, from); continue; } // the TUN device's MTU is the pods'
       if (from === FROM_VXLAN && ctx.tunVnet && vf === 0) {
         const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
         if (k > 0) { i += k - 1; continue; }

@@ -171,6 +171,13 @@ describe('tunnel super-packets from a kernel VXLAN peer', () => {
     expect(bt.arena[icmp + 20]).toBe(3); // destination unreachable
     expect(bt.arena[icmp + 21]).toBe(4); // fragmentation needed
     expect((bt.arena[icmp + 26] << 8) | bt.arena[icmp + 27]).toBe(cfg.podMtu); // next-hop MTU
+    bt.clearOutputs();
+    // The same to this node's host: the TUN device has the pods' MTU, so the same answer.
+    vxlanIn(bt, 10_000, REMOTE, '10.244.1.1', 8080, 40000);
+    bt.arena[l3 + 9] = 17; bt.arena[l3 + 24] = (10_000 - 20) >> 8; bt.arena[l3 + 25] = (10_000 - 20) & 0xff;
+    ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
+    expect([bt.nTun, bt.nUdp]).toEqual([0, 1]);
+    expect(ctx.counters[C.drop_too_big]).toBe(2);
   });
 });
 

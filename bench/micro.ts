@@ -200,6 +200,7 @@ export function setupStages() {
   const b = bt.arena, w32 = wordsOf(b);
   const size = bt.slots;
   const tplEnc = new Uint32Array(size * HDR_WORDS), tplDec = new Uint32Array(size * HDR_WORDS);
+  const senders = Int32Array.from({ length: size }, (_, i) => ip(172, 30, (i % REMOTES + 2) >> 8, (i % REMOTES + 2) & 255));
   const host = ip(10, 244, 1, 1);
   for (let i = 0; i < size; i++) {
     const l3 = bt.base[i] + HEADROOM, l4 = l3 + 20;
@@ -236,6 +237,7 @@ export function setupStages() {
     // offs/lens now frame VXLAN header + inner Ethernet + IP, exactly where udpRecv puts a datagram.
     for (let i = 0; i < size; i++) {
       restore(w32, (base[i] + HEADROOM) >> 2, tplDec, i * HDR_WORDS);
+      bt.meta[i] = senders[i]; // as udpRecv leaves it: the datagram's source, the remote node's underlay address
     }
     ingressVxlan(ctx, bt);
     forward(ctx, bt, FROM_VXLAN);

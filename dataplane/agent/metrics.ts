@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { COUNTER_NAMES, type CounterName } from '../engine/counters.js';
+import type { ProcessSample } from './process-metrics.js';
 
 export interface MetricsSnapshot {
   node: string;
@@ -18,7 +19,12 @@ export interface MetricsSnapshot {
   conntrackEntries: number;
   translatedFlows: number;
   revision: number;
+  perWorker?: Record<CounterName, number>[]; // each worker's counters, worker 0 first
+  process?: ProcessSample[]; // the agent process's own figures (process-metrics.ts)
 }
+
+// Per-worker time, shown per worker (is one saturated?), not summed.
+const PER_WORKER = new Set<CounterName>(['busy_us', 'spin_us']);
 
 interface Family { name: string; help: string; type: 'counter' | 'gauge'; samples: [labels: string, value: number][] }
 
@@ -44,6 +50,7 @@ const HELP: Record<string, string> = {
 export function renderMetrics(m: MetricsSnapshot): string {
   const families = new Map<string, Family>();
   for (const c of COUNTER_NAMES) {
+    if (PER_WORKER.has(c)) continue;
     const { family, label } = familyOf(c);
     let f = families.get(family);
     if (!f) families.set(family, (f = { name: family, help: HELP[family] ?? `Engine counter ${c}.`, type: 'counter', samples: [] }));
@@ -58,6 +65,15 @@ export function renderMetrics(m: MetricsSnapshot): string {
   gauge('twill_conntrack_entries', 'Tracked connections (expired ones until the next sweep).', m.conntrackEntries);
   gauge('twill_translated_flows', 'Flows the node\'s stack translated (Services), tracked so their replies pass it again.', m.translatedFlows);
   gauge('twill_cluster_revision', 'Revision of the cluster view the engine enforces.', m.revision);
+  if (m.perWorker) {
+    const per = (name: string, help: string, value: (w: Record<CounterName, number>) => number) =>
+      families.set(name, { name, help, type: 'counter', samples: m.perWorker!.map((w, k) => [`worker="${k}"`, value(w)]) });
+    per('twill_worker_busy_seconds_total', 'Time each worker spent moving batches, in seconds: near 1 s per second is a saturated worker.', (w) => w.busy_us / 1e6);
+    per('twill_worker_spin_seconds_total', 'Time each worker spent busy-polling for more traffic, in seconds (CPU the latency setting costs).', (w) => w.spin_us / 1e6);
+    per('twill_worker_batches_total', 'Batches each worker moved.', (w) => w.batches);
+    per('twill_worker_received_packets_total', 'Packets each worker received, from pods, the host and the overlay.', (w) => w.rx_pod + w.rx_tun + w.rx_vxlan);
+  }
+  for (const f of m.process ?? []) families.set(f.name, f);
   const out: string[] = [];
   for (const f of families.values()) {
     out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);

@@ -180,7 +180,15 @@ describe('metrics', () => {
     expect(body).toMatch(new RegExp(`^twill_info\\{node="node1",pod_cidr="${node('node1').podCIDR}",vtep_mac="${node('node1').vtepMAC}"\\} 1$`, 'm'));
     expect(value(body, 'twill_pods')).toBe(3); // node1-p1, node1-p2 and the lab's DNS pod (kube-system/coredns)
     expect(value(body, 'twill_cluster_nodes')).toBe(2);
-    for (const line of body.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) twill_\w+ .+|twill_\w+(\{\w+="[^"]*"(,\w+="[^"]*")*\})? \d+(\.\d+)?)$/);
+    for (const line of body.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) (twill|process|nodejs)_\w+ .+|(twill|process|nodejs)_\w+(\{\w+="[^"]*"(,\w+="[^"]*")*\})? \d+(\.\d+)?(e[-+]?\d+)?)$/);
+    // the process's own figures (prom-client's names) and each worker's time
+    expect(value(body, 'process_resident_memory_bytes')).toBeGreaterThan(10e6);
+    expect(value(body, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(1e6);
+    expect(value(body, 'process_open_fds')).toBeGreaterThan(5);
+    expect(body).toMatch(/^nodejs_eventloop_lag_seconds\{quantile="0\.99"\} /m);
+    expect(body).toMatch(/^nodejs_gc_runs_total\{kind="\w+"\} \d+$/m);
+    expect(body).toMatch(/^twill_worker_busy_seconds_total\{worker="0"\} /m);
+    expect(body).toMatch(/^twill_worker_spin_seconds_total\{worker="0"\} /m);
     const rx0 = value(body, 'twill_received_packets_total{from="pod"}'), tx0 = value(body, 'twill_sent_packets_total{to="vxlan"}');
     expect(sh(pod('node1-p1').netns, ['ping', '-c', '20', '-i', '0.01', '-q', pod('node2-p1').ip]).code).toBe(0);
     const after = (await request(node('node1').socket, { op: 'metrics' })) as string; // the same text on the agent's socket

@@ -98,8 +98,15 @@ export const METRICS_LIMITS = {
 };
 export type MetricsLimits = typeof METRICS_LIMITS;
 
-/** Serves GET /metrics on `address` ("host:port", port 0: any free one); anything else is 404. */
-export function serveMetrics(address: string, render: () => string, log: Logger, limits: MetricsLimits = METRICS_LIMITS): http.Server {
+/** What the probes ask: live (the agent works: answering, its workers running) and ready (it forwards for this node). */
+export interface Health { live: boolean; ready: boolean; why?: string }
+
+/**
+ * Serves GET /metrics on `address` ("host:port", port 0: any free one), and the
+ * kubelet's probes at /healthz (liveness) and /readyz (readiness): 200 "ok", or
+ * 503 with the reason. Anything else is 404.
+ */
+export function serveMetrics(address: string, render: () => string, log: Logger, limits: MetricsLimits = METRICS_LIMITS, health?: () => Health): http.Server {
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port = Number(address.slice(i + 1));
   if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`metrics address "${address}": want host:port`);
@@ -107,8 +114,14 @@ export function serveMetrics(address: string, render: () => string, log: Logger,
     headersTimeout: limits.headersMs, requestTimeout: limits.requestMs, keepAliveTimeout: limits.keepAliveMs,
     connectionsCheckingInterval: limits.checkMs,
   }, (req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-      res.writeHead(404).end('not found: GET /metrics\n');
+    const url = (req.url ?? '').split('?')[0];
+    if (req.method === 'GET' && health && (url === '/healthz' || url === '/readyz')) {
+      const h = health(), ok = url === '/healthz' ? h.live : h.ready;
+      res.writeHead(ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' }).end(ok ? 'ok\n' : `${h.why ?? 'not ready'}\n`);
+      return;
+    }
+    if (req.method !== 'GET' || url !== '/metrics') {
+      res.writeHead(404).end(`not found: GET /metrics${health ? ', /healthz or /readyz' : ''}\n`);
       return;
     }
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(render());

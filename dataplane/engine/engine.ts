@@ -26,6 +26,7 @@ export class Engine {
   private doorbells: number[] = [];
   private tasks: Promise<unknown>[] = [];
   private gen = 0;
+  private exited = 0; // workers whose task has ended
   private readonly ct: Conntrack; // shared by all workers, swept here
   private readonly translated: Conntrack; // flows the node's stack translated (stages/translated.ts), likewise
   private sweeper?: NodeJS.Timeout;
@@ -69,7 +70,7 @@ export class Engine {
       const first: TablesMsg = { ...tables, ...this.shared(), gen: 0, podFds: shares[w] };
       const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
-      p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); });
+      p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); }).finally(() => { this.exited++; });
       this.tasks.push(p);
     }
     const deadline = Date.now() + 10_000;
@@ -173,6 +174,9 @@ export class Engine {
     return { conntrack: this.ct.adopt(read(files.conntrack), -1, now), translated: this.translated.adopt(read(files.translated), 0, now) };
   }
 
+  /** Every worker started and none has ended: the engine forwards. */
+  running(): boolean { return this.tasks.length === this.cfg.workers && this.exited === 0 && this.allReady(); }
+
   /** Flows the node's stack translated, tracked for their replies (expired ones count until the next sweep). */
   translatedFlows(): number { return this.translated.count(); }
 
@@ -193,7 +197,7 @@ export class Engine {
     await this.pool?.destroy();
     for (const d of this.doorbells) native.close(d);
     for (const p of this.ports) p.close();
-    this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined;
+    this.doorbells = []; this.ports = []; this.tasks = []; this.pool = undefined; this.exited = 0;
   }
 }
 

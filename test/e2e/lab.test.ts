@@ -195,6 +195,9 @@ describe('metrics', () => {
     expect(value(after, 'twill_received_packets_total{from="pod"}') - rx0).toBeGreaterThanOrEqual(20);
     expect(value(after, 'twill_sent_packets_total{to="vxlan"}') - tx0).toBeGreaterThanOrEqual(20);
     expect(scrape('/other').out.endsWith('404')).toBe(true);
+    // the kubelet's probes
+    expect(scrape('/healthz').out).toBe('ok\n\n200'); // the body, then curl's status line
+    expect(scrape('/readyz').out).toBe('ok\n\n200');
   });
 });
 

@@ -31,7 +31,7 @@ const cidrOfKey = (key: string): string => key.slice(key.lastIndexOf('/') + 1).r
 
 export async function readNetworkConfig(client: EtcdClient, prefix = FLANNEL_PREFIX): Promise<NetworkConfig> {
   const kv = await client.get(`${prefix}/config`);
-  if (!kv) throw new Error(`etcd has no ${prefix}/config: write {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}} there first`);
+  if (!kv) throw new Error(`etcd ${client.endpoints.join(', ')} has no ${prefix}/config: write {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}} there first`);
   const c = JSON.parse(kv.value) as NetworkConfig;
   if (typeof c.Network !== 'string' || !isIPv4(c.Network.split('/')[0])) throw new Error(`${prefix}/config: "Network" must be an IPv4 CIDR`);
   if (c.Backend?.Type && c.Backend.Type !== 'vxlan') throw new Error(`${prefix}/config: backend ${c.Backend.Type}: twill speaks vxlan only`);
@@ -74,7 +74,7 @@ export async function leaseSubnet(client: EtcdClient, o: { node: string; publicI
     if (!key) throw new Error(`no free /${len} left in ${cfg.Network}`);
   }
   const t = setInterval(() => {
-    client.keepAlive(lease).catch((e: Error) => o.log?.error({ err: e.message, key }, 'could not renew the subnet lease'));
+    client.keepAlive(lease).catch((e: Error) => o.log?.error({ err: e, key }, 'could not renew the subnet lease'));
   }, RENEW_MS);
   t.unref();
   return { key, podCIDR: cidrOfKey(key), clusterCIDR: cfg.Network, stop: () => clearInterval(t) };
@@ -139,7 +139,7 @@ export class EtcdSource implements ClusterSource {
         this.stops = this.stops.filter((s) => s !== stop);
         if (this.stopped) return;
         if ((err as { compacted?: boolean } | undefined)?.compacted) return recover();
-        if (err) this.log?.warn({ err: err.message }, 'etcd watch failed; resuming');
+        if (err) this.log?.warn({ err }, 'etcd watch failed; resuming');
         setTimeout(() => start(prefix), err ? RETRY_MS : 0).unref();
       });
       this.stops.push(stop);
@@ -150,14 +150,14 @@ export class EtcdSource implements ClusterSource {
       if (this.stopped) return;
       for (const s of this.stops.splice(0)) s();
       this.read().then((v) => { onChange(v); prefixes.forEach(start); }, (e: Error) => {
-        this.log?.warn({ err: e.message }, 'etcd read failed; retrying');
+        this.log?.warn({ err: e }, 'etcd read failed; retrying');
         setTimeout(recover, RETRY_MS).unref();
       });
     };
     void (async () => {
       if (!this.state) await this.read();
       prefixes.forEach(start);
-    })().catch((e: Error) => this.log?.error({ err: e.message }, 'etcd source failed to start its watches'));
+    })().catch((e: Error) => this.log?.error({ err: e }, 'etcd source failed to start its watches'));
     return () => { this.stopped = true; for (const s of this.stops.splice(0)) s(); this.client.close(); };
   }
 }

@@ -23,6 +23,11 @@ export const FLANNEL = {
   backendData: 'flannel.alpha.coreos.com/backend-data',
   publicIP: 'flannel.alpha.coreos.com/public-ip',
   subnetManager: 'flannel.alpha.coreos.com/kube-subnet-manager',
+  // Set by an administrator on a Node: announce this address instead of the one the
+  // agent chose (flanneld writes it as public-ip when it acquires its lease).
+  publicIPOverwrite: 'flannel.alpha.coreos.com/public-ip-overwrite',
+  // Set by an administrator on a Node: read at start-up as flanneld's --public-ip.
+  nodePublicIP: 'flannel.alpha.coreos.com/node-public-ip',
 };
 export const TWILL_ENGINE = 'twill.dev/engine'; // on nodes whose agent is twill's (informational)
 
@@ -96,7 +101,7 @@ export class KubeSource implements ClusterSource {
         this.stops = this.stops.filter((s) => s !== stop);
         if (this.stopped) return;
         if (err instanceof KubeError && err.status === 410) return void this.relist(kind, changed).then(() => start(kind));
-        if (err) this.log?.warn({ kind, err: err.message }, 'watch failed; resuming');
+        if (err) this.log?.warn({ kind, server: this.client.cfg.server, err }, 'watch failed; resuming');
         setTimeout(() => start(kind), err ? RETRY_MS : 0).unref();
       });
       this.stops.push(stop);
@@ -104,7 +109,7 @@ export class KubeSource implements ClusterSource {
     void (async () => {
       if (!this.state) await this.read();
       for (const k of KINDS) start(k);
-    })().catch((e: Error) => this.log?.error({ err: e.message }, 'kubernetes source failed to start its watches'));
+    })().catch((e: Error) => this.log?.error({ server: this.client.cfg.server, err: e }, 'kubernetes source failed to start its watches'));
     return () => { this.stopped = true; for (const s of this.stops.splice(0)) s(); this.client.close(); };
   }
 
@@ -129,21 +134,41 @@ export class KubeSource implements ClusterSource {
         return;
       } catch (e) {
         if (this.stopped) return;
-        this.log?.warn({ kind, err: (e as Error).message }, 'relist failed; retrying');
+        this.log?.warn({ kind, server: this.client.cfg.server, err: e }, 'relist failed; retrying');
         await new Promise((r) => setTimeout(r, RETRY_MS));
       }
     }
   }
 }
 
+/** The public-IP annotations an administrator may have put on this node (flannel's), each checked to be IPv4. */
+export async function nodeAddressing(client: KubeClient, node: string): Promise<{ nodePublicIP?: string; overwrite?: string; internalIP?: string }> {
+  return addressingOf(await client.get<Obj>(`${PATHS.node}/${encodeURIComponent(node)}`), node);
+}
+
+function addressingOf(o: Obj, node: string): { nodePublicIP?: string; overwrite?: string; internalIP?: string } {
+  const ann = annotationsOf(o);
+  const ipOf = (key: string): string | undefined => {
+    const v = ann[key];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string' || !isIPv4(v)) throw new Error(`node ${node}: annotation ${key} is ${JSON.stringify(v)}, not an IPv4 address`);
+    return v;
+  };
+  return { nodePublicIP: ipOf(FLANNEL.nodePublicIP), overwrite: ipOf(FLANNEL.publicIPOverwrite), internalIP: nodeAddress(o) };
+}
+
 /**
  * Writes this node's VTEP on its Node object the way flanneld does (backend type,
  * backend data with VNI and VTEP MAC, public IP), so every node, twill's or
- * flannel's, can reach it (the public IP is the Node's InternalIP). Returns the node's record as the others will read it.
+ * flannel's, can reach it. The public IP written is, as flanneld writes it, the
+ * node's public-ip-overwrite annotation when there is one, else `publicIP` (the
+ * underlay address the agent chose), else the Node's InternalIP. Returns the node's
+ * record as the others will read it.
  */
-export async function announceNode(client: KubeClient, node: string, vni: number): Promise<NodeRecord> {
+export async function announceNode(client: KubeClient, node: string, vni: number, publicIP?: string): Promise<NodeRecord> {
   const path = `${PATHS.node}/${encodeURIComponent(node)}`;
-  const pub = nodeAddress(await client.get<Obj>(path));
+  const a = addressingOf(await client.get<Obj>(path), node);
+  const pub = a.overwrite ?? publicIP ?? a.internalIP;
   const annotations: Record<string, string> = {
     [FLANNEL.backendType]: 'vxlan',
     [FLANNEL.backendData]: JSON.stringify({ VNI: vni, VtepMAC: vtepMacFor(node) }),

@@ -5,21 +5,24 @@ import { readFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { MAX_WORKERS } from '../engine/control.js';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger, logLevel, LOG_LEVELS } from './log.js';
 import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
 import { compileFib, type FibInput } from '../engine/fib.js';
-import { defaultEngineConfig, tuning, VXLAN_OVERHEAD, type EngineConfig, type EngineTuning } from '../engine/config.js';
+import { defaultEngineConfig, tuning, type EngineConfig, type EngineTuning } from '../engine/config.js';
 import { FileSource, type ClusterSource, type ClusterView } from './datastore.js';
 import { KubeClient, inClusterConfig, type KubeConfig } from './kube-client.js';
-import { KubeSource, announceNode } from './kube-source.js';
-import { EtcdClient } from './etcd-client.js';
+import { KubeSource, announceNode, nodeAddressing } from './kube-source.js';
+import { chooseUnderlay, type Underlay } from './underlay.js';
+import { EtcdClient, type EtcdConfig } from './etcd-client.js';
 import { EtcdSource, leaseSubnet } from './etcd-source.js';
 import { PodRegistry, type PodRecord } from './pods.js';
 import { ensureHost, ensureMasquerade, ensureOverlayGuard } from './host.js';
 import { serve } from './server.js';
 import { handOver, predecessorOn, takeOver } from './handover.js';
 import { renderMetrics, serveMetrics } from './metrics.js';
+import { processMetrics } from './process-metrics.js';
 import { gatewayOf, vtepMacFor } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
 import type { PolicyTables } from '../../policy/tables.js';
@@ -30,18 +33,24 @@ export interface AgentConfig extends EngineTuning {
   // or the Kubernetes API ({} inside a cluster: the pod's service account).
   datastore?: string;
   kubernetes?: Partial<KubeConfig>;
-  etcd?: { endpoints: string[]; prefix?: string }; // outside Kubernetes: flannel's etcd layout (dataplane/agent/etcd-source.ts)
-  publicIP?: string; // with etcd: this node's underlay address (flanneld's --public-ip)
+  etcd?: EtcdConfig; // outside Kubernetes: flannel's etcd layout (dataplane/agent/etcd-source.ts); https endpoints with caFile/certFile/keyFile, username/password
+  // The underlay, chosen as flanneld chooses it (dataplane/agent/underlay.ts): `iface` (names or
+  // IPv4 addresses, the first that exists wins), then `ifaceRegex` (against addresses, then names),
+  // else the interface holding publicIP, else the default route's; its first IPv4 address.
+  iface?: string | string[]; // flanneld's --iface
+  ifaceRegex?: string | string[]; // flanneld's --iface-regex
+  publicIP?: string; // flanneld's --public-ip: the address announced to the other nodes (default: the interface's)
   clusterCIDR?: string; // with kubernetes: the pod network (flannel's net-conf.json "Network"); default 10.244.0.0/16
   serviceCIDR?: string; // ClusterIPs (kube-proxy's --service-cluster-ip-range); default kubeadm's 10.96.0.0/12, which holds kind's 10.96.0.0/16
   stateDir: string;
   socket: string;
-  underlayMTU?: number;
+  underlayMTU?: number; // overrides the chosen interface's MTU (pod MTU = underlay MTU - 50)
   workers?: number; // engine workers; default one per core (a lab node gets its share of the machine's)
   vxlanPort?: number;
   vni?: number;
   ipMasq?: boolean; // masquerade pod traffic leaving the pod range, as flannel's --ip-masq (default true)
   metrics?: string; // "host:port" to serve Prometheus metrics at /metrics (absent: only on the agent's socket)
+  logLevel?: string; // trace, debug, info (default), warn, error, fatal or silent; TWILL_LOG_LEVEL overrides it
 }
 
 const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
@@ -52,16 +61,20 @@ function vnetHdrWorks(): boolean {
 }
 
 export async function runAgent(cfg: AgentConfig): Promise<void> {
-  const log = pino({ base: { node: cfg.node } });
+  const level = logLevel(cfg.logLevel);
+  process.env.TWILL_LOG_LEVEL = level; // the engine's workers (threads started later) take their level from it
+  const log = createLogger({ node: cfg.node }, level);
   mkdirSync(cfg.stateDir, { recursive: true });
-  const source = await clusterSource(cfg, log);
+  const { source, underlay: chosen } = await clusterSource(cfg, log);
   let view: ClusterView = await source.read();
   const me = view.nodes.find((n) => n.name === cfg.node);
   if (!me) throw new Error(`node ${cfg.node} is not in the cluster view (${cfg.datastore ?? cfg.kubernetes?.server ?? 'kubernetes'})`);
+  const underlay = chosen ?? chooseUnderlay(cfg, { known: me.underlayIP }); // the datastore fixes the address: its interface gives the MTU
+  log.info({ iface: underlay.iface, address: underlay.address, publicIP: me.underlayIP, mtu: underlay.mtu, podMTU: underlay.podMTU, chosenBy: underlay.chosenBy }, 'underlay');
   const gatewayIP = gatewayOf(me.podCIDR);
   const ecfg: EngineConfig = defaultEngineConfig({
-    node: cfg.node, underlayIp: me.underlayIP, vtepMac: me.vtepMAC,
-    podMtu: (cfg.underlayMTU ?? 1500) - VXLAN_OVERHEAD,
+    node: cfg.node, underlayIp: underlay.address, vtepMac: me.vtepMAC,
+    podMtu: underlay.podMTU,
     workers: cfg.workers ?? Math.min(MAX_WORKERS, availableParallelism()), vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
     ...tuning(cfg),
   });
@@ -83,7 +96,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
 
   const tables = () => {
     const input: FibInput = {
-      clusterCIDR: view.clusterCIDR, podCIDR: me.podCIDR, hostIPs: [gatewayIP, me.underlayIP], serviceCIDR: cfg.serviceCIDR ?? DEFAULT_SERVICE_CIDR,
+      clusterCIDR: view.clusterCIDR, podCIDR: me.podCIDR, hostIPs: [...new Set([gatewayIP, me.underlayIP, underlay.address])], serviceCIDR: cfg.serviceCIDR ?? DEFAULT_SERVICE_CIDR,
       pods: [], remotes: view.nodes.filter((n) => n.name !== cfg.node),
     };
     for (const p of pods.list()) {
@@ -116,7 +129,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     // to pods carries its gateway address (10.244.N.1, the route's src on its TUN
     // device; test/e2e/node-policy.test.ts captures it). This node's own traffic
     // may also come from its underlay address (a socket bound to it).
-    const nodeIps = [gatewayIP, me.underlayIP];
+    const nodeIps = [...new Set([gatewayIP, me.underlayIP, underlay.address])]; // the announced address may be a NAT's
     const t0 = performance.now();
     const tables = compiler.compile({ ...m, nodeIps });
     if (tables === policy.tables) {
@@ -148,12 +161,12 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     try {
       guardOverlay();
     } catch (e) {
-      log.error({ err: String(e) }, 'could not update the overlay guard rules');
+      log.error({ err: e }, 'could not update the overlay guard rules');
     }
     try {
       compilePolicy();
     } catch (e) {
-      log.error({ err: String(e) }, 'network policies did not compile; the ones in force stay');
+      log.error({ err: e }, 'network policies did not compile; the ones in force stay');
     }
     void publish().then(() => log.info({ nodes: v.nodes.length, rev: v.rev }, 'cluster view applied'));
   });
@@ -190,8 +203,17 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     node: cfg.node, podCIDR: me.podCIDR, vtepMAC: me.vtepMAC, counters: engine.counters(), workers: ecfg.workers,
     pods: pods.list().length, nodes: view.nodes.length, policies: view.model?.policies.length ?? 0,
     conntrackEntries: engine.conntrackEntries(), translatedFlows: engine.translatedFlows(), revision: appliedRev,
+    perWorker: engine.perWorker(), process: processFigures(),
   });
-  const metricsServer = cfg.metrics ? serveMetrics(cfg.metrics, metricsText, log) : undefined;
+  const processFigures = processMetrics();
+  // The kubelet's probes (deploy/twill.yaml): live while the workers run; ready
+  // while this agent forwards for the node (its source has synced: the view was
+  // read before the engine started), not once it has handed the node over.
+  const health = () => {
+    const running = engine.running();
+    return { live: running || handedOver, ready: running && !handedOver, why: handedOver ? 'handed over to a new agent' : running ? undefined : 'engine workers are not running' };
+  };
+  const metricsServer = cfg.metrics ? serveMetrics(cfg.metrics, metricsText, log, undefined, health) : undefined;
   log.info({ socket: cfg.socket, podCIDR: me.podCIDR, pods: pods.list().length }, 'agent ready');
 
   const shutdown = async (sig: string) => {
@@ -206,28 +228,63 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   process.once('SIGINT', () => void shutdown('SIGINT'));
 }
 
-/** The configured cluster source; with Kubernetes, the node's VTEP is announced on its Node first. */
-async function clusterSource(cfg: AgentConfig, log: Logger): Promise<ClusterSource> {
-  if (cfg.datastore !== undefined) return new FileSource(cfg.datastore);
+/**
+ * The configured cluster source; with etcd or Kubernetes, also the underlay (chosen first: its
+ * address is what the lease or the Node announces). With Kubernetes, the node's VTEP is announced
+ * on its Node first, honouring flannel's node-public-ip and public-ip-overwrite annotations.
+ */
+async function clusterSource(cfg: AgentConfig, log: Logger): Promise<{ source: ClusterSource; underlay?: Underlay }> {
+  if (cfg.datastore !== undefined) return { source: new FileSource(cfg.datastore) };
   if (cfg.etcd) {
-    if (!cfg.publicIP) throw new Error('with etcd, set "publicIP": this node\'s underlay address');
-    const client = new EtcdClient(cfg.etcd.endpoints);
-    const lease = await leaseSubnet(client, { node: cfg.node, publicIP: cfg.publicIP, vni: cfg.vni ?? 1, vtepMAC: vtepMacFor(cfg.node), prefix: cfg.etcd.prefix, log });
+    const underlay = chooseUnderlay(cfg);
+    const client = new EtcdClient(cfg.etcd.endpoints, cfg.etcd);
+    const lease = await leaseSubnet(client, { node: cfg.node, publicIP: underlay.publicIP, vni: cfg.vni ?? 1, vtepMAC: vtepMacFor(cfg.node), prefix: cfg.etcd.prefix, log });
     log.info({ endpoints: cfg.etcd.endpoints, subnet: lease.podCIDR, key: lease.key }, 'leased this node\'s subnet in etcd');
-    return new EtcdSource(client, lease.clusterCIDR, { key: lease.key, node: cfg.node }, cfg.etcd.prefix, log);
+    return { source: new EtcdSource(client, lease.clusterCIDR, { key: lease.key, node: cfg.node }, cfg.etcd.prefix, log), underlay };
   }
   const kc = cfg.kubernetes?.server ? cfg.kubernetes as KubeConfig : { ...inClusterConfig(), ...cfg.kubernetes };
   if (!kc.server) throw new Error('no cluster source: set datastore, etcd, or kubernetes (kubernetes: {} in a pod with a service account)');
   const client = new KubeClient(kc as KubeConfig);
-  const rec = await announceNode(client, cfg.node, cfg.vni ?? 1);
-  log.info({ server: kc.server, vtepMAC: rec.vtepMAC, underlayIP: rec.underlayIP, podCIDR: rec.podCIDR }, 'announced this node on its Node object');
-  return new KubeSource(client, cfg.clusterCIDR ?? '10.244.0.0/16', log);
+  const stored = await nodeAddressing(client, cfg.node); // flanneld: node-public-ip stands for --public-ip
+  const underlay = chooseUnderlay({ ...cfg, publicIP: stored.nodePublicIP ?? cfg.publicIP });
+  const rec = await announceNode(client, cfg.node, cfg.vni ?? 1, underlay.publicIP); // public-ip-overwrite wins over it
+  underlay.publicIP = rec.underlayIP;
+  log.info({ server: kc.server, vtepMAC: rec.vtepMAC, underlayIP: rec.underlayIP, podCIDR: rec.podCIDR, ...(stored.overwrite ? { overwrite: stored.overwrite } : {}) }, 'announced this node on its Node object');
+  return { source: new KubeSource(client, cfg.clusterCIDR ?? '10.244.0.0/16', log), underlay };
 }
 
-/** The agent's JSON config; a missing `node` is taken from NODE_NAME (a DaemonSet sets it from spec.nodeName). */
+/**
+ * The agent's JSON config; a missing `node` is taken from NODE_NAME (a DaemonSet sets it from spec.nodeName).
+ * Every error names the file, and for a syntax error the line and column.
+ */
 export function loadAgentConfig(file: string): AgentConfig {
-  const cfg = JSON.parse(readFileSync(file, 'utf8')) as AgentConfig;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`agent config ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a directory, not a file' : (e as Error).message}`);
+  }
+  let cfg: AgentConfig;
+  try {
+    cfg = JSON.parse(text) as AgentConfig;
+  } catch (e) {
+    throw new Error(`agent config ${file}: not valid JSON: ${jsonErrorAt(text, (e as Error).message)}`);
+  }
+  if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new Error(`agent config ${file}: want a JSON object ({"node": ..., "datastore" | "kubernetes" | "etcd": ...}), not ${Array.isArray(cfg) ? 'an array' : JSON.stringify(cfg)}`);
   cfg.node ??= process.env.NODE_NAME ?? '';
-  if (!cfg.node) throw new Error(`${file}: no "node", and NODE_NAME is not set`);
+  if (!cfg.node) throw new Error(`agent config ${file}: no "node", and NODE_NAME is not set`);
+  if (cfg.logLevel !== undefined && !(LOG_LEVELS as readonly unknown[]).includes(cfg.logLevel)) {
+    throw new Error(`agent config ${file}: "logLevel": ${JSON.stringify(cfg.logLevel)} is not a log level (${LOG_LEVELS.join(', ')})`);
+  }
   return cfg;
+}
+
+/** JSON.parse's message with the line and column of the position it names (or of the end, for an early end). */
+function jsonErrorAt(text: string, msg: string): string {
+  const m = /at position (\d+)/.exec(msg);
+  const pos = m ? Number(m[1]) : /end of JSON input/.test(msg) ? text.length : -1;
+  if (pos < 0) return msg;
+  const before = text.slice(0, pos).split('\n');
+  return `${msg} (line ${before.length}, column ${before[before.length - 1].length + 1})`;
 }

@@ -3,7 +3,8 @@
 // VTEP address, an FDB entry for its VTEP MAC, and an onlink route to its
 // subnet. Used as the benchmark peer and as the interop peer in tests.
 import { ipn, run, netnsDel, sysctl } from '../../lab/sh.js';
-import type { PeerTopology } from './topology.js';
+import { applyProxyRules, SERVICE_CIDR } from '../../lab/services.js';
+import { benchService, type PeerTopology } from './topology.js';
 
 export interface FlannelNodeSpec {
   netns: string;
@@ -48,7 +49,15 @@ export function addKernelPod(nodeNs: string, podNs: string, hostIf: string, podC
   return ip;
 }
 
-/** Two flannel-style nodes joined by a veth underlay; pods [node1, node2, node1 again]. The benchmark's kernel VXLAN row. */
+const CLUSTER_IP = '10.96.0.200';
+
+/**
+ * Two flannel-style nodes joined by a veth underlay; pods [node1, node2, node1
+ * again]. The benchmark's kernel VXLAN row. Each node has kube-proxy's rules
+ * (iptables mode, as in kind) for a ClusterIP whose one endpoint is the node 2
+ * pod, as a flannel node in a cluster has: so conntrack runs in the nodes'
+ * stacks for pod-to-pod traffic too, as it does there.
+ */
 export async function kernelVxlanPair(prefix: string): Promise<PeerTopology> {
   const ns = (s: string) => `${prefix}${s}`;
   const all = [ns('p1'), ns('p2'), ns('p3'), ns('n1'), ns('n2')];
@@ -66,7 +75,11 @@ export async function kernelVxlanPair(prefix: string): Promise<PeerTopology> {
       { netns: ns('p2'), ip: addKernelPod(nodes[1].netns, ns('p2'), 'veth0', nodes[1].podCIDR) },
       { netns: ns('p3'), ip: addKernelPod(nodes[0].netns, ns('p3'), 'veth1', nodes[0].podCIDR, 3) },
     ];
-    return { pods, pids: [], teardown };
+    const spec = benchService(CLUSTER_IP, 'p2');
+    for (const [i, n] of nodes.entries()) {
+      applyProxyRules(n.netns, 'iptables', { node: `n${i + 1}`, clusterCIDR: '10.250.0.0/16', serviceCIDR: SERVICE_CIDR, services: [{ spec, endpoints: [{ ip: pods[1].ip, node: 'n2' }] }] });
+    }
+    return { pods, pids: [], service: CLUSTER_IP, teardown };
   } catch (e) {
     await teardown();
     throw e;

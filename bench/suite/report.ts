@@ -9,10 +9,13 @@ const ROWS: [Metric, string, (v: number) => string][] = [
   ['tcp1_gbps', 'TCP 1 stream, cross-node (Gbps)', (v) => v.toFixed(2)],
   ['tcp4_gbps', 'TCP 4 streams, cross-node (Gbps)', (v) => v.toFixed(2)],
   ['same_node_tcp1_gbps', 'TCP 1 stream, same node (Gbps)', (v) => v.toFixed(2)],
+  ['svc_tcp1_gbps', 'TCP 1 stream, cross-node, to a ClusterIP (Gbps)', (v) => v.toFixed(2)],
   ['rtt_p50_us', 'ping RTT p50 (µs)', (v) => v.toFixed(0)],
   ['rtt_p99_us', 'ping RTT p99 (µs)', (v) => v.toFixed(0)],
   ['tcp_rr_p50_us', 'TCP request/response p50 (µs)', (v) => v.toFixed(0)],
   ['tcp_rr_p99_us', 'TCP request/response p99 (µs)', (v) => v.toFixed(0)],
+  ['svc_tcp_rr_p50_us', 'TCP request/response to a ClusterIP p50 (µs)', (v) => v.toFixed(0)],
+  ['svc_tcp_rr_p99_us', 'TCP request/response to a ClusterIP p99 (µs)', (v) => v.toFixed(0)],
   ['udp64_pps', '64 B UDP delivered (kpps)', (v) => (v / 1000).toFixed(0)],
   ['udp64_loss', '64 B UDP loss', (v) => `${(v * 100).toFixed(1)}%`],
   ['cpu_s_per_gb', 'machine CPU s per GB (TCP 1 stream)', (v) => v.toFixed(2)],
@@ -41,7 +44,7 @@ export function markdown(r: SuiteResult): string {
     });
     lines.push(`| ${label} | ${cells.join(' | ')} |`);
   }
-  lines.push('', 'CPU is the whole machine\'s busy time during the TCP 1-stream run (iperf3 and the kernel included) divided by the data moved: comparable across dataplanes, not a per-process figure. The topologies are namespaces joined by veth, which carry 64 KB GSO packets unsplit: compare dataplanes within one run; these are not NIC figures.', '');
+  lines.push('', 'CPU is the whole machine\'s busy time during the TCP 1-stream run (iperf3 and the kernel included) divided by the data moved: comparable across dataplanes, not a per-process figure. The ClusterIP rows go from the node 1 pod to a Service whose one endpoint is the node 2 pod, through kube-proxy\'s rules (iptables mode) in the nodes\' stacks; wireguard-go has no Services (—). The topologies are namespaces joined by veth, which carry 64 KB GSO packets unsplit: compare dataplanes within one run; these are not NIC figures.', '');
   lines.push('![throughput](throughput.svg)', '', '![latency](latency.svg)', '');
   return lines.join('\n');
 }
@@ -50,7 +53,7 @@ function num(v: number): string { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.t
 
 function barChart(title: string, unit: string, groups: { label: string; values: Record<string, number> }[]): string {
   const names = Object.keys(COLORS).filter((n) => groups.some((g) => n in g.values));
-  const W = 640, H = 320, left = 60, right = 10, bottom = 60, top = 40, barW = 26;
+  const W = Math.max(640, 70 + 110 * groups.length), H = 320, left = 60, right = 10, bottom = 60, top = 40, barW = 26;
   const max = Math.max(1e-9, ...groups.flatMap((g) => Object.values(g.values).filter(Number.isFinite)));
   const scale = (v: number) => ((H - top - bottom) * v) / max;
   const groupW = (W - left - right) / groups.length; // each group centred in an equal share of the width
@@ -88,10 +91,12 @@ export function writeReport(r: SuiteResult, dir: string): { json: string; md: st
   const tp = path.join(dir, 'throughput.svg'), lat = path.join(dir, 'latency.svg');
   writeFileSync(json, JSON.stringify(r, null, 1));
   writeFileSync(md, markdown(r));
-  writeFileSync(tp, barChart('TCP throughput, pod to pod', 'Gbps', [
-    { label: '1 stream cross-node', values: pick('tcp1_gbps') }, { label: '4 streams cross-node', values: pick('tcp4_gbps') }, { label: '1 stream same node', values: pick('same_node_tcp1_gbps') }]));
-  writeFileSync(lat, barChart('Latency, pod to pod across nodes', 'µs', [
+  writeFileSync(tp, barChart('TCP throughput, pod to pod and pod to ClusterIP', 'Gbps', [
+    { label: '1 stream cross-node', values: pick('tcp1_gbps') }, { label: '4 streams cross-node', values: pick('tcp4_gbps') }, { label: '1 stream same node', values: pick('same_node_tcp1_gbps') },
+    { label: '1 stream ClusterIP', values: pick('svc_tcp1_gbps') }]));
+  writeFileSync(lat, barChart('Latency across nodes, pod to pod and pod to ClusterIP', 'µs', [
     { label: 'ping p50', values: pick('rtt_p50_us') }, { label: 'ping p99', values: pick('rtt_p99_us') },
-    { label: 'TCP RR p50', values: pick('tcp_rr_p50_us') }, { label: 'TCP RR p99', values: pick('tcp_rr_p99_us') }]));
+    { label: 'TCP RR p50', values: pick('tcp_rr_p50_us') }, { label: 'TCP RR p99', values: pick('tcp_rr_p99_us') },
+    { label: 'ClusterIP RR p50', values: pick('svc_tcp_rr_p50_us') }, { label: 'ClusterIP RR p99', values: pick('svc_tcp_rr_p99_us') }]));
   return { json, md, charts: [tp, lat] };
 }

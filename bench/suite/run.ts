@@ -7,14 +7,15 @@ import { execFileSync } from 'node:child_process';
 import { twillPair } from '../peers/twill.js';
 import { kernelVxlanPair } from '../peers/kernel-vxlan.js';
 import { wireguardPair } from '../peers/wireguard-go.js';
-import type { PeerTopology } from '../peers/topology.js';
+import { SERVICE_IPERF_PORT, SERVICE_ECHO_PORT, type PeerTopology } from '../peers/topology.js';
 import { tcpRrRtts, ensureEchoServer, udp64, machineBusySeconds, rssMb } from './measure.js';
 import { tcpThroughput, pingRtts, percentile } from '../../lab/measure.js';
 import { stopPid } from '../../lab/sh.js';
 
 export const DATAPLANES = ['twill', 'kernel-vxlan', 'wireguard-go'] as const;
 export type DataplaneName = (typeof DATAPLANES)[number];
-export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb'] as const;
+// svc_*: node 1 pod to a ClusterIP whose one endpoint is the node 2 pod, through kube-proxy's rules; NaN for a dataplane without Services.
+export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'svc_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb'] as const;
 export type Metric = (typeof METRICS)[number];
 export type Figures = Record<Metric, number>;
 
@@ -48,16 +49,27 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
   const t4 = await tcpThroughput(b, a.netns, seconds, 4);
   say('TCP same node');
   const same = await tcpThroughput(c, a.netns, seconds, 1);
+  let svc = NaN;
+  if (topo.service) {
+    say('TCP 1 stream through a ClusterIP');
+    svc = (await tcpThroughput({ netns: b.netns, ip: topo.service }, a.netns, seconds, 1, SERVICE_IPERF_PORT)).gbps;
+  }
   say('ping');
   const rtt = await pingRtts(a.netns, b.ip, pings);
   say('TCP request/response');
   const rrs = await tcpRrRtts(a.netns, b.ip, rr);
+  let svcRrs: number[] = [];
+  if (topo.service) {
+    say('TCP request/response through a ClusterIP');
+    svcRrs = await tcpRrRtts(a.netns, topo.service, rr, SERVICE_ECHO_PORT);
+  }
   say('64-byte UDP');
   const u = await udp64(a, b, seconds);
   return {
-    tcp1_gbps: t1.gbps, tcp4_gbps: t4.gbps, same_node_tcp1_gbps: same.gbps,
+    tcp1_gbps: t1.gbps, tcp4_gbps: t4.gbps, same_node_tcp1_gbps: same.gbps, svc_tcp1_gbps: svc,
     rtt_p50_us: percentile(rtt, 50), rtt_p99_us: percentile(rtt, 99),
     tcp_rr_p50_us: percentile(rrs, 50), tcp_rr_p99_us: percentile(rrs, 99),
+    svc_tcp_rr_p50_us: percentile(svcRrs, 50), svc_tcp_rr_p99_us: percentile(svcRrs, 99),
     udp64_pps: u.pps, udp64_loss: u.loss, cpu_s_per_gb: cpu, rss_mb: rss,
   };
 }

@@ -20,7 +20,7 @@ import { commitChanges, createDatastore, latestRev, readDatastore } from './data
 import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
 import { launchWorkload } from './workload-process.js';
-import { LabKube } from './kube-role.js';
+import { LabKube, labKubeconfigFile, startLabKubeApi } from './kube-role.js';
 import { etcdNamespace, etcdPod, labEtcdEndpoint, startLabEtcd } from './etcd-role.js';
 import { vtepMacFor } from '../dataplane/agent/addressing.js';
 import type { KubeConfig } from '../dataplane/agent/kube-client.js';
@@ -36,7 +36,7 @@ export interface UpOptions {
   underlayMTU?: number;
   engine?: EngineTuning; // engine settings (absent: the engine's defaults)
   manifests?: string[]; // Kubernetes YAML: Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply
-  kubernetes?: KubeConfig; // agents learn the cluster from this API server; the lab writes Nodes, Namespaces and Pods there (lab/kube-role.ts)
+  kubernetes?: KubeConfig | 'lab'; // agents learn the cluster from this API server; the lab writes Nodes, Namespaces and Pods there (lab/kube-role.ts). 'lab': the lab runs its own (lab/kube-apiserver.ts) and writes a kubeconfig for kubectl
   etcd?: boolean; // agents learn the cluster from a real etcd the lab runs on its underlay (lab/etcd-role.ts)
   proxyMode?: ProxyMode; // how kube-proxy's Service rules are written on each node: iptables (default, as kind) or nftables
   progress?: (msg: string) => void;
@@ -54,7 +54,7 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   if ((o.kubernetes || o.etcd) && o.manifests?.length) throw new Error('manifests are applied through the datastore: with a Kubernetes API or etcd, write the objects there');
   if (o.kubernetes && o.etcd) throw new Error('one cluster source: kubernetes or etcd');
   if (o.proxyMode && o.proxyMode !== 'iptables' && o.proxyMode !== 'nftables') throw new Error(`proxyMode must be iptables or nftables, not ${String(o.proxyMode)}`);
-  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes, etcd: o.etcd,
+  const s: LabState = { name, prefix, dir: labDir(name), underlayNs: `${prefix}underlay`, clusterCIDR: o.clusterCIDR ?? '10.244.0.0/16', underlayMTU: o.underlayMTU ?? 1500, nodes: [], pods: [], pids: [], engine: o.engine, kubernetes: o.kubernetes === 'lab' ? undefined : o.kubernetes, etcd: o.etcd,
     proxyMode: o.proxyMode ?? 'iptables', serviceCIDR: SERVICE_CIDR,
     workers: o.workers ?? Math.max(1, Math.floor(availableParallelism() / (o.nodes ?? 2))) };
   const wanted = o.manifests?.length ? loadModelFiles(o.manifests) : undefined; // invalid manifests fail before anything is made
@@ -62,6 +62,11 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
   mkdirSync(s.dir, { recursive: true });
   saveState(s); // from here on, down finds whatever exists
   try {
+    if (o.kubernetes === 'lab') {
+      s.kubernetes = await startLabKubeApi(s);
+      saveState(s);
+      say(`kube-apiserver (the lab's stand-in): kubeconfig ${labKubeconfigFile(s)}`);
+    }
     say('underlay: bridge in its own namespace');
     ipn('', 'netns', 'add', s.underlayNs);
     ipn(s.underlayNs, 'link', 'set', 'lo', 'up');

@@ -26,10 +26,12 @@ PKGS=(
   containerd:/usr/bin/containerd
   etcd-server:/usr/bin/etcd
   etcd-client:/usr/bin/etcdctl
+  kubernetes-client:/usr/bin/kubectl
   golang-go:/usr/bin/go
   golang-github-appc-cni-dev:/usr/share/gocode/src/github.com/containernetworking/cni/libcni
   containernetworking-plugins:/usr/lib/cni/portmap
   busybox-static:/bin/busybox
+  debootstrap:/usr/sbin/debootstrap
   wireguard-go:/usr/bin/wireguard-go
   wireguard-tools:/usr/bin/wg
   libpcap-dev:/usr/include/pcap.h

@@ -32,6 +32,13 @@ export interface EngineConfig {
   // fewer cross-CPU wake-ups when busy polling is off, but one flow's whole
   // path then shares one CPU, which costs throughput on a small machine.
   pinWorkers: boolean;
+  // The workers' scheduling (engine/worker.ts): 0 leaves them normal threads;
+  // 1..99 runs them SCHED_FIFO at that priority, so a worker woken by a packet
+  // preempts whatever normal task holds its CPU instead of waiting out its slice.
+  workerPriority: number;
+  // With workerPriority 0: a slice of their own for the workers, in µs (EEVDF's
+  // sched_runtime, Linux 6.12+): a shorter one gets the CPU sooner after a wake-up. 0: the kernel's default.
+  workerSliceUs: number;
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   translatedSize: number; // flows the node's stack translated (Services) tracked at once: stages/translated.ts
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
@@ -59,6 +66,8 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     tunTso: true,
     busyPollUs: 3000,
     pinWorkers: false,
+    workerPriority: 0,
+    workerSliceUs: 0,
     conntrackSize: 1 << 18,
     translatedSize: 1 << 17,
     ...partial,
@@ -66,7 +75,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers'] as const;
+const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

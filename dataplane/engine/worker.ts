@@ -56,6 +56,13 @@ export default function runWorker(task: WorkerTask): { index: number } {
   // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
+  const log = pino({ base: { node: cfg.node, worker: index } });
+  try {
+    if (cfg.workerPriority > 0) native.schedule(1, cfg.workerPriority, 0);
+    else if (cfg.workerSliceUs > 0) native.schedule(0, 0, cfg.workerSliceUs);
+  } catch (e) {
+    log.warn({ workerPriority: cfg.workerPriority, workerSliceUs: cfg.workerSliceUs, err: String(e) }, 'kernel refused the workers\' scheduling; they stay normal threads');
+  }
   const open = opener(cfg.netns);
   // Send-only overlay sockets on ephemeral ports (config.ts vxlanSourcePorts);
   // nothing is ever sent to them, so they are never read.
@@ -70,7 +77,6 @@ export default function runWorker(task: WorkerTask): { index: number } {
     podVnet: -1,
   };
   ctx.udpGso = cfg.udpGso && native.udpOffloads(sources[0]).gso;
-  const log = pino({ base: { node: cfg.node, worker: index } });
   const refused = new Set<string>();
   ctx.onOffloadRefused = (what, err) => {
     if (refused.has(what)) return;

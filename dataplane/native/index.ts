@@ -80,6 +80,8 @@ export interface Native {
   cpus(): number[];
   /** Pins the calling thread to one CPU; -1 lets it run anywhere again. */
   pinThread(cpu: number): void;
+  /** The calling thread's scheduling: policy 0 SCHED_OTHER (with its own slice when sliceUs > 0), 1 SCHED_FIFO at priority 1..99. */
+  schedule(policy: number, priority: number, sliceUs: number): void;
   /** A non-blocking eventfd used as a doorbell to wake workers blocked in poll. */
   eventfd(): number;
   eventfdSignal(fd: number): void;

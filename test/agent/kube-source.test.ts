@@ -1,5 +1,5 @@
 // The Kubernetes cluster source against an API server speaking the real wire
-// format (test/helpers/fake-kube.ts): lists, watches resumed after the server
+// format (lab/kube-apiserver.ts, as test/helpers/fake-kube.ts): lists, watches resumed after the server
 // ends them, a relist after 410 Gone, flannel's node annotations both ways, and
 // authentication.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -64,9 +64,9 @@ describe('Kubernetes source', () => {
     expect(v.clusterCIDR).toBe('10.244.0.0/16');
     expect(v.nodes.map((n) => [n.name, n.backend, n.vtepMAC])).toEqual([['n1', 'twill', vtepMacFor('n1')], ['n2', 'flannel-vxlan', '0a:0b:0c:0d:0e:0f']]);
     expect(v.model!.namespaces).toEqual([{ name: 'prod', labels: { team: 'a', 'kubernetes.io/metadata.name': 'prod' } }]);
-    expect(v.model!.pods).toEqual([
-      { namespace: 'prod', name: 'web', labels: { app: 'web' }, ip: '10.244.1.5', containerPorts: [{ containerPort: 8080, protocol: 'TCP', name: 'http' }] },
+    expect(v.model!.pods).toEqual([ // in key order, as the API server lists them
       { namespace: 'prod', name: 'hostnet', labels: {}, containerPorts: [] }, // host network: no pod IP for policy
+      { namespace: 'prod', name: 'web', labels: { app: 'web' }, ip: '10.244.1.5', containerPorts: [{ containerPort: 8080, protocol: 'TCP', name: 'http' }] },
     ]);
     expect(v.model!.policies).toEqual([{ namespace: 'prod', name: 'deny', spec: { podSelector: {}, policyTypes: ['Ingress'] } }]);
   });

@@ -1,5 +1,5 @@
 // A lab whose agents learn the cluster from a Kubernetes API server (the
-// stand-in of test/helpers/fake-kube.ts, on a unix socket) instead of the
+// stand-in of lab/kube-apiserver.ts, on a unix socket) instead of the
 // datastore directory: they announce their VTEPs on their Node objects as
 // flanneld does and find each other there; NetworkPolicies created through the
 // API are enforced; and a flannel node (the kernel's VXLAN, set up as flannel

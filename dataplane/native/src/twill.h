@@ -92,7 +92,7 @@ int udp_open_fd(const void *args, const char **call);
   X(udpSendRuns, tw_udp_send_runs)                                                   \
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
-  X(cpus, tw_cpus) X(pinThread, tw_pin_thread)                                       \
+  X(cpus, tw_cpus) X(pinThread, tw_pin_thread) X(schedule, tw_schedule)                                       \
   X(udpSteer, tw_udp_steer) X(packetSteer, tw_packet_steer)                           \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
 

@@ -34,8 +34,8 @@ import { ingressTun } from '../dataplane/stages/ingress-tun.js';
 import { ingressVxlan } from '../dataplane/stages/ingress-vxlan.js';
 import { forward, FROM_TUN, FROM_VXLAN } from '../dataplane/stages/forward.js';
 import { defaultEngineConfig } from '../dataplane/engine/config.js';
-import { compileFib, type LocalPod, type RemoteNode } from '../dataplane/engine/fib.js';
-import { NCOUNTERS } from '../dataplane/engine/counters.js';
+import { compileFib, type LocalPod, type RemoteNode } from '../dataplane/tables/fib.js';
+import { NCOUNTERS } from '../dataplane/stages/counters.js';
 import { mulberry32 } from './prng.js';
 
 export interface MicroOptions { json: boolean; quick?: boolean }
@@ -187,7 +187,7 @@ function restore(w: Uint32Array, at: number, tpl: Uint32Array, t: number): void 
 export function setupStages() {
   const ip = (a: number, b: number, c: number, d: number) => ((a << 24) | (b << 16) | (c << 8) | d) | 0;
   const cfg = defaultEngineConfig({ node: 'bench', underlayIp: '172.30.0.1', vtepMac: '02:00:00:00:01:01', workers: 1 });
-  const ctx = new StageContext(cfg, new SharedArrayBuffer(8 * NCOUNTERS), 0);
+  const ctx = new StageContext(cfg, { podTso: cfg.podTso, podGso: cfg.podGso, tunTso: cfg.tunTso, udpGso: cfg.udpGso, udpGro: cfg.udpGro, vnetSend: false }, new SharedArrayBuffer(8 * NCOUNTERS), 0);
   const remotes: RemoteNode[] = Array.from({ length: REMOTES }, (_, r) => ({
     name: `n${r}`, podCIDR: `10.244.${r + 2}.0/24`, underlayIP: `172.30.${(r + 2) >> 8}.${(r + 2) & 255}`, vtepMAC: `02:00:00:00:${((r + 2) >> 8).toString(16)}:${((r + 2) & 255).toString(16)}`,
   }));

@@ -20,7 +20,7 @@ import {
   type ClusterModel, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod,
 } from './model.js';
 import { Scratch, compileRuleset, type PodUniverse, type PortTerm, type RuleInput } from './ruleset.js';
-import { EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION, type PolicyMeta } from './tables.js';
+import { EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION, type PolicyMeta } from '../dataplane/tables/policy.js';
 import { IsolationIndex } from './isolation.js';
 import { BlockArena, type Placed } from './arena.js';
 

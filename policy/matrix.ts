@@ -1,7 +1,7 @@
 // Reachability between every pair of pods, answered by the compiled tables' verdict()
 // (the same lookups the packet path makes), never by a second evaluator.
 import { PROTO_NUM, podKey, type ClusterModel, type Pod, type Protocol } from './model.js';
-import { EGRESS, INGRESS, PolicyTables, type Explanation } from './tables.js';
+import { EGRESS, INGRESS, PolicyTables, type Explanation } from '../dataplane/tables/policy.js';
 import { parseIPv4 } from '../dataplane/tables/lpm4.js';
 
 export interface Matrix {

@@ -2,7 +2,7 @@
 // address (the pods' gateway) and the route for the cluster's pod range. The
 // device is persistent so an agent restart finds it, routes and all.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 function ip(...args: string[]): string { return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }); }
 
@@ -10,7 +10,7 @@ export function linkExists(name: string): boolean {
   try { ip('link', 'show', 'dev', name); return true; } catch { return false; }
 }
 
-export interface HostSetup { tunName: string; mtu: number; gatewayIP: string; clusterCIDR: string }
+export interface HostSetup { tunName: string; mtu: number; gatewayIP: string; clusterCIDR: string; warn?: (msg: string) => void }
 
 export function ensureHost(h: HostSetup): void {
   if (!linkExists(h.tunName)) ip('tuntap', 'add', 'dev', h.tunName, 'mode', 'tun', 'multi_queue');
@@ -21,7 +21,16 @@ export function ensureHost(h: HostSetup): void {
   // redirects; they are useless here and spend the pod's ICMP rate budget, so
   // a REJECT's port-unreachable would then be suppressed. The switch is
   // or-ed with conf/all, so both go off.
-  for (const dev of ['all', h.tunName]) writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/send_redirects`, '0');
+  // In a container /proc/sys is read-only (a DaemonSet without privileged):
+  // then the kernel's redirects stay, which costs only that ICMP budget.
+  for (const dev of ['all', h.tunName]) {
+    const f = `/proc/sys/net/ipv4/conf/${dev}/send_redirects`;
+    try {
+      if (readFileSync(f, 'utf8').trim() !== '0') writeFileSync(f, '0');
+    } catch (e) {
+      h.warn?.(`cannot turn off ${f} (${(e as NodeJS.ErrnoException).code ?? String(e)}): pods may get ICMP redirects for Service traffic`);
+    }
+  }
   ip('route', 'replace', h.clusterCIDR, 'dev', h.tunName, 'src', h.gatewayIP);
 }
 

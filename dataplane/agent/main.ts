@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { createLogger, logLevel, LOG_LEVELS } from './log.js';
 import { native } from '../native/index.js';
 import { Engine } from '../engine/engine.js';
-import { compileFib, type FibInput } from '../engine/fib.js';
+import { compileFib, type FibInput } from '../tables/fib.js';
 import { defaultEngineConfig, tuning, type EngineConfig, type EngineTuning } from '../engine/config.js';
 import { FileSource, type ClusterSource, type ClusterView } from './datastore.js';
 import { KubeClient, inClusterConfig, type KubeConfig } from './kube-client.js';
@@ -25,7 +25,7 @@ import { renderMetrics, serveMetrics } from './metrics.js';
 import { processMetrics } from './process-metrics.js';
 import { gatewayOf, vtepMacFor } from './addressing.js';
 import { PolicyCompiler } from '../../policy/compile.js';
-import type { PolicyTables } from '../../policy/tables.js';
+import type { PolicyTables } from '../tables/policy.js';
 
 export interface AgentConfig extends EngineTuning {
   node: string;
@@ -55,11 +55,6 @@ export interface AgentConfig extends EngineTuning {
 
 const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
 
-// PACKET_VNET_HDR works on this kernel (a socket on lo with it set opens).
-function vnetHdrWorks(): boolean {
-  try { native.close(native.packetOpen('lo', { vnetHdr: true })); return true; } catch { return false; }
-}
-
 export async function runAgent(cfg: AgentConfig): Promise<void> {
   const level = logLevel(cfg.logLevel);
   process.env.TWILL_LOG_LEVEL = level; // the engine's workers (threads started later) take their level from it
@@ -78,11 +73,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     workers: cfg.workers ?? Math.min(MAX_WORKERS, availableParallelism()), vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
     ...tuning(cfg),
   });
-  if ((ecfg.podTso || ecfg.podGso) && !vnetHdrWorks()) {
-    log.warn('PACKET_VNET_HDR is refused here: pod offloads off');
-    ecfg.podTso = false; ecfg.podGso = false;
-  }
-  ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR });
+  ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR, warn: (m) => log.warn(m) });
   if (cfg.ipMasq ?? true) ensureMasquerade(view.clusterCIDR);
   let guarded = '';
   const guardOverlay = () => { // only when the nodes' addresses change
@@ -187,7 +178,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
         return { removed: had };
       }
       case 'pods': return pods.list();
-      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: ecfg.podTso, handedOver };
+      case 'status': return { node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: engine.offloads.podTso, handedOver };
       case 'handover': {
         if (handedOver) throw new Error('this agent has handed over already');
         handedOver = true;
@@ -274,6 +265,11 @@ export function loadAgentConfig(file: string): AgentConfig {
   if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new Error(`agent config ${file}: want a JSON object ({"node": ..., "datastore" | "kubernetes" | "etcd": ...}), not ${Array.isArray(cfg) ? 'an array' : JSON.stringify(cfg)}`);
   cfg.node ??= process.env.NODE_NAME ?? '';
   if (!cfg.node) throw new Error(`agent config ${file}: no "node", and NODE_NAME is not set`);
+  const want = { stateDir: 'a directory for the agent\'s state, e.g. /var/lib/twill', socket: 'the unix socket twill-cni talks to, e.g. /run/twill/agent.sock' } as const;
+  for (const [k, what] of Object.entries(want)) {
+    const v = (cfg as unknown as Record<string, unknown>)[k];
+    if (typeof v !== 'string' || !v) throw new Error(`agent config ${file}: ${v === undefined ? `no "${k}"` : `"${k}" must be a non-empty string`} (${what})`);
+  }
   if (cfg.logLevel !== undefined && !(LOG_LEVELS as readonly unknown[]).includes(cfg.logLevel)) {
     throw new Error(`agent config ${file}: "logLevel": ${JSON.stringify(cfg.logLevel)} is not a log level (${LOG_LEVELS.join(', ')})`);
   }

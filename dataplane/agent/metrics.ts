@@ -4,7 +4,7 @@
 // address, and on the agent's socket (`twill lab metrics`).
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { COUNTER_NAMES, type CounterName } from '../engine/counters.js';
+import { COUNTER_NAMES, type CounterName } from '../stages/counters.js';
 import type { ProcessSample } from './process-metrics.js';
 
 export interface MetricsSnapshot {
@@ -136,7 +136,7 @@ export function serveMetrics(address: string, render: () => string, log: Logger,
     bySource.set(from, n);
     sock.once('close', () => { const k = (bySource.get(from) ?? 1) - 1; if (k > 0) bySource.set(from, k); else bySource.delete(from); });
   });
-  server.on('error', (e) => log.error({ err: String(e), address }, 'metrics server failed'));
+  server.on('error', (e) => log.error({ err: e, address }, 'metrics server failed'));
   server.listen(port, host, () => log.info({ address }, 'metrics served at /metrics'));
   return server;
 }

@@ -1,16 +1,12 @@
+import type { StageSettings } from '../stages/context.js';
 // What one node's engine needs to know that does not change while it runs.
-export interface EngineConfig {
+/** The engine's settings; the stages' (gateway and VTEP MACs, VNI, port, pod MTU) come with it. */
+export interface EngineConfig extends StageSettings {
   node: string;
   tunName: string; // persistent multi-queue TUN device carrying the node's own stack
   underlayIp: string; // this node's address on the underlay: VXLAN is sent from and received on it
-  vxlanPort: number; // flannel's default: 8472
-  vni: number; // flannel's default: 1
-  vtepMac: string; // inner Ethernet source of what we encapsulate; peers address us by it
-  gatewayMac: string; // the MAC pods see for their gateway (ARP answers, frames we deliver)
-  podMtu: number; // underlay MTU - 50
   workers: number;
   batch: number; // packets per system call
-  completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
   udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message
   udpGro: boolean; // let the kernel coalesce overlay receives (UDP_GRO)
   // Overlay send sockets per worker, each on its own ephemeral port: a flow's
@@ -39,13 +35,15 @@ export interface EngineConfig {
   // With workerPriority 0: a slice of their own for the workers, in µs (EEVDF's
   // sched_runtime, Linux 6.12+): a shorter one gets the CPU sooner after a wake-up. 0: the kernel's default.
   workerSliceUs: number;
+  spinYield: boolean; // EXPERIMENT
+  spinGapUs: number; // EXPERIMENT
+  spinCalmMs: number; // EXPERIMENT
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   translatedSize: number; // flows the node's stack translated (Services) tracked at once: stages/translated.ts
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
 export const GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
-export const TUN_OFFLOADS = 1 | 2; // TUN_F_CSUM | TUN_F_TSO4: what the node's stack may hand the TUN device (IPv4 only)
 export const VXLAN_OVERHEAD = 50; // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<EngineConfig, 'node' | 'underlayIp' | 'vtepMac'>): EngineConfig {
@@ -68,6 +66,9 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     pinWorkers: false,
     workerPriority: 0,
     workerSliceUs: 0,
+    spinYield: true,
+    spinGapUs: 0,
+    spinCalmMs: 0,
     conntrackSize: 1 << 18,
     translatedSize: 1 << 17,
     ...partial,
@@ -75,7 +76,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs'] as const;
+const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs', 'spinYield', 'spinGapUs', 'spinCalmMs'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

@@ -9,11 +9,12 @@ import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { native, opener } from '../native/index.js';
 import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
-import { NCOUNTERS, sumCounters, workerCounters, type CounterName } from './counters.js';
+import { NCOUNTERS, sumCounters, workerCounters, type CounterName } from '../stages/counters.js';
 import { distFile } from './paths.js';
-import { TUN_OFFLOADS } from './config.js';
 import type { EngineConfig } from './config.js';
-import type { Tables, TablesMsg, WorkerTask } from './worker.js';
+import type { TablesMsg, WorkerTask } from './worker.js';
+import type { Offloads, StageTables } from '../stages/context.js';
+import { probeOffloads } from './offloads.js';
 import { Conntrack } from '../tables/conntrack.js';
 import { PodQueues } from './pod-queues.js';
 import { flowSteering, OVERLAY_IP_AT } from './steering.js';
@@ -34,21 +35,24 @@ export class Engine {
   private readonly pods: PodQueues;
   private overlay: number[] = []; // worker k's overlay UDP socket, bound k-th into the reuseport group
 
-  constructor(readonly cfg: EngineConfig, private readonly log: Logger) {
+  readonly offloads: Offloads; // in force: what the config asks, less what the kernel refuses (offloads.ts)
+
+  /** cfg is the engine's for good: nothing changes it after this. */
+  constructor(readonly cfg: Readonly<EngineConfig>, private readonly log: Logger) {
     if (cfg.workers < 1 || cfg.workers > MAX_WORKERS) throw new Error(`workers must be 1..${MAX_WORKERS}`);
+    this.offloads = probeOffloads(cfg, log);
     this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
     this.ct = Conntrack.create(cfg.conntrackSize);
     this.translated = Conntrack.create(cfg.translatedSize);
     const cpus = native.cpus();
     this.cpus = cfg.pinWorkers && cfg.workers <= cpus.length ? cpus.slice(0, cfg.workers) : [];
-    this.pods = new PodQueues(cfg, this.cpus.length > 0, log);
+    this.pods = new PodQueues(cfg, this.offloads.podTso, this.cpus.length > 0, log);
   }
 
   /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
-  async start(tables: Tables): Promise<void> {
+  async start(tables: StageTables): Promise<void> {
     const n = this.cfg.workers;
     this.openOverlay(); // first: when the port is taken, nothing else is left to undo
-    this.probeTunOffloads();
     tierUpSooner();
     this.pool = new Piscina({ filename: distFile('dataplane/engine/worker.js'), minThreads: n, maxThreads: n, idleTimeout: Infinity, concurrentTasksPerWorker: 1 });
     const shares = this.pods.sync(tables.ports, 0);
@@ -68,9 +72,9 @@ export class Engine {
       const doorbell = native.eventfd();
       this.doorbells.push(doorbell);
       const first: TablesMsg = { ...tables, ...this.shared(), gen: 0, podFds: shares[w] };
-      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
+      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, offloads: this.offloads, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
-      p.catch((e) => { failures.push(e); this.log.error({ err: String(e), worker: w }, 'engine worker failed'); }).finally(() => { this.exited++; });
+      p.catch((e) => { failures.push(e); this.log.error({ err: e, worker: w }, 'engine worker failed'); }).finally(() => { this.exited++; });
       this.tasks.push(p);
     }
     const deadline = Date.now() + 10_000;
@@ -93,7 +97,7 @@ export class Engine {
     const { cfg } = this, open = opener(cfg.netns);
     try {
       for (let w = 0; w < cfg.workers; w++)
-        this.overlay.push(open.udp(cfg.underlayIp, cfg.vxlanPort, { reusePort: true, gro: cfg.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) }));
+        this.overlay.push(open.udp(cfg.underlayIp, cfg.vxlanPort, { reusePort: true, gro: this.offloads.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) }));
       if (!this.cpus.length && cfg.workers > 1) native.udpSteer(this.overlay[0], flowSteering(OVERLAY_IP_AT, cfg.workers));
     } catch (e) {
       for (const fd of this.overlay) native.close(fd);
@@ -103,7 +107,7 @@ export class Engine {
   }
 
   /** Publishes new tables: post them to every worker, then move the generation and ring each doorbell. */
-  publish(tables: Tables): number {
+  publish(tables: StageTables): number {
     const gen = ++this.gen;
     const shares = this.pods.sync(tables.ports, gen);
     this.ports.forEach((p, w) => p.postMessage({ ...tables, ...this.shared(), gen, podFds: shares[w] } satisfies TablesMsg));
@@ -132,22 +136,6 @@ export class Engine {
   /** Each worker's own counters, worker 0 first. */
   perWorker(): Record<CounterName, number>[] {
     return Array.from({ length: this.cfg.workers }, (_, w) => workerCounters(this.stats, w));
-  }
-
-  /**
-   * IFF_VNET_HDR is the TUN device's, not a queue's (the last queue attached sets
-   * it), so every worker must agree: decided here, once, before they start. The
-   * offloads set here are the device's too; the workers' queues inherit them.
-   */
-  private probeTunOffloads(): void {
-    if (!this.cfg.tunTso) return;
-    try {
-      const fd = opener(this.cfg.netns).tun(this.cfg.tunName, { multiQueue: true, vnetHdr: true });
-      try { native.tunSetOffload(fd, TUN_OFFLOADS); } finally { native.close(fd); }
-    } catch (e) {
-      this.cfg.tunTso = false;
-      this.log.warn({ offload: 'tun-tso', err: String(e) }, 'kernel refused an offload; continuing without it');
-    }
   }
 
   /** The tables every generation carries unchanged: the workers write them in place. */
@@ -213,5 +201,8 @@ const SWEEP_LAG_S = 2;
  * the workers start.
  */
 function tierUpSooner(): void {
-  setFlagsFromString('--interrupt-budget=8192');
+  // V8 12 (Node 22) counts invocations instead of bytecode budgets: an eighth of
+  // its defaults (Maglev at 400, TurboFan at 3000) likewise.
+  if (Number(process.versions.v8.split('.')[0]) >= 12) setFlagsFromString('--invocation-count-for-maglev=50 --invocation-count-for-turbofan=375');
+  else setFlagsFromString('--interrupt-budget=8192');
 }

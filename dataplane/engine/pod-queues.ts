@@ -18,7 +18,7 @@ export class PodQueues {
 
   private readonly steer: Int32Array;
 
-  constructor(private readonly cfg: EngineConfig, private readonly fanoutCpu: boolean, private readonly log: Logger) {
+  constructor(private readonly cfg: EngineConfig, private readonly vnetHdr: boolean, private readonly fanoutCpu: boolean, private readonly log: Logger) {
     this.steer = flowSteering(POD_IP_AT, cfg.workers);
   }
 
@@ -59,7 +59,7 @@ export class PodQueues {
     // still reaches one socket, never both agents'. The group's program steers
     // to its first members, the old agent's, until they leave.
     const fanout = true;
-    const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: cfg.podTso, fanoutGroup: fanout ? ifindex & 0xffff : 0, fanoutCpu: fanout && this.fanoutCpu, fanoutCbpf: fanout && !this.fanoutCpu };
+    const o: PacketOptions = { ignoreOutgoing: true, vnetHdr: this.vnetHdr, fanoutGroup: fanout ? ifindex & 0xffff : 0, fanoutCpu: fanout && this.fanoutCpu, fanoutCbpf: fanout && !this.fanoutCpu };
     const open = opener(cfg.netns), fds: number[] = [];
     try {
       for (let w = 0; w < cfg.workers; w++) fds.push(open.packet(ifname, o));
@@ -67,7 +67,7 @@ export class PodQueues {
       this.open.set(ifindex, fds);
     } catch (e) {
       for (const fd of fds) native.close(fd);
-      this.log.warn({ ifname, err: String(e) }, 'cannot open a pod veth; not serving it'); // it went away between publication and now
+      this.log.warn({ ifname, err: e }, 'cannot open a pod veth; not serving it'); // it went away between publication and now
     }
   }
 }

@@ -17,20 +17,18 @@ import { ingressVxlan } from '../stages/ingress-vxlan.js';
 import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/forward.js';
 import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
-import { C } from './counters.js';
+import { C } from '../stages/counters.js';
 import type { EngineConfig } from './config.js';
 import type { PodFds } from './pod-queues.js';
-import type { FibTables } from './fib.js';
-import type { PolicyBuffers } from '../../policy/tables.js';
+import type { Offloads, StageTables } from '../stages/context.js';
 
-/** What the main thread publishes: forwarding tables, and NetworkPolicy tables when the cluster has policies. */
-export interface Tables extends FibTables { gatewayIP: string; policy?: PolicyBuffers; policyGen?: number; conntrack?: SharedArrayBuffer; translated?: SharedArrayBuffer }
-export interface TablesMsg extends Tables { gen: number; podFds: PodFds }
+export interface TablesMsg extends StageTables { gen: number; podFds: PodFds }
 export interface WorkerTask {
   index: number;
   cpu: number; // pin to this CPU; -1: not pinned
   udpFd: number; // this worker's overlay socket (the engine's: opened and closed there)
   cfg: EngineConfig;
+  offloads: Offloads; // as the engine decided them (engine/offloads.ts)
   ctl: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   doorbell: number; // this worker's eventfd
@@ -41,25 +39,27 @@ export interface WorkerTask {
 const ROUNDS = 8; // batches per ready fd before looking at the others again
 const OUT_BYTES = 2 << 20; // segments and coalesced frames made per batch (stages/segment.ts, coalesce.ts)
 const GRO_SLOTS = 8; // 64 KB overlay receives per batch
+const SPIN_CUT = 3; // native.poll's wait[0]: the thread was descheduled while it spun
+const CALM_MIN_MS = 10, CALM_MAX_MS = 1000; // no spinning for this long after a cut, doubling per cut
 const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
 
 export default function runWorker(task: WorkerTask): { index: number } {
-  const { cfg, index } = task;
+  const { cfg, index, offloads } = task;
   const ctl = new Int32Array(task.ctl);
-  const ctx = new StageContext(cfg, task.stats, index);
+  const ctx = new StageContext(cfg, offloads, task.stats, index);
   const slot = Math.ceil((cfg.podMtu + 256) / 1024) * 1024;
-  const offload = cfg.podTso || cfg.podGso || cfg.tunTso;
+  const offload = offloads.podTso || offloads.podGso || offloads.tunTso;
   const bt = new Batch(cfg.batch, slot, GRO_SLOTS, Math.max(cfg.batch, GRO_SLOTS * 64) + (offload ? GEN_ENTRIES : 0),
-    offload ? { bigSlots: cfg.podTso || cfg.tunTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
+    offload ? { bigSlots: offloads.podTso || offloads.tunTso ? cfg.batch : 0, outBytes: OUT_BYTES } : undefined);
   // Pinned, worker k runs on CPU k and gets what arrives on that CPU (pod
   // frames by PACKET_FANOUT_CPU, see pod-queues.ts; datagrams by
   // SO_INCOMING_CPU): the wake-up after a send stays on the sender's CPU
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
   const log = pino({ base: { node: cfg.node, worker: index } });
+  try { native.threadName(`twill-w${index}`); } catch { /* only a name */ }
   try {
-    if (cfg.workerPriority > 0) native.schedule(1, cfg.workerPriority, 0);
-    else if (cfg.workerSliceUs > 0) native.schedule(0, 0, cfg.workerSliceUs);
+    native.waitPolicy(cfg.spinYield, cfg.spinGapUs, cfg.workerPriority, cfg.workerSliceUs);
   } catch (e) {
     log.warn({ workerPriority: cfg.workerPriority, workerSliceUs: cfg.workerSliceUs, err: String(e) }, 'kernel refused the workers\' scheduling; they stay normal threads');
   }
@@ -71,24 +71,23 @@ export default function runWorker(task: WorkerTask): { index: number } {
     : [task.udpFd];
   ctx.udpSources = sources.length;
   const out: Outputs = {
-    tun: open.tun(cfg.tunName, { multiQueue: true, vnetHdr: cfg.tunTso }), // the engine probed it (engine.ts)
+    tun: open.tun(cfg.tunName, { multiQueue: true, vnetHdr: offloads.tunTso }),
     udpTx: sources,
     pod: open.packet('', {}),
     podVnet: -1,
   };
-  ctx.udpGso = cfg.udpGso && native.udpOffloads(sources[0]).gso;
   const refused = new Set<string>();
   ctx.onOffloadRefused = (what, err) => {
     if (refused.has(what)) return;
     refused.add(what);
     log.warn({ offload: what, err: String(err) }, 'kernel refused an offload; continuing without it');
   };
-  if (offload) {
+  if (offloads.vnetSend) {
     // Frames with a virtio_net_hdr (super-frames, partial checksums) to local pods.
     try {
       out.podVnet = open.packet('', { vnetHdr: true });
-      ctx.podVnetTx = true;
     } catch (e) {
+      ctx.vnetSend = false;
       ctx.onOffloadRefused('pod-vnet-send', e);
     }
   }
@@ -115,9 +114,17 @@ export default function runWorker(task: WorkerTask): { index: number } {
   apply(task.tables);
   // Busy poll only while it pays, as the kernel's haltpoll does: after a wait
   // that traffic ended within busyPollUs. Sparse traffic never spins, and
-  // spinning that catches nothing turns itself off.
+  // spinning that catches nothing turns itself off. A spin the thread was
+  // descheduled in (cut) means another task wants this CPU: a spinning worker
+  // would then wait out that task's slice whenever it is off the CPU, so it
+  // sleeps instead (woken at once by a packet, at workerPriority) and stays
+  // calm, without spinning, for a while that doubles on each cut (10 ms to
+  // 1 s). When the calm ends, it spins again only if no task on the machine
+  // is waiting for a CPU.
   const spinMs = cfg.busyPollUs / 1000;
-  let spin = false;
+  const cpus = Math.max(1, native.cpus().length);
+  const wait = new Float64Array(4); // native.poll's account: [outcome, entered ms, returned ms, spin CPU µs]
+  let spin = false, calm = 0, calmUntil = 0, lastCut = 0, returned = -1;
   Atomics.store(ctl, CTL_READY + index, 1);
   while (Atomics.load(ctl, CTL_STOP) === 0) {
     if (Atomics.load(ctl, CTL_GEN) !== gen) {
@@ -125,11 +132,21 @@ export default function runWorker(task: WorkerTask): { index: number } {
       while ((m = receiveMessageOnPort(task.port))) latest = m.message as TablesMsg;
       if (latest) apply(latest);
     }
-    const t0 = performance.now();
-    const got = native.poll(fds, fds.length, ready, 1000, spin ? cfg.busyPollUs : 0);
-    const t1 = performance.now();
-    if (spin) ctx.counters[C.spin_us] += Math.min(t1 - t0, spinMs) * 1000; // at most the window spins; the rest slept
-    spin = got > 0 && t1 - t0 <= spinMs;
+    let spinning = spin;
+    if (spinning && calm > 0 && returned < calmUntil) spinning = false;
+    else if (spinning && calm > 0 && native.runnable() > cpus) { calmUntil = returned + calm; spinning = false; }
+    const got = native.poll(fds, fds.length, ready, 1000, spinning ? cfg.busyPollUs : 0, wait);
+    if (returned >= 0) ctx.counters[C.busy_us] += (wait[1] - returned) * 1000; // since the last poll: handling a batch
+    returned = wait[2];
+    if (spinning) {
+      ctx.counters[C.spin_us] += wait[3];
+      if (wait[0] === SPIN_CUT) {
+        calm = Math.min(Math.max(calm * 2, CALM_MIN_MS), CALM_MAX_MS);
+        calmUntil = returned + calm;
+        lastCut = returned;
+      } else if (calm > 0 && returned - lastCut > 4 * calm) calm = 0;
+    }
+    spin = got > 0 && wait[2] - wait[1] <= spinMs;
     if (got === 0) continue;
     for (let k = 0; k < fds.length; k++) {
       if (ready[k] === 0) continue;
@@ -142,7 +159,6 @@ export default function runWorker(task: WorkerTask): { index: number } {
         break;
       }
     }
-    ctx.counters[C.busy_us] += (performance.now() - t1) * 1000;
   }
   native.close(out.tun); native.close(out.pod);
   if (sources[0] !== task.udpFd) for (const fd of sources) native.close(fd);
@@ -162,7 +178,7 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
       } else if (kind === SRC_POD) {
         bt.aim(ETH_HLEN);
         n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, max, bt.capacity(ETH_HLEN));
-      } else if (kind === SRC_TUN && ctx.tunVnet) {
+      } else if (kind === SRC_TUN && ctx.tunTso) {
         bt.aimBig(VNET_HLEN);
         n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, bt.bigSlots, bt.bigCapacity(VNET_HLEN));
       } else if (kind === SRC_TUN) {

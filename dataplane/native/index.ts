@@ -70,8 +70,13 @@ export interface Native {
   /** Whether this kernel accepts UDP_SEGMENT / UDP_GRO on this socket. */
   udpOffloads(fd: number): { gso: boolean; gro: boolean };
 
-  /** poll() on fds[0..n-1] for POLLIN; ready[i] = 1 if readable. Blocks up to timeoutMs (-1 = forever). Returns the number ready. */
-  poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number, spinUs?: number): number;
+  /**
+   * poll() on fds[0..n-1] for POLLIN; ready[i] = 1 if readable. Blocks up to timeoutMs (-1 = forever). Returns the number ready.
+   * spinUs > 0: polls without blocking for up to that long first (see waitPolicy). wait, when given, gets [0] how the spin
+   * ended (0 no spin, 1 caught something, 2 ran out, 3 cut short: the thread was descheduled longer than gapUs), [1] the
+   * monotonic clock in ms at entry, [2] at return, [3] the CPU time the spin used in µs.
+   */
+  poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number, spinUs?: number, wait?: Float64Array): number;
   /** Attaches the classic BPF program (engine/steering.ts) that picks a reuseport group's socket. */
   udpSteer(fd: number, prog: Int32Array): void;
   /** Attaches the classic BPF program that picks a PACKET_FANOUT_CBPF group's member. */
@@ -82,6 +87,17 @@ export interface Native {
   pinThread(cpu: number): void;
   /** The calling thread's scheduling: policy 0 SCHED_OTHER (with its own slice when sliceUs > 0), 1 SCHED_FIFO at priority 1..99. */
   schedule(policy: number, priority: number, sliceUs: number): void;
+  /**
+   * How the calling thread waits in poll(): whether it yields between polls while spinning; gapUs > 0 ends a
+   * spin once the thread finds it was off the CPU longer than that; blockPriority 1..99 makes it SCHED_FIFO while
+   * blocked in poll() and while handling what woke it, and SCHED_OTHER (with sliceUs, 0: the default) while it
+   * spins; 0 keeps it SCHED_OTHER. Applies the class at once.
+   */
+  waitPolicy(yieldCpu: boolean, gapUs: number, blockPriority: number, sliceUs: number): void;
+  /** Tasks running or waiting for a CPU on the whole machine right now, the caller included (/proc/loadavg); -1 if unreadable. */
+  runnable(): number;
+  /** Names the calling thread (at most 15 bytes), as ps -L, perf and ftrace show it. */
+  threadName(name: string): void;
   /** A non-blocking eventfd used as a doorbell to wake workers blocked in poll. */
   eventfd(): number;
   eventfdSignal(fd: number): void;

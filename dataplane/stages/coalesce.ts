@@ -19,7 +19,7 @@
 // then the segments' own entries, pointed at their payloads where they were
 // received.
 import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 

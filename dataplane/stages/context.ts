@@ -1,19 +1,49 @@
 // Everything a stage reads besides the batch: the published tables, the node's
-// constants in packet form, the worker's counters and parse scratch.
+// constants in packet form, the offloads in force, the worker's counters and
+// parse scratch. What the stages need from above (settings, offloads, the
+// tables' shape) is declared here; the engine fills it in.
 import { Lpm4Table, parseIPv4 } from '../tables/lpm4.js';
 import { parseMac } from '../packet/ethernet.js';
 import { newFields } from '../packet/fields.js';
-import type { EngineConfig } from '../engine/config.js';
-import type { Tables } from '../engine/worker.js';
-import { NCOUNTERS } from '../engine/counters.js';
+import { NCOUNTERS } from './counters.js';
 import { Conntrack } from '../tables/conntrack.js';
-import { PolicyTables } from '../../policy/tables.js';
+import { PolicyTables, type PolicyBuffers } from '../tables/policy.js';
+import type { FibTables } from '../tables/fib.js';
+
+/** The node's constants the stages use. */
+export interface StageSettings {
+  gatewayMac: string; // the MAC pods see for their gateway (ARP answers, frames we deliver)
+  vtepMac: string; // inner Ethernet source of what we encapsulate; peers address us by it
+  vni: number;
+  vxlanPort: number;
+  podMtu: number;
+  completeInnerChecksums: boolean; // see stages/ingress-vxlan.ts
+}
+
+/** The offloads in force, decided once by the engine (engine/offloads.ts). */
+export interface Offloads {
+  podTso: boolean; // pod receives start with a virtio_net_hdr (TSO super-frames, partial checksums: stages/segment.ts)
+  podGso: boolean; // overlay TCP for local pods is coalesced into GSO frames (stages/coalesce.ts)
+  tunTso: boolean; // TUN reads and writes carry a virtio_net_hdr (the host's super-packets)
+  udpGso: boolean; // runs of overlay datagrams leave as one UDP_SEGMENT send
+  udpGro: boolean; // the kernel coalesces overlay receives (UDP_GRO)
+  vnetSend: boolean; // frames with a virtio_net_hdr go to local pods on a PACKET_VNET_HDR socket
+}
+
+/** What the main thread publishes: forwarding tables, the shared flow tables, and NetworkPolicy tables when the cluster has policies. */
+export interface StageTables extends FibTables {
+  gatewayIP: string;
+  policy?: PolicyBuffers;
+  policyGen?: number;
+  conntrack?: SharedArrayBuffer;
+  translated?: SharedArrayBuffer;
+}
 
 export class StageContext {
   route4!: Lpm4Table;
   nh!: Int32Array;
   ifmap!: Int32Array;
-  peers!: Int32Array; // the other nodes' VTEPs (engine/fib.ts findPeer, peerOwns)
+  peers!: Int32Array; // the other nodes' VTEPs (tables/fib.ts findPeer, peerOwns)
   readonly f = newFields(); // parse result of the packet at hand
   readonly gwMac: Uint8Array;
   readonly vtepMac: Uint8Array;
@@ -21,12 +51,14 @@ export class StageContext {
   readonly vxlanPort: number;
   readonly podMtu: number;
   readonly completeInnerChecksums: boolean;
-  udpGso = false; // set by the worker once the socket is open and the kernel says yes
+  readonly podTso: boolean; // Offloads, as the engine decided them
+  readonly podGso: boolean;
+  readonly tunTso: boolean;
+  // A send the kernel refuses after all (EINVAL) turns these off for this
+  // worker (stages/egress.ts, logged once by onOffloadRefused).
+  udpGso: boolean;
+  vnetSend: boolean;
   udpSources = 1; // overlay send sockets (outer source ports): a flow's is picked in forward.ts
-  readonly podTso: boolean; // pod receives start with a virtio_net_hdr (see stages/segment.ts)
-  podGso: boolean; // coalesce overlay TCP for local pods (stages/coalesce.ts)
-  podVnetTx = false; // the worker has a vnet send socket the kernel takes frames on
-  readonly tunVnet: boolean; // TUN reads and writes carry a virtio_net_hdr (cfg.tunTso)
   flush?: () => void; // send everything queued and free the out region (set by the worker)
   onOffloadRefused?: (what: string, err: unknown) => void;
   policy?: PolicyTables; // undefined: no NetworkPolicy in the cluster, nothing to judge
@@ -37,20 +69,22 @@ export class StageContext {
   gatewayIp = 0; // source of ICMP errors we generate: this node's pod gateway
   readonly counters: Float64Array;
 
-  constructor(cfg: EngineConfig, stats: SharedArrayBuffer, worker: number) {
+  constructor(cfg: StageSettings, offloads: Offloads, stats: SharedArrayBuffer, worker: number) {
     this.gwMac = parseMac(cfg.gatewayMac);
     this.vtepMac = parseMac(cfg.vtepMac);
     this.vni = cfg.vni;
     this.vxlanPort = cfg.vxlanPort;
     this.podMtu = cfg.podMtu;
     this.completeInnerChecksums = cfg.completeInnerChecksums;
-    this.podTso = cfg.podTso;
-    this.podGso = cfg.podGso;
-    this.tunVnet = cfg.tunTso;
+    this.podTso = offloads.podTso;
+    this.podGso = offloads.podGso;
+    this.tunTso = offloads.tunTso;
+    this.udpGso = offloads.udpGso;
+    this.vnetSend = offloads.vnetSend;
     this.counters = new Float64Array(stats, worker * NCOUNTERS * 8, NCOUNTERS);
   }
 
-  setTables(t: Tables): void {
+  setTables(t: StageTables): void {
     this.route4 = new Lpm4Table(t.route4);
     this.nh = new Int32Array(t.nexthops);
     this.ifmap = new Int32Array(t.ifmap);

@@ -6,7 +6,7 @@
 // the addon sends each chain as one message, reports how many entries went
 // out (whole chains only), and the counters here count packets.
 import { native } from '../native/index.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
@@ -59,8 +59,8 @@ function sendAll(ctx: StageContext, bt: Batch, out: Outputs, kind: number, idx: 
     try {
       k = send(bt, out, kind, done === 0 ? idx : idx.subarray(done), n - done, fd);
     } catch (e) {
-      if (kind === VNET && (e as { code?: string }).code === 'EINVAL' && ctx.podVnetTx) {
-        ctx.podVnetTx = false;
+      if (kind === VNET && (e as { code?: string }).code === 'EINVAL' && ctx.vnetSend) {
+        ctx.vnetSend = false;
         ctx.onOffloadRefused?.('pod-vnet-send', e);
       }
       k = -1;

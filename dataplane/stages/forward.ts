@@ -23,8 +23,8 @@ import { decTtl } from '../packet/ipv4.js';
 import * as virtio from '../packet/virtio.js';
 import { writeVnet, zeroVnet } from '../packet/virtio.js';
 import { writeIcmpFragNeeded } from '../packet/icmp.js';
-import * as fib from '../engine/fib.js';
-import { C } from '../engine/counters.js';
+import * as fib from '../tables/fib.js';
+import { C } from './counters.js';
 import { admit, admitDeferred } from './policy.js';
 import { isTranslatedReply, recordTranslated } from './translated.js';
 import { coalesce, TO_TUN } from './coalesce.js';
@@ -57,7 +57,7 @@ function writeEthType(b: Uint8Array, off: number): void { b[off + 12] = ETH_P_IP
 export function forward(ctx: StageContext, bt: Batch, from: number): void {
   const b = bt.arena, c = ctx.counters, nh = ctx.nh, lpm = ctx.route4;
   bt.resetMade();
-  const coalescing = from === FROM_VXLAN && ctx.podGso && ctx.podVnetTx;
+  const coalescing = from === FROM_VXLAN && ctx.podGso && ctx.vnetSend;
   // Replies of translated flows (T2) are looked for only while such flows exist,
   // once per run of one flow's packets (the verdict of the run's first holds).
   const replies = from !== FROM_TUN && ctx.translated.count() > 0;
@@ -108,7 +108,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       copyMac(b, eth + 6, ctx.gwMac);
       writeEthType(b, eth);
       if (vf !== 0) {
-        if (ctx.podVnetTx) { // a pod's virtio_net_hdr is still in front of its Ethernet header; the host's is written there
+        if (ctx.vnetSend) { // a pod's virtio_net_hdr is still in front of its Ethernet header; the host's is written there
           if (from !== FROM_POD) writeVnetFor(bt, i, eth);
           bt.offs[i] = eth - VNET_HLEN; bt.lens[i] = l3len + ETH_HLEN + VNET_HLEN;
           bt.toPodVnet(i, nh[p + NH_IFINDEX]);
@@ -133,11 +133,11 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     } else if (kind === NH_HOST) {
       if (from === FROM_TUN) { c[C.drop_hairpin]++; continue; }
       if ((bt.flags[i] & OVERSIZED) !== 0) { tooBig(ctx, bt, i, l3, from); continue; } // the TUN device's MTU is the pods'
-      if (from === FROM_VXLAN && ctx.tunVnet && vf === 0) {
+      if (from === FROM_VXLAN && ctx.tunTso && vf === 0) {
         const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
         if (k > 0) { i += k - 1; continue; }
       }
-      const lead = ctx.tunVnet ? VNET_HLEN : 0; // with it, every TUN write starts with a virtio_net_hdr
+      const lead = ctx.tunTso ? VNET_HLEN : 0; // with it, every TUN write starts with a virtio_net_hdr
       if (lead !== 0 && vf !== 0 && ((vf >>> 8) & 0x7f) !== VNET_GSO_UDP_L4) { // the stack takes a TCP super-frame or partial checksum as it is
         writeVnetFor(bt, i, l3);
         if (bt.gso[i] > 0) c[C.tx_tun_gso]++;

@@ -1,9 +1,9 @@
 // Stage: IP packets the node's own stack routed into the TUN device (host to
-// pod, and replies of the host to pods). With ctx.tunVnet each starts with a
+// pod, and replies of the host to pods). With ctx.tunTso each starts with a
 // virtio_net_hdr: the stack hands over TSO super-packets with partial checksums
 // (stages/vnet.ts); without it, the kernel has finished checksums.
 import { parseIPv4 } from '../packet/ipv4.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
 import { takeVnet } from './vnet.js';
 import * as virtio from '../packet/virtio.js';
@@ -13,7 +13,7 @@ import type { StageContext } from './context.js';
 const { VNET_HLEN } = virtio; // a module-level const V8 folds
 
 export function ingressTun(ctx: StageContext, bt: Batch): void {
-  const b = bt.arena, f = ctx.f, c = ctx.counters, vnet = ctx.tunVnet;
+  const b = bt.arena, f = ctx.f, c = ctx.counters, vnet = ctx.tunTso;
   for (let i = 0; i < bt.n; i++) {
     bt.l3len[i] = 0;
     if (vnet) {

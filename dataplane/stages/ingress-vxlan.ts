@@ -1,6 +1,6 @@
 // Stage: VXLAN datagrams from other nodes (RFC 7348). Trusts only the cluster's
 // nodes: a datagram must come from a peer's underlay address (the peers table,
-// engine/fib.ts, updated with the cluster view; one search per run of datagrams
+// tables/fib.ts, updated with the cluster view; one search per run of datagrams
 // from one source, which a GRO receive always is), and its inner packet must
 // come from that peer's pod range or the peer itself, as a router's
 // reverse-path check would have it. So neither a host on the underlay nor a pod
@@ -30,11 +30,11 @@ import { parseIPv4 } from '../packet/ipv4.js';
 import { csumAdd32, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
 import * as fields from '../packet/fields.js';
 import * as l4 from '../packet/l4.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import { countParseDrop, takeIPv4 } from './parse.js';
 import * as virtio from '../packet/virtio.js';
 import { OVERSIZED, type Batch } from './batch.js';
-import { findPeer, peerOwns } from '../engine/fib.js';
+import { findPeer, peerOwns } from '../tables/fib.js';
 import type { StageContext } from './context.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a

@@ -2,7 +2,7 @@
 // parsed IPv4 fields the later stages need into the batch.
 import * as reasons from '../packet/reasons.js';
 import * as fields from '../packet/fields.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a

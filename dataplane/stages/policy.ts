@@ -20,9 +20,9 @@
 // as destination (stages/forward.ts, translated.ts), so policy judges the
 // backend pod, as Kubernetes defines. Its entry (state DEFERRED) only lets the
 // un-translated replies (Service address to pod) back in.
-import { INGRESS, EGRESS } from '../../policy/tables.js';
-import { C } from '../engine/counters.js';
-import type { PolicyTables } from '../../policy/tables.js';
+import { INGRESS, EGRESS } from '../tables/policy.js';
+import { C } from './counters.js';
+import type { PolicyTables } from '../tables/policy.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 

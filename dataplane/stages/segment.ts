@@ -14,7 +14,7 @@
 // Entries come from bt.top up, in order, so a run of pieces leaves as one
 // UDP_SEGMENT message and the kernel's copy on send is the only one.
 import { csumAdd, csumAdd32, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 

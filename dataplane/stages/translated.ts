@@ -30,7 +30,7 @@
 // The table is a Conntrack (tables/conntrack.ts) of its own, shared by every
 // worker: a request and its reply are often read by different workers (TUN
 // queues and overlay sockets steer independently).
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 

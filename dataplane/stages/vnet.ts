@@ -6,7 +6,7 @@
 // (GSO_UDP_L4) are dropped; so is a partial checksum whose offsets fall outside
 // the packet (checked when used, stages/segment.ts).
 import * as virtio from '../packet/virtio.js';
-import { C } from '../engine/counters.js';
+import { C } from './counters.js';
 import type { Batch } from './batch.js';
 
 // Module-level consts V8 folds (imported bindings are module-cell loads).

@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Engine } from '../../dataplane/engine/engine.js';
 import { defaultEngineConfig } from '../../dataplane/engine/config.js';
-import { compileFib } from '../../dataplane/engine/fib.js';
+import { compileFib } from '../../dataplane/tables/fib.js';
 
 const sh = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const N = `twt-eng-${randomBytes(3).toString('hex')}i`;

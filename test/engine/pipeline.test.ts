@@ -13,7 +13,7 @@ import { pino } from 'pino';
 import { native } from '../../dataplane/native/index.js';
 import { Engine } from '../../dataplane/engine/engine.js';
 import { defaultEngineConfig } from '../../dataplane/engine/config.js';
-import { compileFib } from '../../dataplane/engine/fib.js';
+import { compileFib } from '../../dataplane/tables/fib.js';
 import {
   ETH_HLEN, ETH_P_IP, F_DPORT, F_ETHTYPE, F_L4LEN, F_L4OFF, F_PROTO, F_SPORT, F_SRC4, F_DST4,
   IPPROTO_UDP, IPV4_HLEN, R_OK, UDP_HLEN, VXLAN_HLEN,

@@ -4,8 +4,8 @@
 // VXLAN the overlay must not trust (stages/ingress-vxlan.ts, forward.ts).
 import { describe, expect, it } from 'vitest';
 import { defaultEngineConfig } from '../../dataplane/engine/config.js';
-import { compileFib } from '../../dataplane/engine/fib.js';
-import { NCOUNTERS, C } from '../../dataplane/engine/counters.js';
+import { compileFib } from '../../dataplane/tables/fib.js';
+import { NCOUNTERS, C } from '../../dataplane/stages/counters.js';
 import { Conntrack } from '../../dataplane/tables/conntrack.js';
 import { StageContext } from '../../dataplane/stages/context.js';
 import { Batch, HEADROOM } from '../../dataplane/stages/batch.js';
@@ -23,14 +23,13 @@ const POD_MAC = '02:00:00:aa:00:05', POD2_MAC = '02:00:00:aa:00:06';
 
 function setup() {
   const cfg = defaultEngineConfig({ node: 't', underlayIp: '172.30.0.11', vtepMac: '02:00:00:00:01:01', workers: 1 });
-  const ctx = new StageContext(cfg, new SharedArrayBuffer(8 * NCOUNTERS), 0);
+  const ctx = new StageContext(cfg, { podTso: true, podGso: true, tunTso: true, udpGso: true, udpGro: true, vnetSend: true }, new SharedArrayBuffer(8 * NCOUNTERS), 0);
   const fib = compileFib({
     clusterCIDR: '10.244.0.0/16', podCIDR: '10.244.1.0/24', hostIPs: ['10.244.1.1', '172.30.0.11'], serviceCIDR: '10.96.0.0/12',
     pods: [{ ip: LOCAL, mac: POD_MAC, ifname: 'veth5', ifindex: 5 }, { ip: LOCAL2, mac: POD2_MAC, ifname: 'veth6', ifindex: 6 }],
     remotes: [{ name: 'n2', podCIDR: '10.244.2.0/24', underlayIP: '172.30.0.12', vtepMAC: '02:00:00:00:02:01' }],
   });
   ctx.setTables({ ...fib, gatewayIP: '10.244.1.1', translated: Conntrack.create(1024).buffer });
-  ctx.podVnetTx = true;
   ctx.now = 1000;
   const bt = new Batch(cfg.batch, 2048, 2, 256, { bigSlots: cfg.batch, outBytes: 1 << 20 });
   return { cfg, ctx, bt };
@@ -148,7 +147,7 @@ describe('tunnel super-packets from a kernel VXLAN peer', () => {
 
   it('without a vnet send socket it is cut into MSS segments; a UDP one over the MTU is dropped as too big, with ICMP back', () => {
     const { cfg, ctx, bt } = setup();
-    ctx.podVnetTx = false;
+    ctx.vnetSend = false;
     vxlanIn(bt, 10_000, REMOTE, LOCAL, 8080, 40000);
     ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN);
     const mss = cfg.podMtu - 40, pieces = Math.ceil((10_000 - 40) / mss);

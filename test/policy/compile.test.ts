@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import { PolicyCompiler, compilePolicies } from '../../policy/compile.js';
 import { makeBenchModel } from '../../policy/bench.js';
 import type { ClusterModel } from '../../policy/model.js';
-import { EGRESS, INGRESS, PolicyTables, RULE_NODE, RULE_SELF } from '../../policy/tables.js';
+import { EGRESS, INGRESS, PolicyTables, RULE_NODE, RULE_SELF } from '../../dataplane/tables/policy.js';
 import { parseIPv4 } from '../../dataplane/tables/lpm4.js';
 import { e2eModel, ipOf, policy } from './fixture.js';
 import { referenceVerdict } from './reference.js';
@@ -125,14 +125,14 @@ describe('compiled tables', () => {
         const t = new PolicyTables(workerData.buffers);
         parentPort.postMessage(workerData.queries.map((q) => t.verdict(...q)));
       });`;
-    // the worker runs plain Node: bundle tables.ts (and the Lpm4 it wraps) to ESM first
+    // the worker runs plain Node: bundle dataplane/tables/policy.ts (and the Lpm4 it wraps) to ESM first
     const { buildSync } = await import('esbuild');
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
     const { pathToFileURL, fileURLToPath } = await import('node:url');
     const out = join(mkdtempSync(join(tmpdir(), 'twill-policy-')), 'tables.mjs');
-    buildSync({ entryPoints: [fileURLToPath(new URL('../../policy/tables.ts', import.meta.url))], bundle: true, format: 'esm', platform: 'node', outfile: out, logLevel: 'silent' });
+    buildSync({ entryPoints: [fileURLToPath(new URL('../../dataplane/tables/policy.ts', import.meta.url))], bundle: true, format: 'esm', platform: 'node', outfile: out, logLevel: 'silent' });
     const built = pathToFileURL(out);
     const w = new Worker(src, { eval: true, workerData: { url: built.href, buffers: t.buffers, queries } });
     const got: number[] = await new Promise((res, rej) => {

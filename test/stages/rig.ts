@@ -5,8 +5,8 @@
 // queued on each output, chains joined, as the egress stage would send it.
 import { createHash } from 'node:crypto';
 import { defaultEngineConfig, type EngineConfig } from '../../dataplane/engine/config.js';
-import { compileFib } from '../../dataplane/engine/fib.js';
-import { NCOUNTERS, COUNTER_NAMES } from '../../dataplane/engine/counters.js';
+import { compileFib } from '../../dataplane/tables/fib.js';
+import { NCOUNTERS, COUNTER_NAMES } from '../../dataplane/stages/counters.js';
 import { Conntrack } from '../../dataplane/tables/conntrack.js';
 import { StageContext } from '../../dataplane/stages/context.js';
 import { Batch } from '../../dataplane/stages/batch.js';
@@ -35,14 +35,12 @@ export interface Rig { cfg: EngineConfig; ctx: StageContext; bt: Batch; counters
 export function rig(offloads = true): Rig {
   const cfg = defaultEngineConfig({ node: 't', underlayIp: UNDERLAY, vtepMac: VTEP, workers: 1, podTso: offloads, podGso: offloads, tunTso: offloads });
   const stats = new SharedArrayBuffer(8 * NCOUNTERS);
-  const ctx = new StageContext(cfg, stats, 0);
+  const ctx = new StageContext(cfg, { podTso: offloads, podGso: offloads, tunTso: offloads, udpGso: offloads, udpGro: offloads, vnetSend: offloads }, stats, 0);
   const fib = compileFib({
     clusterCIDR: '10.244.0.0/16', podCIDR: '10.244.1.0/24', hostIPs: [GW, UNDERLAY], serviceCIDR: '10.96.0.0/12',
     pods: [POD_A, POD_B], remotes: [{ name: 'n2', podCIDR: '10.244.2.0/24', underlayIP: PEER, vtepMAC: PEER_VTEP }],
   });
   ctx.setTables({ ...fib, gatewayIP: GW, translated: Conntrack.create(1024).buffer });
-  ctx.podVnetTx = offloads;
-  ctx.udpGso = offloads;
   ctx.now = 1000;
   const bt = new Batch(cfg.batch, 2048, 2, 4096, { bigSlots: cfg.batch, outBytes: 1 << 20 });
   const c = new Float64Array(stats);

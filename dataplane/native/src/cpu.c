@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,14 +45,6 @@ napi_value tw_pin_thread(napi_env env, napi_callback_info info) {
 // its own (sched_attr.sched_runtime, which EEVDF takes since Linux 6.12: a
 // shorter slice gets the CPU sooner after a wake-up); 1: SCHED_FIFO at
 // `priority` (1..99: it preempts every normal task as soon as it wakes).
-struct tw_sched_attr {
-  uint32_t size, sched_policy;
-  uint64_t sched_flags;
-  int32_t sched_nice;
-  uint32_t sched_priority;
-  uint64_t sched_runtime, sched_deadline, sched_period;
-  uint32_t sched_util_min, sched_util_max;
-};
 
 napi_value tw_schedule(napi_env env, napi_callback_info info) {
   TW_ARGS(3);
@@ -67,5 +60,16 @@ napi_value tw_schedule(napi_env env, napi_callback_info info) {
   if (slice < 0 || slice > 100000) return tw_throw_range(env, "sliceUs must be 0..100000");
   struct tw_sched_attr a = { .size = sizeof a, .sched_policy = SCHED_OTHER, .sched_runtime = (uint64_t)slice * 1000 };
   if (syscall(SYS_sched_setattr, 0, &a, 0) < 0) return tw_throw_errno(env, "sched_setattr", errno);
+  return tw_undef(env);
+}
+
+// threadName(name): the calling thread's name (at most 15 bytes), as ps -L,
+// top -H, perf and ftrace show it: a worker is told apart from Node's own threads.
+napi_value tw_thread_name(napi_env env, napi_callback_info info) {
+  TW_ARGS(1);
+  char name[16];
+  size_t len;
+  if (!tw_str(env, argv[0], "name", name, sizeof name, &len)) return NULL;
+  if (prctl(PR_SET_NAME, name, 0, 0, 0) < 0) return tw_throw_errno(env, "prctl(PR_SET_NAME)", errno);
   return tw_undef(env);
 }

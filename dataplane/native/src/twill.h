@@ -83,6 +83,16 @@ struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; int32_t in
 bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a);
 int udp_open_fd(const void *args, const char **call);
 
+// sched_setattr's argument (linux/sched/types.h; glibc has no wrapper). cpu.c, poll.c.
+struct tw_sched_attr {
+  uint32_t size, sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime, sched_deadline, sched_period;
+  uint32_t sched_util_min, sched_util_max;
+};
+
 // ---- exported functions ----
 #define TW_FUNCS(X)                                                                  \
   X(tunOpen, tw_tun_open) X(tunSetOffload, tw_tun_set_offload) X(tunRead, tw_tun_read) \
@@ -92,7 +102,8 @@ int udp_open_fd(const void *args, const char **call);
   X(udpSendRuns, tw_udp_send_runs)                                                   \
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
-  X(cpus, tw_cpus) X(pinThread, tw_pin_thread) X(schedule, tw_schedule)                                       \
+  X(cpus, tw_cpus) X(pinThread, tw_pin_thread) X(schedule, tw_schedule)              \
+  X(threadName, tw_thread_name) X(waitPolicy, tw_wait_policy) X(runnable, tw_runnable) \
   X(udpSteer, tw_udp_steer) X(packetSteer, tw_packet_steer)                           \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
 

@@ -3,7 +3,7 @@
 // (the other nodes' VTEPs: who may send us VXLAN, and which inner sources each
 // may carry). Compiled on the main thread into fresh SharedArrayBuffers;
 // workers only read it.
-import { Lpm4Builder, parseIPv4, parseCidr4 } from '../tables/lpm4.js';
+import { Lpm4Builder, parseIPv4, parseCidr4 } from './lpm4.js';
 import { parseMac } from '../packet/ethernet.js';
 
 export const NH_HOST = 1; // this node's own addresses: hand to the node's stack through TUN

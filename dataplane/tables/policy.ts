@@ -22,7 +22,7 @@
 // Why not an Lpm4 per (pod, direction) over peers: an Lpm4Table is >= 256 KiB (its
 // 2^16-entry first level), so 1,000 pods would need 0.5 GiB; sorted runs cost 8 bytes
 // per peer interval and a ~10-step binary search.
-import { Lpm4Table, formatIPv4, parseIPv4 } from '../dataplane/tables/lpm4.js';
+import { Lpm4Table, formatIPv4, parseIPv4 } from './lpm4.js';
 
 export const INGRESS = 0;
 export const EGRESS = 1;

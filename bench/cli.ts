@@ -3,40 +3,46 @@
 // benchmarks, and writes bench/results/; subcommands run one part.
 import path from 'node:path';
 import { repoRoot } from '../dataplane/engine/paths.js';
+import { bool, runCommand, type Command, type Opt } from '../cli/args.js';
 
-const USAGE = `usage:
-  twill bench [--quick]          the whole suite: dataplanes side by side + micro; writes bench/results/
-  twill bench micro [--json] [--quick]
-  twill bench cni [--json] [--quick]      CNI ADD/DEL latency, process start included
-  twill bench policy [--quick]            compile 10k policies, apply-to-enforce, throughput with/without policies
-`;
+const QUICK: Record<string, Opt> = { quick: { type: 'boolean', help: 'shorter runs (a smoke test, not figures to quote)' } };
+const JSON_OUT: Record<string, Opt> = { json: { type: 'boolean', help: 'one JSON object on stdout (progress goes to stderr)' } };
+
+export const BENCH: Command = {
+  name: 'twill bench',
+  summary: 'the benchmark suite: twill beside the kernel\'s VXLAN and wireguard-go, micro, CNI and policy benchmarks',
+  about: 'With no command: the whole suite, the dataplanes side by side (twill, kernel VXLAN as flannel sets it up,\nwireguard-go) and the micro benchmarks; writes bench/results/.',
+  options: { ...QUICK },
+  commands: [
+    { name: 'twill bench micro', summary: 'micro benchmarks on one core: LPM lookups, VXLAN encap/decap, conntrack, checksums', options: { ...JSON_OUT, ...QUICK } },
+    { name: 'twill bench cni', summary: 'CNI ADD/DEL latency, process start included', options: { ...JSON_OUT, ...QUICK } },
+    { name: 'twill bench policy', summary: 'compile 10k policies, apply-to-enforce, throughput with and without policies', options: { ...QUICK } },
+  ],
+};
 
 export async function benchCommand(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === '-h' || sub === '--help') { process.stderr.write(USAGE); return 2; }
-  if (sub === 'micro') {
-    const unknown = rest.filter((a) => a !== '--json' && a !== '--quick');
-    if (unknown.length) {
-      process.stderr.write(`twill bench micro: unknown option ${unknown[0]}\n`);
-      return 2;
+  return runCommand(BENCH, args, async (p) => {
+    const quick = bool(p, 'quick'), json = bool(p, 'json');
+    switch (p.path[0]) {
+      case 'micro': {
+        const { runMicro } = await import('./micro.js');
+        await runMicro({ json, quick });
+        return 0;
+      }
+      case 'cni': {
+        const { runCniBench } = await import('./cni.js');
+        await runCniBench({ json, quick });
+        return 0;
+      }
+      case 'policy': {
+        const { runPolicyLabBench } = await import('./policy-bench.js');
+        await runPolicyLabBench({ quick });
+        return 0;
+      }
+      default:
+        return suite(quick);
     }
-    const { runMicro } = await import('./micro.js');
-    await runMicro({ json: rest.includes('--json'), quick: rest.includes('--quick') });
-    return 0;
-  }
-  if (sub === 'cni') {
-    const { runCniBench } = await import('./cni.js');
-    await runCniBench({ json: rest.includes('--json'), quick: rest.includes('--quick') });
-    return 0;
-  }
-  if (sub === 'policy') {
-    const { runPolicyLabBench } = await import('./policy-bench.js');
-    await runPolicyLabBench({ quick: rest.includes('--quick') });
-    return 0;
-  }
-  if (sub === undefined || sub === '--quick') return suite(args.includes('--quick'));
-  process.stderr.write(`twill bench: unknown part "${sub}"\n${USAGE}`);
-  return 2;
+  });
 }
 
 async function suite(quick: boolean): Promise<number> {

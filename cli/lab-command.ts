@@ -1,86 +1,147 @@
-// `twill lab ...`: up, status, exec, down, and demo (what `npm run lab` runs).
+// `twill lab ...`: up, status, exec, metrics, apply, delete, down, and demo (what `npm run lab` runs).
 import { request } from '../dataplane/agent/server.js';
 import { spawnSync } from 'node:child_process';
+import { constants } from 'node:os';
 import { labUp, labDown, labPolicies, labPods, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
 import { PROXY_MODES, type ProxyMode } from '../lab/services.js';
 import { loadState } from '../lab/state.js';
 import { agentView } from '../lab/supervisor.js';
+import { labKubeconfigFile } from '../lab/kube-role.js';
 import type { EngineTuning } from '../dataplane/engine/config.js';
 import { reachability, formatMatrix, allReachable, tcpThroughput, pingRtts, percentile, serviceReachability, allServicesReachable } from '../lab/measure.js';
 import { kernelVxlanPair } from '../bench/peers/kernel-vxlan.js';
+import { bool, int, list, oneOf, runCommand, str, type Command, type Opt, type Parsed } from './args.js';
 
-function flag(args: string[], name: string, def?: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-}
-const int = (args: string[], name: string, def: number) => {
-  const v = Number(flag(args, name, String(def)));
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer`);
-  return v;
+const NAME: Record<string, Opt> = { name: { type: 'string', value: 'LAB', help: 'the lab\'s name (default: lab); each lab has namespaces of its own' } };
+const FILES = (what: string): Record<string, Opt> => ({
+  filename: { type: 'string', short: 'f', multiple: true, value: 'FILE', help: what },
+});
+const PROXY: Record<string, Opt> = { 'proxy-mode': { type: 'string', value: 'MODE', help: 'how kube-proxy\'s Service rules are written: iptables (default, as kind) or nftables' } };
+
+export const LAB: Command = {
+  name: 'twill lab',
+  summary: 'a lab on this machine: nodes and pods as network namespaces, each node with its agent',
+  about: 'A lab on this machine: nodes and pods are network namespaces, each node runs its own agent and engine.\nNothing is added to the root namespace.',
+  commands: [
+    {
+      name: 'twill lab up', summary: 'bring a lab up (nodes, pods, DNS, Services)',
+      about: 'Brings a lab up: an underlay bridge, the nodes with their agents, the pods (each with TCP and UDP echo servers),\nDNS and the Services, and leaves it up.',
+      options: {
+        ...NAME,
+        nodes: { type: 'string', value: 'N', help: 'nodes (default: 2)' },
+        'pods-per-node': { type: 'string', value: 'M', help: 'pods on each node (default: 2)' },
+        workers: { type: 'string', value: 'W', help: 'engine workers per node (default: the machine\'s cores shared among the nodes)' },
+        'busy-poll-us': { type: 'string', value: 'U', help: 'how long a worker polls after traffic before it sleeps, µs (default: 3000; 0: never)' },
+        'pin-workers': { type: 'boolean', help: 'pin worker k to CPU k and steer flows by CPU' },
+        etcd: { type: 'boolean', help: 'the agents learn the cluster from a real etcd on the underlay' },
+        kubernetes: { type: 'boolean', help: 'the agents learn the cluster from a Kubernetes API the lab runs (its stand-in); prints the KUBECONFIG for kubectl' },
+        ...PROXY,
+        ...FILES('Kubernetes YAML: the Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply'),
+      },
+    },
+    {
+      name: 'twill lab status', summary: 'the nodes (agent pid, restarts, last exit), pods and Services',
+      options: { ...NAME, json: { type: 'boolean', help: 'one JSON object' } },
+    },
+    {
+      name: 'twill lab exec', summary: 'run a command in a pod\'s network namespace',
+      about: 'Runs a command in a pod\'s network namespace (and its resolv.conf). POD is a name or NAMESPACE/NAME.',
+      options: { ...NAME }, args: [{ name: 'POD' }], rest: 'COMMAND...',
+    },
+    {
+      name: 'twill lab metrics', summary: 'a node\'s metrics (Prometheus text)',
+      about: 'Prints a node\'s metrics in Prometheus text, from its agent\'s socket.\nEach agent also serves them at http://<node\'s underlay IP>:9871/metrics inside the lab.',
+      options: { ...NAME }, args: [{ name: 'NODE' }],
+    },
+    {
+      name: 'twill lab apply', summary: 'apply NetworkPolicies; returns once every node enforces them',
+      options: { ...NAME, ...FILES('Kubernetes YAML with NetworkPolicies') },
+    },
+    {
+      name: 'twill lab delete', summary: 'delete NetworkPolicies; returns once every node has lifted them',
+      options: { ...NAME, ...FILES('Kubernetes YAML with NetworkPolicies') },
+    },
+    { name: 'twill lab down', summary: 'stop what the lab started and delete its namespaces and files', options: { ...NAME } },
+    {
+      name: 'twill lab demo', summary: 'what `npm run lab` runs: up, reachability matrix, iperf3 beside the kernel\'s VXLAN; leaves the lab up',
+      options: { ...NAME, ...PROXY },
+    },
+  ],
 };
+for (const c of LAB.commands!) if (c.options?.filename && c.name !== 'twill lab up') c.options.filename.required = true;
+
 // --busy-poll-us N (0: workers sleep at once), --pin-workers: engine/config.ts.
-function engineFlags(args: string[]): EngineTuning {
+function engineFlags(p: Parsed): EngineTuning {
   const t: EngineTuning = {};
-  const bp = flag(args, '--busy-poll-us');
-  if (bp !== undefined) {
-    t.busyPollUs = Number(bp);
-    if (!Number.isInteger(t.busyPollUs) || t.busyPollUs < 0) throw new Error('--busy-poll-us must be a whole number of microseconds');
-  }
-  if (args.includes('--pin-workers')) t.pinWorkers = true;
+  const bp = int(p, 'busy-poll-us', { min: 0, what: 'a whole number of microseconds' });
+  if (bp !== undefined) t.busyPollUs = bp;
+  if (bool(p, 'pin-workers')) t.pinWorkers = true;
   return t;
 }
-// --proxy-mode iptables|nftables: how kube-proxy's Service rules are written on each node (lab/services.ts).
-function proxyMode(args: string[]): ProxyMode | undefined {
-  const m = flag(args, '--proxy-mode');
-  if (m === undefined && !args.includes('--proxy-mode')) return undefined;
-  if (!PROXY_MODES.includes(m as ProxyMode)) throw new Error(`--proxy-mode must be ${PROXY_MODES.join(' or ')}, not ${m === undefined ? 'nothing' : `"${m}"`}`);
-  return m as ProxyMode;
-}
 const log = (m: string) => process.stdout.write(`${m}\n`);
-const UP_USAGE = 'twill lab up [--name N] [--nodes N] [--pods-per-node M] [--workers W] [--busy-poll-us U] [--pin-workers] [--etcd] [--proxy-mode iptables|nftables] [-f pods.yaml...]';
-const files = (args: string[]) => args.flatMap((a, i) => (a === '-f' || a === '--filename' ? [args[i + 1]] : [])).filter(Boolean);
+/** `npx twill lab SUB ...` for this lab, as the user would type it next. */
+const again = (name: string, sub: string) => `npx twill lab ${sub.replace(/^(\S+)/, name === 'lab' ? '$1' : `$1 --name ${name}`)}`;
 
 export async function labCommand(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  const name = flag(rest, '--name', 'lab')!;
+  return runCommand(LAB, args, labRun);
+}
+
+async function labRun(p: Parsed): Promise<number> {
+  const name = str(p, 'name') ?? 'lab';
+  const sub = p.path[0];
   switch (sub) {
     case 'up': {
-      const mode = proxyMode(rest);
-      const s = await withInterruptCleanup(name, () => labUp({ name, nodes: int(rest, '--nodes', 2), podsPerNode: int(rest, '--pods-per-node', 2), workers: rest.includes('--workers') ? int(rest, '--workers', 1) : undefined, engine: engineFlags(rest), manifests: files(rest), etcd: rest.includes('--etcd') || undefined, proxyMode: mode, progress: log }));
-      log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`twill lab status\` lists them.`);
+      const mode = oneOf<ProxyMode>(p, 'proxy-mode', PROXY_MODES);
+      const opts = {
+        name, nodes: int(p, 'nodes', { min: 1, def: 2 }), podsPerNode: int(p, 'pods-per-node', { min: 0, def: 2 }), workers: int(p, 'workers', { min: 1 }),
+        engine: engineFlags(p), manifests: list(p, 'filename'), etcd: bool(p, 'etcd') || undefined, kubernetes: bool(p, 'kubernetes') ? 'lab' as const : undefined, proxyMode: mode, progress: log,
+      };
+      const s = await withInterruptCleanup(name, () => labUp(opts));
+      log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`${again(name, 'status')}\` lists them.`);
+      if (opts.kubernetes) log(`kubectl reaches its Kubernetes API with:\nexport KUBECONFIG=${labKubeconfigFile(s)}`);
       return 0;
     }
     case 'status': {
       const s = loadState(name);
-      if (!s) { log(`no lab "${name}" is up`); return 1; }
+      if (!s) { process.stderr.write(`twill lab status: no lab "${name}" is up\n`); return 1; }
       // pid: the live agent (null while none runs); restarts and lastExit as the node's supervisor recorded them
       const nodes = s.nodes.map((n) => { const a = agentView(n); return { name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: a.pid, restarts: a.restarts, lastExit: a.lastExit, agentState: a.state, supervisorPid: a.supervisorPid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }; });
-      const pods = labPods(s).map((p) => ({ name: p.name, namespace: p.namespace, node: p.node, netns: p.netns, ip: p.ip }));
-      const services = (s.services ?? []).map((x) => ({ ...x, endpoints: labPods(s).filter((p) => p.namespace === x.namespace && p.ip && (!x.endpoints || x.endpoints.includes(p.name))).map((p) => p.ip) }));
-      if (rest.includes('--json')) { log(JSON.stringify({ nodes, pods, proxyMode: s.proxyMode, serviceCIDR: s.serviceCIDR, services })); return 0; }
+      const pods = labPods(s).map((x) => ({ name: x.name, namespace: x.namespace, node: x.node, netns: x.netns, ip: x.ip }));
+      const services = (s.services ?? []).map((x) => ({ ...x, endpoints: labPods(s).filter((q) => q.namespace === x.namespace && q.ip && (!x.endpoints || x.endpoints.includes(q.name))).map((q) => q.ip) }));
+      if (bool(p, 'json')) { log(JSON.stringify({ nodes, pods, proxyMode: s.proxyMode, serviceCIDR: s.serviceCIDR, services })); return 0; }
       for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid ?? 'none'} (${n.agentState}, restarts ${n.restarts}${n.lastExit ? `, last exit: ${n.lastExit.reason} at ${n.lastExit.at}` : ''})`);
-      for (const p of pods) log(`pod  ${p.namespace}/${p.name}  on ${p.node}  ${p.ip}  netns ${p.netns}`);
+      for (const x of pods) log(`pod  ${x.namespace}/${x.name}  on ${x.node}  ${x.ip}  netns ${x.netns}`);
       if (s.services) log(`services (kube-proxy ${s.proxyMode} mode, service CIDR ${s.serviceCIDR}):`);
       for (const x of services) {
-        const ports = x.ports.map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`).join(',');
-        log(`svc  ${x.namespace}/${x.name}  ${x.clusterIP}  ${ports}${x.ports.some((p) => p.nodePort) ? `  externalTrafficPolicy ${x.externalTrafficPolicy ?? 'Cluster'}` : ''}  endpoints ${x.endpoints.join(',') || '<none>'}`);
+        const ports = x.ports.map((q) => `${q.port}${q.nodePort ? `:${q.nodePort}` : ''}/${q.protocol}`).join(',');
+        log(`svc  ${x.namespace}/${x.name}  ${x.clusterIP}  ${ports}${x.ports.some((q) => q.nodePort) ? `  externalTrafficPolicy ${x.externalTrafficPolicy ?? 'Cluster'}` : ''}  endpoints ${x.endpoints.join(',') || '<none>'}`);
       }
       return 0;
     }
     case 'exec': {
       const s = loadState(name);
-      const dash = rest.indexOf('--');
-      const podName = rest[0];
-      const pod = s && labPods(s).find((p) => p.name === podName || `${p.namespace}/${p.name}` === podName);
-      if (!pod || dash < 0 || dash === rest.length - 1) { log('usage: twill lab exec <pod> -- <command...>'); return 2; }
-      const r = spawnSync('ip', ['netns', 'exec', pod.netns, ...rest.slice(dash + 1)], { stdio: 'inherit' });
-      return r.status ?? 1;
+      if (!s) { process.stderr.write(`twill lab exec: no lab "${name}" is up\n`); return 1; }
+      const want = p.args[0];
+      const all = labPods(s);
+      const pod = all.find((x) => `${x.namespace}/${x.name}` === want) ?? all.find((x) => x.name === want && (x.namespace === 'default' || all.filter((y) => y.name === want).length === 1));
+      if (!pod) {
+        process.stderr.write(`twill lab exec: no pod "${want}" in lab "${name}"; its pods: ${all.map((x) => `${x.namespace}/${x.name}`).join(', ') || 'none'}\n`);
+        return 1;
+      }
+      const r = spawnSync('ip', ['netns', 'exec', pod.netns, ...p.rest], { stdio: 'inherit' });
+      if (r.error) { process.stderr.write(`twill lab exec: ip netns exec ${pod.netns} ${p.rest[0]}: ${r.error.message}\n`); return 1; }
+      return r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0);
     }
     case 'metrics': {
       const s = loadState(name);
-      const n = s?.nodes.find((x) => x.name === rest[0]);
-      if (!n) { log(`usage: twill lab metrics <node>   (nodes: ${s?.nodes.map((x) => x.name).join(', ') ?? 'no lab is up'})`); return 2; }
-      process.stdout.write(String(await request(n.socket, { op: 'metrics' })));
+      if (!s) { process.stderr.write(`twill lab metrics: no lab "${name}" is up\n`); return 1; }
+      const n = s.nodes.find((x) => x.name === p.args[0]);
+      if (!n) { process.stderr.write(`twill lab metrics: no node "${p.args[0]}" in lab "${name}"; its nodes: ${s.nodes.map((x) => x.name).join(', ')}\n`); return 1; }
+      try {
+        process.stdout.write(String(await request(n.socket, { op: 'metrics' })));
+      } catch (e) {
+        throw new Error(`${n.name}'s agent at ${n.socket}: ${e instanceof Error ? e.message : String(e)}`);
+      }
       return 0;
     }
     case 'down': {
@@ -90,16 +151,12 @@ export async function labCommand(args: string[]): Promise<number> {
     }
     case 'apply':
     case 'delete': {
-      if (!files(rest).length) { log(`usage: twill lab ${sub} -f FILE [-f FILE...]`); return 2; }
-      const r = await labPolicies(name, files(rest), sub === 'delete');
+      const r = await labPolicies(name, list(p, 'filename'), sub === 'delete');
       log(`${sub === 'apply' ? 'applied' : 'deleted'}: ${r.policies} NetworkPolicies in force, enforced by every node in ${r.ms.toFixed(0)} ms`);
       return 0;
     }
-    case 'demo':
-      return demo(name, proxyMode(rest));
-    default:
-      log(`usage: twill lab up|status|exec|metrics|apply|delete|down|demo\n  ${UP_USAGE}`);
-      return 2;
+    default: // demo
+      return demo(name, oneOf<ProxyMode>(p, 'proxy-mode', PROXY_MODES));
   }
 }
 
@@ -141,10 +198,14 @@ async function demo(name: string, mode?: ProxyMode): Promise<number> {
   log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping p50 ${krtt.toFixed(0)} µs`);
   log(`  ratio         ${(twill / kg).toFixed(3)}`);
   log(`\n${ok ? 'every pod reaches every other pod, the Service and the DNS' : 'SOME PAIRS FAILED (see the matrix)'}. The lab stays up:`);
-  log(`  node dist/cli/twill.js lab status             list nodes, pods and Services`);
-  log(`  node dist/cli/twill.js lab exec ${a.name} -- ping ${b.ip}`);
-  log(`  node dist/cli/twill.js lab exec ${a.name} -- getent hosts ${echo.name}`);
-  log(`  node dist/cli/twill.js lab metrics ${s.nodes[0].name}          its engine's counters (Prometheus text)`);
-  log(`  node dist/cli/twill.js lab down               tear it all down`);
+  const next: [string, string][] = [
+    ['status', 'list nodes, pods and Services'],
+    [`exec ${a.name} -- ping ${b.ip}`, ''],
+    [`exec ${a.name} -- getent hosts ${echo.name}`, ''],
+    [`metrics ${s.nodes[0].name}`, 'its engine\'s counters (Prometheus text)'],
+    ['down', 'tear it all down'],
+  ];
+  const w = Math.max(...next.map(([c]) => again(name, c).length)) + 3;
+  for (const [c, what] of next) log(`  ${what ? again(name, c).padEnd(w) + what : again(name, c)}`);
   return ok ? 0 : 1;
 }

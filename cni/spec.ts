@@ -3,6 +3,14 @@
 // 1.0.0 dropped it; 1.1.0 added interface mtu, among other fields).
 
 export const SUPPORTED_VERSIONS = ['0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
+
+/**
+ * twill's own version, as package.json has it (test/cli/cli.test.ts keeps the two equal);
+ * `twill --version` and twill-cni print it. A constant, not a read of package.json:
+ * twill-cni is a single executable with no package.json beside it. It lives here, with
+ * the plugin's sources, so a change rebuilds the executable.
+ */
+export const VERSION = '0.1.0';
 export const LATEST = '1.1.0';
 
 export const ERR = {

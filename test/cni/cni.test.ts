@@ -4,8 +4,8 @@
 // nothing is sent outside these namespaces.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -77,6 +77,25 @@ describe('VERSION', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('supportedVersions');
   });
+
+  test('without CNI_COMMAND (a person running it): name, version and supported versions on stderr, exit 0, as the reference plugins', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(path.dirname(BIN), '../../package.json'), 'utf8')) as { version: string };
+    const want = `CNI plugin twill-cni version ${pkg.version}\nCNI protocol versions supported: 0.3.1, 0.4.0, 1.0.0, 1.1.0\n`;
+    for (const env of [{}, { CNI_COMMAND: '' }, { PATH: PATH_ENV, CNI_CONTAINERID: 'x', CNI_IFNAME: 'eth0' }]) {
+      // stdin stays open and is never written, as at a terminal: the plugin must not wait for it
+      const ch = spawn(BIN, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '', err = '';
+      ch.stdout.on('data', (d: Buffer) => (out += d));
+      ch.stderr.on('data', (d: Buffer) => (err += d));
+      const killer = setTimeout(() => ch.kill('SIGKILL'), 10_000);
+      const code = await new Promise<number | null>((resolve) => ch.on('close', resolve));
+      clearTimeout(killer);
+      ch.stdin.destroy();
+      expect(code, `${JSON.stringify(env)}: ${err}`).toBe(0);
+      expect(err).toBe(want);
+      expect(out).toBe('');
+    }
+  });
 });
 
 describe('errors: the spec\'s code, a message saying what to fix, non-zero exit, nothing left behind', () => {
@@ -103,7 +122,6 @@ describe('errors: the spec\'s code, a message saying what to fix, non-zero exit,
   test('missing or bad environment variables → 4', () => {
     const p = pods.add();
     expectError(run({ command: 'ADD', netns: p.path }, conf()), 4, /CNI_CONTAINERID/);
-    expectError(run({ command: 'ADD', containerId: cid(), netns: p.path, env: { CNI_COMMAND: undefined } }, conf()), 4, /CNI_COMMAND/);
     expectError(run({ command: 'FROB', containerId: cid(), netns: p.path }, conf()), 4, /unknown CNI_COMMAND/);
     expectError(run({ command: 'ADD', containerId: cid(), netns: p.path, args: 'K8S_POD_NAME' }, conf()), 4, /CNI_ARGS/);
     expectError(run({ command: 'ADD', containerId: cid(), netns: p.path, ifname: 'a/b' }, conf()), 4, /CNI_IFNAME/);

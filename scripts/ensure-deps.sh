@@ -32,6 +32,7 @@ PKGS=(
   containernetworking-plugins:/usr/lib/cni/portmap
   busybox-static:/bin/busybox
   debootstrap:/usr/sbin/debootstrap
+  git:/usr/bin/git
   wireguard-go:/usr/bin/wireguard-go
   wireguard-tools:/usr/bin/wg
   libpcap-dev:/usr/include/pcap.h

@@ -38,7 +38,7 @@ import { hostIfName } from '../../cni/plugin.js';
 import { installNodeCni, invokeCni } from '../../cni/runtime.js';
 import { alive, stopPid } from '../../lab/sh.js';
 import { ensureBinary } from '../cni/helpers.js';
-import { agentPods, hex, inCidr24, ipamHeld, labName, linkExists, ping, sh, waitForEcho, PATH_ENV } from './helpers.js';
+import { agentPods, hex, inCidr24, ipamHeld, labName, linkExists, ping, sh, waitForEcho, PATH_ENV, sweepContainerd } from './helpers.js';
 
 const LAB = labName();
 const IMAGE = 'docker.io/twill/busybox:rt';
@@ -226,15 +226,7 @@ afterAll(async () => {
   if (sock && ctdPid && alive(ctdPid)) for (const id of containers) removeContainer(id);
   if (ctdPid) await stopPid(ctdPid, 5000);
   if (T) {
-    // Shims of our containerd (their command line names our socket), should any be left.
-    for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-      let cmd = '';
-      try { cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8'); } catch { continue; }
-      if (cmd.startsWith('/usr/bin/containerd-shim') && cmd.includes(sock)) await stopPid(Number(p));
-    }
-    // Mounts under our temp dir (a container rootfs if a task was left), innermost first.
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m && m.startsWith(`${T}/`));
-    for (const m of mounts.reverse()) sh('umount', ['-l', m]);
+    await sweepContainerd(T, sock); // shims and container mounts, should any be left
     rmSync(T, { recursive: true, force: true });
   }
   for (const id of containers) {

@@ -3,7 +3,7 @@
 // (the labs' own are tw<lab>-*); every process started here is stopped by PID.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { request } from '../../dataplane/agent/server.js';
 import { stopPid } from '../../lab/sh.js';
@@ -174,4 +174,18 @@ export function resultIP(result: Record<string, unknown>): string {
 /** True when `ip` lies in the a.b.c.0/24 pod CIDR. */
 export function inCidr24(ip: string, cidr: string): boolean {
   return ip.split('.').slice(0, 3).join('.') === cidr.split('/')[0].split('.').slice(0, 3).join('.');
+}
+
+/**
+ * What a private containerd (its socket `sock`, its files under `dir`) may leave
+ * behind: shims that name the socket, and mounts under dir (innermost first).
+ */
+export async function sweepContainerd(dir: string, sock: string): Promise<void> {
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    let cmd = '';
+    try { cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8'); } catch { continue; }
+    if (cmd.startsWith('/usr/bin/containerd-shim') && cmd.includes(sock)) await stopPid(Number(p));
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m && m.startsWith(`${dir}/`));
+  for (const m of mounts.reverse()) sh('umount', ['-l', m]);
 }

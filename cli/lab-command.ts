@@ -2,7 +2,7 @@
 import { request } from '../dataplane/agent/server.js';
 import { spawnSync } from 'node:child_process';
 import { constants } from 'node:os';
-import { labUp, labDown, labPolicies, labPods, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
+import { labUp, labDown, labPolicies, labPods, labUpgrade, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
 import { PROXY_MODES, type ProxyMode } from '../lab/services.js';
 import { loadState } from '../lab/state.js';
 import { agentView } from '../lab/supervisor.js';
@@ -51,6 +51,11 @@ export const LAB: Command = {
     {
       name: 'twill lab metrics', summary: 'a node\'s metrics (Prometheus text)',
       about: 'Prints a node\'s metrics in Prometheus text, from its agent\'s socket.\nEach agent also serves them at http://<node\'s underlay IP>:9871/metrics inside the lab.',
+      options: { ...NAME }, args: [{ name: 'NODE' }],
+    },
+    {
+      name: 'twill lab upgrade', summary: 'replace a node\'s agent by a new process without an outage',
+      about: 'Replaces a node\'s agent by a new process, as a DaemonSet rolling update with maxSurge does: the node\'s\nsupervisor starts a new agent, which takes the node over from the running one (its queues, its flows),\nthen stops the old one. Returns once the new agent serves the node.',
       options: { ...NAME }, args: [{ name: 'NODE' }],
     },
     {
@@ -131,6 +136,13 @@ async function labRun(p: Parsed): Promise<number> {
       const r = spawnSync('ip', ['netns', 'exec', pod.netns, ...p.rest], { stdio: 'inherit' });
       if (r.error) { process.stderr.write(`twill lab exec: ip netns exec ${pod.netns} ${p.rest[0]}: ${r.error.message}\n`); return 1; }
       return r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0);
+    }
+    case 'upgrade': {
+      const s = loadState(name);
+      if (!s) { process.stderr.write(`twill lab upgrade: no lab "${name}" is up\n`); return 1; }
+      const r = await labUpgrade(s, p.args[0]);
+      log(`agent of ${p.args[0]} upgraded: pid ${r.pid} took over in ${r.ms.toFixed(0)} ms`);
+      return 0;
     }
     case 'metrics': {
       const s = loadState(name);

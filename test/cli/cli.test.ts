@@ -41,7 +41,7 @@ const listed = (usage: string): string[] => {
 
 describe('help', () => {
   const expected: Record<string, string[]> = {
-    lab: ['up', 'status', 'exec', 'metrics', 'apply', 'delete', 'down', 'demo'],
+    lab: ['up', 'status', 'exec', 'metrics', 'upgrade', 'apply', 'delete', 'down', 'demo'],
     policy: ['matrix', 'trace', 'bench'],
     bench: ['micro', 'cni', 'policy'],
     agent: [],
@@ -80,7 +80,7 @@ describe('help', () => {
         }
       }
     }
-    expect(checked).toBe(2 * (4 + 8 + 3 + 3));
+    expect(checked).toBe(2 * (4 + 9 + 3 + 3));
   });
 
   it('--help wins wherever it stands before --, even beside a mistake; `twill help CMD` is CMD --help', () => {

@@ -16,7 +16,7 @@ import { readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { labUp, labDown, nodeCni } from '../lab/lab.js';
-import { ipn, netnsDel } from '../lab/sh.js';
+import { ipn, netnsDel } from '../lib/sh.js';
 
 export interface CniBenchOptions { quick?: boolean; json?: boolean }
 export interface CniBenchResult {

@@ -21,7 +21,7 @@ import { labCommit, labDown, labPolicies, labUp } from '../lab/lab.js';
 import { tcpThroughput } from '../lab/measure.js';
 import { type LabPod } from '../lab/state.js';
 import { makeBenchModel, runPolicyBench } from '../policy/bench.js';
-import type { Change } from '../dataplane/agent/datastore.js';
+import type { Change } from '../agent/sources/file.js';
 import { podKey, type ClusterModel, type NetworkPolicy } from '../policy/model.js';
 
 export interface PolicyLabBenchResult {

@@ -1,5 +1,5 @@
 // `twill lab ...`: up, status, exec, metrics, apply, delete, down, and demo (what `npm run lab` runs).
-import { request } from '../dataplane/agent/server.js';
+import { request } from '../agent/socket.js';
 import { spawnSync } from 'node:child_process';
 import { constants } from 'node:os';
 import { labUp, labDown, labPolicies, labPods, labUpgrade, nodeCni, ECHO_SERVICES } from '../lab/lab.js';

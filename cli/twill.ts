@@ -4,7 +4,7 @@
 // Each command's options and usage text are described once (cli/args.ts).
 import { runCommand, closest, usage, usageErrorText, UsageError, str, type Command } from './args.js';
 import { VERSION } from '../cni/spec.js';
-import type { AgentConfig } from '../dataplane/agent/main.js';
+import type { AgentConfig } from '../agent/main.js';
 
 const AGENT: Command = {
   name: 'twill agent',
@@ -34,7 +34,7 @@ async function namedSourceFailure(cfg: AgentConfig, e: unknown): Promise<unknown
   if (!(e instanceof Error) || cfg.datastore !== undefined) return e;
   const x = e as NodeJS.ErrnoException;
   const network = ['connect', 'getaddrinfo', 'read', 'write'].includes(x.syscall ?? '') || /CERT|TLS|SELF_SIGNED|UNABLE_TO|ECONNRESET|ETIMEDOUT/.test(String(x.code ?? ''));
-  const { KubeError, inClusterConfig } = await import('../dataplane/agent/kube-client.js');
+  const { KubeError, inClusterConfig } = await import('../agent/sources/kube/client.js');
   if (cfg.etcd) {
     const eps = cfg.etcd.endpoints ?? [];
     return network && !eps.some((u) => e.message.includes(u.replace(/\/$/, ''))) ? new Error(`etcd ${eps.join(', ')}: ${e.message}`, { cause: e }) : e;
@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     case 'bench': { const { benchCommand } = await import('../bench/cli.js'); return benchCommand(rest); }
     case 'agent':
       return runCommand(AGENT, rest, async (p) => {
-        const { runAgent, loadAgentConfig } = await import('../dataplane/agent/main.js');
+        const { runAgent, loadAgentConfig } = await import('../agent/main.js');
         const cfg = loadAgentConfig(str(p, 'config')!);
         try {
           await runAgent(cfg);

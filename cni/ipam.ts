@@ -20,6 +20,8 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { formatIPv4Address, parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
+
 
 export interface Owner { containerId: string; ifname: string }
 
@@ -34,23 +36,6 @@ export class IpamExhausted extends Error {}
 
 export function ownerKey(o: Owner): string { return `${o.containerId}:${o.ifname}`; }
 
-export function parseIPv4(s: string): number {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) throw new Error(`${JSON.stringify(s)} is not an IPv4 address`);
-  const o = m.slice(1).map(Number);
-  if (o.some((x) => x > 255)) throw new Error(`${JSON.stringify(s)} is not an IPv4 address`);
-  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
-}
-export function formatIPv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-export function parseCidr(s: string): { net: number; len: number } {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(s);
-  if (!m || Number(m[2]) > 32) throw new Error(`${JSON.stringify(s)} is not an IPv4 CIDR (a.b.c.d/len)`);
-  const len = Number(m[2]);
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return { net: (parseIPv4(m[1]) & mask) >>> 0, len };
-}
 
 export class Ipam {
   readonly first: number = 0;
@@ -61,15 +46,15 @@ export class Ipam {
   /** Without a range the store can find, list and release, but not allocate (DEL, CHECK, GC need no subnet). */
   constructor(readonly dir: string, readonly range?: IpamRange) {
     if (!range) return;
-    const c = parseCidr(range.subnet);
+    const c = parseIPv4Cidr(range.subnet);
     if (c.len > 30) throw new Error(`subnet ${range.subnet} is too small for pods`);
     this.prefixLen = c.len;
-    const bcast = (c.net + 2 ** (32 - c.len) - 1) >>> 0;
-    this.first = range.rangeStart ? parseIPv4(range.rangeStart) : c.net + 2;
-    this.last = range.rangeEnd ? parseIPv4(range.rangeEnd) : bcast - 1;
-    this.gw = parseIPv4(range.gateway);
-    if (this.first <= c.net || this.last >= bcast || this.first > this.last) {
-      throw new Error(`range ${formatIPv4(this.first)}-${formatIPv4(this.last)} is not inside ${range.subnet}`);
+    const bcast = (c.prefix + 2 ** (32 - c.len) - 1) >>> 0;
+    this.first = range.rangeStart ? parseIPv4Address(range.rangeStart) : c.prefix + 2;
+    this.last = range.rangeEnd ? parseIPv4Address(range.rangeEnd) : bcast - 1;
+    this.gw = parseIPv4Address(range.gateway);
+    if (this.first <= c.prefix || this.last >= bcast || this.first > this.last) {
+      throw new Error(`range ${formatIPv4Address(this.first)}-${formatIPv4Address(this.last)} is not inside ${range.subnet}`);
     }
   }
 
@@ -96,13 +81,13 @@ export class Ipam {
       const size = this.last - this.first + 1;
       let start = this.first;
       try {
-        const hint = parseIPv4(readFileSync(path.join(this.dir, 'last_reserved_ip'), 'utf8').trim());
+        const hint = parseIPv4Address(readFileSync(path.join(this.dir, 'last_reserved_ip'), 'utf8').trim());
         if (hint >= this.first && hint <= this.last) start = hint + 1;
       } catch { /* no hint yet */ }
       const order: string[] = [];
       for (let i = 0; i < size; i++) {
         const n = this.first + ((start - this.first + i) % size);
-        if (n !== this.gw) order.push(formatIPv4(n));
+        if (n !== this.gw) order.push(formatIPv4Address(n));
       }
       // Names not on disk first; then those on disk, which may be empty (= free) dirs.
       for (const ip of [...order.filter((x) => !taken.has(x)), ...order.filter((x) => taken.has(x))]) {
@@ -116,7 +101,7 @@ export class Ipam {
         try { writeFileSync(path.join(this.dir, 'last_reserved_ip'), ip); } catch { /* a hint */ }
         return { ip, existing: false };
       }
-      throw new IpamExhausted(`no free address in ${this.range!.subnet} (${formatIPv4(this.first)}-${formatIPv4(this.last)}): all ${order.length} are in use`);
+      throw new IpamExhausted(`no free address in ${this.range!.subnet} (${formatIPv4Address(this.first)}-${formatIPv4Address(this.last)}): all ${order.length} are in use`);
     } finally {
       rmSync(tmp, { recursive: true, force: true }); // gone already when the rename succeeded
     }
@@ -157,7 +142,7 @@ export class Ipam {
   free(): number {
     const held = new Set(this.list().map((x) => x.ip));
     let n = 0;
-    for (let a = this.first; a <= this.last; a++) if (a !== this.gw && !held.has(formatIPv4(a))) n++;
+    for (let a = this.first; a <= this.last; a++) if (a !== this.gw && !held.has(formatIPv4Address(a))) n++;
     return n;
   }
 

@@ -14,11 +14,13 @@
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { request } from '../dataplane/agent/server.js';
+import { request } from '../agent/socket.js';
 import { wirePod, unwirePod, podExec } from './wire.js';
-import { run } from '../lab/sh.js';
-import { Ipam, IpamExhausted, parseCidr, type Owner } from './ipam.js';
+import { run } from '../lib/sh.js';
+import { Ipam, IpamExhausted, type Owner } from './ipam.js';
+import { parseIPv4Cidr } from '../lib/ipv4.js';
 import { CniError, ERR, LATEST, SUPPORTED_VERSIONS, errorJson, formatResult, parseResult, supported, versionAtLeast, type Dns, type Result } from './spec.js';
+import { VXLAN_OVERHEAD } from '../dataplane/packet/vxlan.js';
 
 export type Env = Record<string, string | undefined>;
 
@@ -39,7 +41,6 @@ interface AgentStatus { node: string; podCIDR: string; gatewayIP: string; mtu: n
 
 export const DEFAULT_SOCKET = '/run/twill/agent.sock';
 export const DEFAULT_IPAM_DIR = '/var/lib/twill/ipam';
-const VXLAN_OVERHEAD = 50;
 
 const log = (msg: string) => { try { process.stderr.write(`twill-cni: ${msg}\n`); } catch { /* stderr closed */ } };
 
@@ -122,7 +123,7 @@ export function parseConf(stdin: string): NetConf {
     dns: r.dns as Dns | undefined, prevResult: r.prevResult, raw: r,
   };
   if (conf.ipam.subnet) {
-    try { parseCidr(conf.ipam.subnet); } catch (e) { throw new CniError(ERR.INVALID_CONFIG, `ipam.subnet: ${(e as Error).message}`); }
+    try { parseIPv4Cidr(conf.ipam.subnet); } catch (e) { throw new CniError(ERR.INVALID_CONFIG, `ipam.subnet: ${(e as Error).message}`); }
   }
   return conf;
 }

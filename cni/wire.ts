@@ -22,7 +22,7 @@
 // nsenter'd shell (a builtin write for the sysctl, ethtool, one `ip -batch`).
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { ipn, nsExec, run } from '../lab/sh.js';
+import { ipn, nsExec, run } from '../lib/sh.js';
 
 export interface WireSpec {
   hostNs: string; // netns name of the node, or "" when we already run inside it

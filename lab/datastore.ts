@@ -1,11 +1,11 @@
-// The lab's side of the datastore (format in dataplane/agent/datastore.ts): it creates
+// The lab's side of the datastore (format in agent/sources/file.ts): it creates
 // the snapshot, adds one change set per change, and folds change sets into a new
 // snapshot once they outweigh it, so readers never replay much and the directory stays
 // small. Writers may run at once (two `lab apply`, a test beside a lab command): a
 // change set is linked into place under the next free revision, and one writer folds.
 import { linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { FileSource, changeFile, changeRevs, changesDir, readSnapshot, snapshotFile, type Change, type ClusterView } from '../dataplane/agent/datastore.js';
+import { FileSource, changeFile, changeRevs, changesDir, readSnapshot, snapshotFile, type Change, type ClusterView } from '../agent/sources/file.js';
 
 const COMPACT_FILES = 64;
 const COMPACT_BYTES = 1 << 20;

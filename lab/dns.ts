@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { alive } from './sh.js';
+import { alive } from './proc.js';
 import type { ServiceSpec } from './services.js';
 
 export const CLUSTER_DOMAIN = 'cluster.local';

@@ -6,9 +6,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync } from 'node:fs';
 import path from 'node:path';
-import { ipn } from './sh.js';
+import { ipn } from '../lib/sh.js';
 import { saveState, type LabState } from './state.js';
-import { FLANNEL_PREFIX, MODEL_PREFIX } from '../dataplane/agent/etcd-source.js';
+import { FLANNEL_PREFIX, MODEL_PREFIX } from '../agent/sources/etcd/source.js';
 import type { ContainerPort } from '../policy/model.js';
 
 export const LAB_ETCD_IP = '172.30.0.2';

@@ -16,10 +16,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, release, totalmem } from 'node:os';
 import path from 'node:path';
-import { KubeClient, KubeError, type KubeConfig } from '../dataplane/agent/kube-client.js';
+import { KubeClient, KubeError, type KubeConfig } from '../agent/sources/kube/client.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import type { ContainerPort } from '../policy/model.js';
-import { alive } from './sh.js';
+import { alive } from './proc.js';
 import { saveState, type LabNode, type LabState } from './state.js';
 
 /** The kubeconfig a lab in Kubernetes mode writes for kubectl. */

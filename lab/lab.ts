@@ -6,24 +6,25 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
-import { alive, ipn, netnsDel, netnsList, procStart, sameProcess, stopProcess, sysctl } from './sh.js';
+import { ipn, netnsDel, netnsList, sysctl } from '../lib/sh.js';
+import { alive, procStart, sameProcess, stopProcess } from './proc.js';
 import { AGENT_GRACE_MS, agentConfigFile, readSupervisorStatus, supervisorLogFile } from './supervisor.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
 import { distFile } from '../dataplane/engine/paths.js';
-import { request } from '../dataplane/agent/server.js';
+import { request } from '../agent/socket.js';
 import { installNodeCni, cniAdd, type NodeCni } from '../cni/runtime.js';
-import { formatIPv4, parseCidr4 } from '../dataplane/tables/lpm4.js';
-import type { AgentConfig } from '../dataplane/agent/main.js';
+import { formatIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
+import type { AgentConfig } from '../agent/main.js';
 import type { EngineTuning } from '../dataplane/engine/config.js';
-import type { Change, NodeRecord, PolicyView } from '../dataplane/agent/datastore.js';
+import type { Change, NodeRecord, PolicyView } from '../agent/sources/file.js';
 import { commitChanges, createDatastore, latestRev, readDatastore } from './datastore.js';
 import { loadModelFiles } from '../policy/manifests.js';
 import { NS_NAME_LABEL, podKey, type ContainerPort, type Namespace } from '../policy/model.js';
 import { launchWorkload } from './workload-process.js';
 import { LabKube, labKubeconfigFile, startLabKubeApi } from './kube-role.js';
 import { etcdNamespace, etcdPod, labEtcdEndpoint, startLabEtcd } from './etcd-role.js';
-import { vtepMacFor } from '../dataplane/agent/addressing.js';
-import type { KubeConfig } from '../dataplane/agent/kube-client.js';
+import { vtepMacFor } from '../agent/addressing.js';
+import type { KubeConfig } from '../agent/sources/kube/client.js';
 import { applyProxyRules, validateService, SERVICE_CIDR, type Endpoint, type ProxyMode, type ProxyView, type ServiceSpec } from './services.js';
 import { DNS_POD, DNS_SERVICE, dnsRecords, launchDns, removePodResolvConfs, writeDnsRecords, writePodResolvConf } from './dns.js';
 
@@ -75,12 +76,12 @@ export async function labUp(o: UpOptions = {}): Promise<LabState> {
     ipn(s.underlayNs, 'link', 'set', 'br0', 'up');
     const mtu = s.underlayMTU;
     const count = o.nodes ?? 2;
-    const cluster = parseCidr4(s.clusterCIDR);
+    const cluster = parseIPv4Cidr(s.clusterCIDR);
     for (let i = 1; i <= count; i++) {
       const node = `node${i}`;
       const n: LabNode = {
         name: node, netns: `${prefix}${node}`, underlayIP: `${UNDERLAY_NET}.${10 + i}`,
-        podCIDR: `${formatIPv4((cluster.prefix + (i << 8)) >>> 0)}/24`, vtepMAC: vtepMacFor(o.kubernetes ? node : `${name}/${node}`), // with an API, the agent's own choice
+        podCIDR: `${formatIPv4Address((cluster.prefix + (i << 8)) >>> 0)}/24`, vtepMAC: vtepMacFor(o.kubernetes ? node : `${name}/${node}`), // with an API, the agent's own choice
         pid: 0, stateDir: path.join(s.dir, node), socket: path.join(s.dir, node, 'agent.sock'), log: path.join(s.dir, node, 'agent.log'),
       };
       say(`${node}: namespace ${n.netns}, underlay ${n.underlayIP}, pods ${n.podCIDR}`);
@@ -153,7 +154,7 @@ function addNodeNs(s: LabState, n: LabNode, mtu: number): void {
   mkdirSync(n.stateDir, { recursive: true });
 }
 
-/** The lab's datastore (dataplane/agent/datastore.ts): the directory every agent watches. */
+/** The lab's datastore (agent/sources/file.ts): the directory every agent watches. */
 export function datastoreDir(s: Pick<LabState, 'dir'>): string { return path.join(s.dir, 'datastore'); }
 
 const nodeRecord = (n: LabNode): NodeRecord => ({ name: n.name, underlayIP: n.underlayIP, podCIDR: n.podCIDR, vtepMAC: n.vtepMAC, backend: 'twill' });
@@ -218,7 +219,7 @@ export async function startAgent(s: LabState, n: LabNode): Promise<void> {
 
 /**
  * Upgrades a node's agent without an outage: its supervisor starts a new agent
- * that takes the node over from the running one (dataplane/agent/handover.ts),
+ * that takes the node over from the running one (agent/handover.ts),
  * then stops the old one. Resolves with the new agent's pid once it serves the node.
  */
 export async function labUpgrade(s: LabState, nodeName: string, timeoutMs = 40_000): Promise<{ pid: number; ms: number }> {

@@ -2,7 +2,7 @@
 // between every pair of pods, then each pod to a Service and to the cluster DNS),
 // iperf3 throughput and ping RTTs between two pods.
 import { spawn } from 'node:child_process';
-import { capture, untilOutput } from './sh.js';
+import { capture, untilOutput } from '../lib/sh.js';
 import { distFile } from '../dataplane/engine/paths.js';
 import type { LabPod } from './state.js';
 

@@ -6,7 +6,7 @@
 // pure, applying it is one command per node, and a re-render replaces the last one
 // whole.
 import { createHash } from 'node:crypto';
-import { run } from './sh.js';
+import { run } from '../lib/sh.js';
 
 export type ProxyMode = 'iptables' | 'nftables';
 export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables'];

@@ -1,12 +1,12 @@
 // What a running lab is made of, kept on disk so `twill lab down` (or a later
 // command) can find every namespace and process it created. The cluster's objects
 // (namespaces, pods' labels, NetworkPolicies) live in its datastore (lab/datastore.ts).
-import type { KubeConfig } from '../dataplane/agent/kube-client.js';
+import type { KubeConfig } from '../agent/sources/kube/client.js';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { EngineTuning } from '../dataplane/engine/config.js';
 import type { ProxyMode, ServiceSpec } from './services.js';
-import { procStart } from './sh.js';
+import { procStart } from './proc.js';
 
 /** A process the lab started, named so that a reused pid is never taken for it: its start time, /proc/<pid>/stat field 22. */
 export interface LabProcess { pid: number; start: number }

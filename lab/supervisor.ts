@@ -10,16 +10,16 @@
 //
 // On SIGUSR2 it upgrades the agent without an outage, as a DaemonSet with maxSurge
 // does: it starts a second agent beside the first, which takes the node over
-// (dataplane/agent/handover.ts), and once the new one answers on the node's socket
+// (agent/handover.ts), and once the new one answers on the node's socket
 // it stops the old one, now idle (`twill lab upgrade`, labUpgrade in lab/lab.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { distFile } from '../dataplane/engine/paths.js';
-import { procStart, sameProcess } from './sh.js';
+import { procStart, sameProcess } from './proc.js';
 import { loadState, type LabNode, type LabProcess } from './state.js';
-import { request } from '../dataplane/agent/server.js';
+import { request } from '../agent/socket.js';
 
 export interface AgentExit {
   pid: number;

@@ -7,7 +7,7 @@ import { podKey, type ClusterModel, type Pod, type Protocol } from './model.js';
 import { reachabilityMatrix, tracePair } from './matrix.js';
 import type { Explanation } from '../dataplane/tables/policy.js';
 import { isObj } from './validate.js';
-import { formatIPv4, parseCidr4, parseIPv4 } from '../dataplane/tables/lpm4.js';
+import { formatIPv4Address, parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
 import { bool, int, list, oneOf, runCommand, str, UsageError, type Command, type Opt, type Parsed } from '../cli/args.js';
 
 const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
@@ -84,19 +84,19 @@ function hostNetworkPods(files: string[]): Set<string> {
 export function addressPods(model: ClusterModel, clusterCIDR = DEFAULT_CLUSTER_CIDR, hostNetwork = new Set<string>()): { pod: Pod; ip: string }[] {
   const todo = model.pods.filter((p) => p.ip === undefined && !hostNetwork.has(podKey(p)));
   if (!todo.length) return [];
-  const cluster = parseCidr4(clusterCIDR);
+  const cluster = parseIPv4Cidr(clusterCIDR);
   const nodes = Math.max(2, Math.ceil(todo.length / 250));
   if (cluster.len > 24 || (nodes + 1) << 8 > 2 ** (32 - cluster.len)) {
     throw new Error(`cluster CIDR ${clusterCIDR} has no room for ${nodes} nodes' /24 pod CIDRs (as the lab gives them): use a /22 or wider`);
   }
-  const taken = new Set(model.pods.flatMap((p) => (p.ip ? [parseIPv4(p.ip)] : [])));
+  const taken = new Set(model.pods.flatMap((p) => (p.ip ? [parseIPv4Address(p.ip)] : [])));
   const next = new Array<number>(nodes + 1).fill(2);
   return todo.map((pod, k) => {
     const node = (k % nodes) + 1;
     const base = (cluster.prefix + (node << 8)) >>> 0;
     while (taken.has(base + next[node]) && next[node] < 254) next[node]++;
-    if (next[node] > 254) throw new Error(`no free address left in node${node}'s pod CIDR ${formatIPv4(base)}/24`);
-    const ip = formatIPv4(base + next[node]++);
+    if (next[node] > 254) throw new Error(`no free address left in node${node}'s pod CIDR ${formatIPv4Address(base)}/24`);
+    const ip = formatIPv4Address(base + next[node]++);
     pod.ip = ip;
     return { pod, ip };
   });
@@ -115,7 +115,7 @@ function loadModel(p: Parsed): ClusterModel {
   }
   const cidr = str(p, 'cluster-cidr') ?? DEFAULT_CLUSTER_CIDR;
   try {
-    parseCidr4(cidr);
+    parseIPv4Cidr(cidr);
   } catch (e) {
     throw new UsageError(`--cluster-cidr: ${(e as Error).message}`, p.cmd);
   }

@@ -14,7 +14,8 @@
 //    a change publishes a new pod directory over it (see tables.ts).
 // Model objects are treated as immutable: pass a new object to change a pod, namespace
 // or policy (unchanged objects are recognised by identity, so they are not re-hashed).
-import { Lpm4Builder, parseCidr4, parseIPv4 } from '../dataplane/tables/lpm4.js';
+import { Lpm4Builder } from '../dataplane/tables/lpm4.js';
+import { parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
 import {
   PROTO_NUM, canonical, effectivePolicyTypes, selectorMatches,
   type ClusterModel, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod,
@@ -87,7 +88,7 @@ export interface CompileStats {
 
 function cidrRange(cidr: string): [number, number] | undefined {
   if (cidr.includes(':')) return undefined; // IPv6: twill's dataplane is IPv4
-  const { prefix, len } = parseCidr4(cidr);
+  const { prefix, len } = parseIPv4Cidr(cidr);
   return [prefix, len === 0 ? 0xffffffff : prefix + 2 ** (32 - len) - 1];
 }
 
@@ -195,7 +196,7 @@ export class PolicyCompiler {
         old.obj = pod;
         continue;
       }
-      const ip = pod.ip ? parseIPv4(pod.ip) : -1;
+      const ip = pod.ip ? parseIPv4Address(pod.ip) : -1;
       const portsCanon = canonical(pod.containerPorts);
       if (!old || old.ip !== ip || old.portsCanon !== portsCanon) portsChanged = true;
       if (!old || old.ip !== ip) moved.add(old?.uid ?? this.nextUid);
@@ -440,7 +441,7 @@ export class PolicyCompiler {
     }
     const nodeRanges: number[] = [];
     for (const ip of model.nodeIps) {
-      const n = parseIPv4(ip);
+      const n = parseIPv4Address(ip);
       nodeRanges.push(n, n);
     }
     const nodeKey = model.nodeIps.join(',');

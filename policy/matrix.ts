@@ -2,7 +2,7 @@
 // (the same lookups the packet path makes), never by a second evaluator.
 import { PROTO_NUM, podKey, type ClusterModel, type Pod, type Protocol } from './model.js';
 import { EGRESS, INGRESS, PolicyTables, type Explanation } from '../dataplane/tables/policy.js';
-import { parseIPv4 } from '../dataplane/tables/lpm4.js';
+import { parseIPv4Address } from '../lib/ipv4.js';
 
 export interface Matrix {
   pods: string[]; // "ns/name", rows = source, columns = destination
@@ -22,7 +22,7 @@ export function matrixPods(model: ClusterModel): Pod[] {
 
 export function reachabilityMatrix(model: ClusterModel, t: PolicyTables, port = 80, protocol: Protocol = 'TCP'): Matrix {
   const pods = matrixPods(model);
-  const ips = pods.map((p) => parseIPv4(p.ip!));
+  const ips = pods.map((p) => parseIPv4Address(p.ip!));
   const proto = PROTO_NUM[protocol];
   return {
     pods: pods.map(podKey),
@@ -37,8 +37,8 @@ export interface Trace {
 }
 
 export function tracePair(t: PolicyTables, src: Pod, dst: Pod, port: number, protocol: Protocol): Trace {
-  const s = parseIPv4(src.ip!);
-  const d = parseIPv4(dst.ip!);
+  const s = parseIPv4Address(src.ip!);
+  const d = parseIPv4Address(dst.ip!);
   const proto = PROTO_NUM[protocol];
   const egress = t.explain(EGRESS, s, d, proto, port);
   const ingress = t.explain(INGRESS, d, s, proto, port);

@@ -16,6 +16,7 @@ PKGS=(
   libc-bin:/usr/bin/getent
   procps:/usr/sbin/sysctl
   curl:/usr/bin/curl
+  ca-certificates:/usr/sbin/update-ca-certificates
   openssl:/usr/bin/openssl
   iputils-ping:/usr/bin/ping
   iperf3:/usr/bin/iperf3
@@ -65,13 +66,13 @@ if [ ! -f "$addon" ] || [ -n "$(find dataplane/native/src dataplane/native/bindi
   (cd dataplane/native && npx node-gyp rebuild --loglevel=error >/dev/null)
 fi
 stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find dataplane cni policy bench cli lab tsconfig.json -name '*.ts' -newer "$stamp" -o -name tsconfig.json -newer "$stamp" 2>/dev/null | head -1)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find agent lib dataplane cni policy bench cli lab tsconfig.json -name '*.ts' -newer "$stamp" -o -name tsconfig.json -newer "$stamp" 2>/dev/null | head -1)" ]; then
   echo >&2 "twill: compiling TypeScript"
   npx tsc -p tsconfig.json >&2
   touch "$stamp"
 fi
 # The CNI plugin as a single executable (runs on nodes without Node.js).
-if [ ! -x dist/cni/twill-cni ] || [ -n "$(find cni dataplane/agent -name '*.ts' -newer dist/cni/twill-cni 2>/dev/null | head -1)" ] || [ cni/build-sea.mjs -nt dist/cni/twill-cni ]; then
+if [ ! -x dist/cni/twill-cni ] || [ -n "$(find cni agent lib dataplane -name '*.ts' -newer dist/cni/twill-cni 2>/dev/null | head -1)" ] || [ cni/build-sea.mjs -nt dist/cni/twill-cni ]; then
   echo >&2 "twill: building the twill-cni executable"
   node cni/build-sea.mjs >/dev/null
 fi

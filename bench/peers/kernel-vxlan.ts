@@ -2,7 +2,7 @@
 // VNI 1, UDP 8472, nolearning, and per remote node a permanent neighbor for its
 // VTEP address, an FDB entry for its VTEP MAC, and an onlink route to its
 // subnet. Used as the benchmark peer and as the interop peer in tests.
-import { ipn, run, netnsDel, sysctl } from '../../lab/sh.js';
+import { ipn, run, netnsDel, sysctl } from '../../lib/sh.js';
 import { applyProxyRules, SERVICE_CIDR } from '../../lab/services.js';
 import { benchService, type PeerTopology } from './topology.js';
 

@@ -5,7 +5,8 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { ipn, netnsDel, nsExec, stopPid, sysctl } from '../../lab/sh.js';
+import { ipn, netnsDel, nsExec, sysctl } from '../../lib/sh.js';
+import { stopPid } from '../../lab/proc.js';
 import { addKernelPod } from './kernel-vxlan.js';
 import type { PeerTopology } from './topology.js';
 

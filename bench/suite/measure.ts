@@ -1,12 +1,15 @@
 // The bench's own measurements (TCP throughput and ping RTTs are lab/measure.ts's): TCP
-// request/response latency, 64-byte UDP delivery (trafgen), and the CPU and
-// memory the dataplane used. All traffic runs between pods in namespaces.
-import { spawnSync } from 'node:child_process';
+// request/response latency, 64-byte UDP delivery (trafgen), the CPU and
+// memory the dataplane used, twill's workers' own time, and the busy node's
+// CPU-bound load. All traffic runs between pods in namespaces.
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
-import { capture } from '../../lab/sh.js';
+import { capture } from '../../lib/sh.js';
 import { launchWorkload } from '../../lab/workload-process.js';
+import { loadState } from '../../lab/state.js';
+import { request } from '../../agent/socket.js';
 
 /** TCP request/response: one byte each way, `count` times in sequence; RTTs in microseconds, sorted. */
 export async function tcpRrRtts(fromNs: string, ip: string, count: number, port = 8080): Promise<number[]> {
@@ -84,4 +87,46 @@ export function rssMb(pids: number[]): number {
     } catch { /* gone */ }
   }
   return kb / 1024;
+}
+
+/** A twill lab's workers' time, summed over its nodes (each agent's twill_worker_*_seconds_total): handling batches, and busy polling. */
+export async function twillWorkerSeconds(lab: string): Promise<{ busy: number; spin: number }> {
+  const s = loadState(lab);
+  if (!s) throw new Error(`no twill lab "${lab}" is up`);
+  let busy = 0, spin = 0;
+  for (const n of s.nodes) {
+    const text = String(await request(n.socket, { op: 'metrics' }));
+    for (const m of text.matchAll(/^twill_worker_(busy|spin)_seconds_total\{[^}]*\} (\S+)$/gm)) {
+      if (m[1] === 'busy') busy += Number(m[2]); else spin += Number(m[2]);
+    }
+  }
+  return { busy, spin };
+}
+
+// One busy process: a JavaScript loop at normal priority that also ends by
+// itself if the suite that started it is gone or overruns, so an interrupted
+// run cannot leave the machine loaded.
+const HOG = 'const p = process.ppid, end = Date.now() + Number(process.argv[1]); for (let i = 1; ; i++) if ((i & 0xffffff) === 0 && (process.ppid !== p || Date.now() > end)) process.exit(0);';
+
+/**
+ * The busy node's load: one CPU-bound process per CPU at normal priority, each
+ * in a session of its own (so in its own scheduling group, as each pod's
+ * container is in a cgroup of its own). Returns their pids; stop them with
+ * stopBusyLoad.
+ */
+export function startBusyLoad(maxSeconds: number, count = os.availableParallelism()): number[] {
+  const pids: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = spawn(process.execPath, ['-e', HOG, String(maxSeconds * 1000)], { stdio: 'ignore', detached: true });
+    c.unref();
+    if (c.pid) pids.push(c.pid);
+  }
+  return pids;
+}
+
+/** Ends the busy load's processes, by pid. */
+export function stopBusyLoad(pids: number[]): void {
+  for (const pid of pids.splice(0)) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
 }

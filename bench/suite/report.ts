@@ -19,8 +19,21 @@ const ROWS: [Metric, string, (v: number) => string][] = [
   ['udp64_pps', '64 B UDP delivered (kpps)', (v) => (v / 1000).toFixed(0)],
   ['udp64_loss', '64 B UDP loss', (v) => `${(v * 100).toFixed(1)}%`],
   ['cpu_s_per_gb', 'machine CPU s per GB (TCP 1 stream)', (v) => v.toFixed(2)],
+  ['spin_s_per_gb', '… of which busy polling (s per GB)', (v) => v.toFixed(2)],
+  ['rtt_cpu_cores', 'machine CPU during the ping run (cores)', (v) => v.toFixed(2)],
+  ['spin_rtt_cores', '… of which busy polling (cores)', (v) => v.toFixed(2)],
+  ['tcp_rr_cpu_cores', 'machine CPU during request/response (cores)', (v) => v.toFixed(2)],
+  ['spin_tcp_rr_cores', '… of which busy polling (cores)', (v) => v.toFixed(2)],
   ['rss_mb', 'dataplane memory (MB RSS)', (v) => (v > 0 ? v.toFixed(0) : 'in kernel')],
+  ['busy_tcp1_gbps', 'busy node: TCP 1 stream, cross-node (Gbps)', (v) => v.toFixed(2)],
+  ['busy_rtt_p50_us', 'busy node: ping RTT p50 (µs)', (v) => v.toFixed(0)],
+  ['busy_rtt_p99_us', 'busy node: ping RTT p99 (µs)', (v) => v.toFixed(0)],
+  ['busy_tcp_rr_p50_us', 'busy node: TCP request/response p50 (µs)', (v) => v.toFixed(0)],
+  ['busy_tcp_rr_p99_us', 'busy node: TCP request/response p99 (µs)', (v) => v.toFixed(0)],
+  ['load_avg', 'load average when the run began', (v) => v.toFixed(1)],
 ];
+// Rows whose ratio to the kernel says nothing.
+const NO_RATIO = new Set<Metric>(['rss_mb', 'udp64_loss', 'load_avg', 'spin_s_per_gb', 'spin_rtt_cores', 'spin_tcp_rr_cores']);
 
 export function markdown(r: SuiteResult): string {
   const names = Object.keys(r.summary);
@@ -39,12 +52,12 @@ export function markdown(r: SuiteResult): string {
       if (!Number.isFinite(s.median)) return '—';
       let cell = fmt(s.median);
       if (r.settings.runs > 1 && s.min !== s.max) cell += ` [${fmt(s.min)}–${fmt(s.max)}]`;
-      if (d !== 'kernel-vxlan' && Number.isFinite(s.ratio_to_kernel) && m !== 'rss_mb' && m !== 'udp64_loss') cell += ` (×${s.ratio_to_kernel.toFixed(2)})`;
+      if (d !== 'kernel-vxlan' && Number.isFinite(s.ratio_to_kernel) && !NO_RATIO.has(m)) cell += ` (×${s.ratio_to_kernel.toFixed(2)})`;
       return cell;
     });
     lines.push(`| ${label} | ${cells.join(' | ')} |`);
   }
-  lines.push('', 'CPU is the whole machine\'s busy time during the TCP 1-stream run (iperf3 and the kernel included) divided by the data moved: comparable across dataplanes, not a per-process figure. The ClusterIP rows go from the node 1 pod to a Service whose one endpoint is the node 2 pod, through kube-proxy\'s rules (iptables mode) in the nodes\' stacks; wireguard-go has no Services (—). The topologies are namespaces joined by veth, which carry 64 KB GSO packets unsplit: compare dataplanes within one run; these are not NIC figures.', '');
+  lines.push('', 'CPU is the whole machine\'s busy time during the TCP 1-stream run (iperf3 and the kernel included) divided by the data moved: comparable across dataplanes, not a per-process figure. The CPU during the ping and request/response runs is the machine\'s too, in cores; "busy polling" is the part twill\'s workers spent spinning for the next packet (twill_worker_spin_seconds_total): what its latency setting costs. The busy node rows repeat TCP 1 stream, ping and request/response with one CPU-bound process per core running at normal priority (started and stopped by the suite), for twill and kernel VXLAN. The load average is the machine\'s when each run began (the busy node\'s processes come on top of it). The ClusterIP rows go from the node 1 pod to a Service whose one endpoint is the node 2 pod, through kube-proxy\'s rules (iptables mode) in the nodes\' stacks; wireguard-go has no Services (—). The topologies are namespaces joined by veth, which carry 64 KB GSO packets unsplit: compare dataplanes within one run; these are not NIC figures.', '');
   lines.push('![throughput](throughput.svg)', '', '![latency](latency.svg)', '');
   return lines.join('\n');
 }
@@ -93,10 +106,11 @@ export function writeReport(r: SuiteResult, dir: string): { json: string; md: st
   writeFileSync(md, markdown(r));
   writeFileSync(tp, barChart('TCP throughput, pod to pod and pod to ClusterIP', 'Gbps', [
     { label: '1 stream cross-node', values: pick('tcp1_gbps') }, { label: '4 streams cross-node', values: pick('tcp4_gbps') }, { label: '1 stream same node', values: pick('same_node_tcp1_gbps') },
-    { label: '1 stream ClusterIP', values: pick('svc_tcp1_gbps') }]));
+    { label: '1 stream ClusterIP', values: pick('svc_tcp1_gbps') }, { label: '1 stream, busy node', values: pick('busy_tcp1_gbps') }]));
   writeFileSync(lat, barChart('Latency across nodes, pod to pod and pod to ClusterIP', 'µs', [
     { label: 'ping p50', values: pick('rtt_p50_us') }, { label: 'ping p99', values: pick('rtt_p99_us') },
     { label: 'TCP RR p50', values: pick('tcp_rr_p50_us') }, { label: 'TCP RR p99', values: pick('tcp_rr_p99_us') },
-    { label: 'ClusterIP RR p50', values: pick('svc_tcp_rr_p50_us') }, { label: 'ClusterIP RR p99', values: pick('svc_tcp_rr_p99_us') }]));
+    { label: 'ClusterIP RR p50', values: pick('svc_tcp_rr_p50_us') }, { label: 'ClusterIP RR p99', values: pick('svc_tcp_rr_p99_us') },
+    { label: 'busy: ping p50', values: pick('busy_rtt_p50_us') }, { label: 'busy: ping p99', values: pick('busy_rtt_p99_us') }]));
   return { json, md, charts: [tp, lat] };
 }

@@ -8,18 +8,26 @@ import { twillPair } from '../peers/twill.js';
 import { kernelVxlanPair } from '../peers/kernel-vxlan.js';
 import { wireguardPair } from '../peers/wireguard-go.js';
 import { SERVICE_IPERF_PORT, SERVICE_ECHO_PORT, type PeerTopology } from '../peers/topology.js';
-import { tcpRrRtts, ensureEchoServer, udp64, machineBusySeconds, rssMb } from './measure.js';
+import { tcpRrRtts, ensureEchoServer, udp64, machineBusySeconds, rssMb, twillWorkerSeconds, startBusyLoad, stopBusyLoad } from './measure.js';
 import { tcpThroughput, pingRtts, percentile } from '../../lab/measure.js';
-import { stopPid } from '../../lab/sh.js';
+import { stopPid } from '../../lab/proc.js';
 
 export const DATAPLANES = ['twill', 'kernel-vxlan', 'wireguard-go'] as const;
 export type DataplaneName = (typeof DATAPLANES)[number];
 // svc_*: node 1 pod to a ClusterIP whose one endpoint is the node 2 pod, through kube-proxy's rules; NaN for a dataplane without Services.
-export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'svc_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb'] as const;
+// *_cpu_cores: the whole machine's busy CPU during the ping or request/response run, in cores.
+// spin_*: twill's workers' busy polling (twill_worker_spin_seconds_total), per GB of the 1-stream run or in cores during the ping and
+// request/response runs: what the latency setting costs in CPU; NaN for the others.
+// busy_*: the same measurements on a busy node, with one CPU-bound process per core running (twill and kernel VXLAN; NaN for the others).
+// load_avg: the machine's 1-minute load average when the run began.
+export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'svc_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb',
+  'rtt_cpu_cores', 'tcp_rr_cpu_cores', 'spin_s_per_gb', 'spin_rtt_cores', 'spin_tcp_rr_cores',
+  'busy_tcp1_gbps', 'busy_rtt_p50_us', 'busy_rtt_p99_us', 'busy_tcp_rr_p50_us', 'busy_tcp_rr_p99_us', 'load_avg'] as const;
 export type Metric = (typeof METRICS)[number];
 export type Figures = Record<Metric, number>;
 
-export interface SuiteOptions { quick: boolean; tiny?: boolean; dataplanes?: DataplaneName[]; progress: (msg: string) => void }
+// busy: also measure on a busy node (default true).
+export interface SuiteOptions { quick: boolean; tiny?: boolean; busy?: boolean; dataplanes?: DataplaneName[]; progress: (msg: string) => void }
 export interface RunRecord { dataplane: DataplaneName; run: number; figures: Figures }
 export interface SuiteResult {
   env: Record<string, unknown>;
@@ -29,21 +37,59 @@ export interface SuiteResult {
   spread: Record<string, Record<Metric, { median: number; min: number; max: number; ratio_to_kernel: number }>>;
 }
 
+const TWILL_LAB = 'bench';
 const SETUP: Record<DataplaneName, () => Promise<PeerTopology>> = {
-  twill: () => twillPair('bench'),
+  twill: () => twillPair(TWILL_LAB),
   'kernel-vxlan': () => kernelVxlanPair('twbk-'),
   'wireguard-go': () => wireguardPair('twbw-'),
 };
 
-let current: PeerTopology | undefined;
-export async function abortCleanup(): Promise<void> { await current?.teardown(); current = undefined; }
+// The dataplanes measured on a busy node too, and twill's workers' own time.
+const BUSY_NODE: DataplaneName[] = ['twill', 'kernel-vxlan'];
+const WORKERS: Partial<Record<DataplaneName, () => Promise<{ busy: number; spin: number }>>> = { twill: () => twillWorkerSeconds(TWILL_LAB) };
 
-async function measureOnce(topo: PeerTopology, seconds: number, pings: number, rr: number, say: (m: string) => void): Promise<Figures> {
+let current: PeerTopology | undefined;
+const load: number[] = []; // the busy node's processes while they run
+export async function abortCleanup(): Promise<void> { stopBusyLoad(load); await current?.teardown(); current = undefined; }
+
+/** Runs fn and says what it cost: the machine's busy CPU in cores, and the workers' spin seconds (NaN without workers). */
+async function costOf<T>(fn: () => Promise<T>, workers?: () => Promise<{ spin: number }>): Promise<{ value: T; cores: number; spin: number; seconds: number }> {
+  const w0 = workers ? (await workers()).spin : NaN, c0 = machineBusySeconds(), t0 = performance.now();
+  const value = await fn();
+  const seconds = (performance.now() - t0) / 1000, cores = (machineBusySeconds() - c0) / seconds;
+  const spin = workers ? (await workers()).spin - w0 : NaN;
+  return { value, cores, spin, seconds };
+}
+
+const BUSY_FIGURES = { busy_tcp1_gbps: NaN, busy_rtt_p50_us: NaN, busy_rtt_p99_us: NaN, busy_tcp_rr_p50_us: NaN, busy_tcp_rr_p99_us: NaN };
+
+/** The busy node: one CPU-bound process per core at normal priority, started and stopped here (by pid), while TCP 1 stream, ping and request/response run. */
+async function measureBusy(topo: PeerTopology, seconds: number, pings: number, rr: number, say: (m: string) => void): Promise<typeof BUSY_FIGURES> {
+  const [a, b] = topo.pods;
+  load.push(...startBusyLoad(seconds + (pings + rr) * 0.05 + 120));
+  try {
+    await new Promise((res) => setTimeout(res, 500)); // let the scheduler spread them
+    say(`busy node (${load.length} CPU-bound processes): TCP 1 stream`);
+    const t1 = await tcpThroughput(b, a.netns, seconds, 1);
+    say('busy node: ping');
+    const rtt = await pingRtts(a.netns, b.ip, pings);
+    say('busy node: TCP request/response');
+    const rrs = await tcpRrRtts(a.netns, b.ip, rr);
+    return {
+      busy_tcp1_gbps: t1.gbps, busy_rtt_p50_us: percentile(rtt, 50), busy_rtt_p99_us: percentile(rtt, 99),
+      busy_tcp_rr_p50_us: percentile(rrs, 50), busy_tcp_rr_p99_us: percentile(rrs, 99),
+    };
+  } finally {
+    stopBusyLoad(load);
+  }
+}
+
+async function measureOnce(topo: PeerTopology, seconds: number, pings: number, rr: number, say: (m: string) => void, workers?: () => Promise<{ spin: number }>, busy = false): Promise<Figures> {
   const [a, b, c] = topo.pods;
+  const loadAvg = os.loadavg()[0];
   say('TCP 1 stream');
-  const busy0 = machineBusySeconds();
-  const t1 = await tcpThroughput(b, a.netns, seconds, 1);
-  const cpu = (machineBusySeconds() - busy0) / (t1.bytes / 1e9);
+  const t1c = await costOf(() => tcpThroughput(b, a.netns, seconds, 1), workers);
+  const t1 = t1c.value, cpu = (t1c.cores * t1c.seconds) / (t1.bytes / 1e9);
   const rss = rssMb(topo.pids);
   say('TCP 4 streams');
   const t4 = await tcpThroughput(b, a.netns, seconds, 4);
@@ -55,9 +101,9 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
     svc = (await tcpThroughput({ netns: b.netns, ip: topo.service }, a.netns, seconds, 1, SERVICE_IPERF_PORT)).gbps;
   }
   say('ping');
-  const rtt = await pingRtts(a.netns, b.ip, pings);
+  const rttc = await costOf(() => pingRtts(a.netns, b.ip, pings), workers), rtt = rttc.value;
   say('TCP request/response');
-  const rrs = await tcpRrRtts(a.netns, b.ip, rr);
+  const rrc = await costOf(() => tcpRrRtts(a.netns, b.ip, rr), workers), rrs = rrc.value;
   let svcRrs: number[] = [];
   if (topo.service) {
     say('TCP request/response through a ClusterIP');
@@ -71,6 +117,10 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
     tcp_rr_p50_us: percentile(rrs, 50), tcp_rr_p99_us: percentile(rrs, 99),
     svc_tcp_rr_p50_us: percentile(svcRrs, 50), svc_tcp_rr_p99_us: percentile(svcRrs, 99),
     udp64_pps: u.pps, udp64_loss: u.loss, cpu_s_per_gb: cpu, rss_mb: rss,
+    rtt_cpu_cores: rttc.cores, tcp_rr_cpu_cores: rrc.cores,
+    spin_s_per_gb: t1c.spin / (t1.bytes / 1e9), spin_rtt_cores: rttc.spin / rttc.seconds, spin_tcp_rr_cores: rrc.spin / rrc.seconds,
+    ...(busy ? await measureBusy(topo, seconds, pings, rr, say) : BUSY_FIGURES),
+    load_avg: loadAvg,
   };
 }
 
@@ -87,7 +137,8 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
       echo = await ensureEchoServer(topo.pods[1].netns, topo.pods[1].ip);
       await pingRtts(topo.pods[0].netns, topo.pods[1].ip, 3); // warm neighbor caches
       for (let r = 1; r <= settings.runs; r++) {
-        const figures = await measureOnce(topo, settings.seconds, settings.pings, settings.rr, (m) => o.progress(`${d}: run ${r}/${settings.runs}: ${m}`));
+        const figures = await measureOnce(topo, settings.seconds, settings.pings, settings.rr, (m) => o.progress(`${d}: run ${r}/${settings.runs}: ${m}`),
+          WORKERS[d], (o.busy ?? true) && BUSY_NODE.includes(d));
         runs.push({ dataplane: d, run: r, figures });
       }
     } finally {

@@ -37,14 +37,13 @@ export interface EngineConfig extends StageSettings {
   workerSliceUs: number;
   spinYield: boolean; // EXPERIMENT
   spinGapUs: number; // EXPERIMENT
-  spinCalmMs: number; // EXPERIMENT
+  spinCrowd: boolean; // EXPERIMENT
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   translatedSize: number; // flows the node's stack translated (Services) tracked at once: stages/translated.ts
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
 }
 
 export const GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
-export const VXLAN_OVERHEAD = 50; // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<EngineConfig, 'node' | 'underlayIp' | 'vtepMac'>): EngineConfig {
   return {
@@ -68,7 +67,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     workerSliceUs: 0,
     spinYield: true,
     spinGapUs: 0,
-    spinCalmMs: 0,
+    spinCrowd: false,
     conntrackSize: 1 << 18,
     translatedSize: 1 << 17,
     ...partial,
@@ -76,7 +75,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs', 'spinYield', 'spinGapUs', 'spinCalmMs'] as const;
+const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs', 'spinYield', 'spinGapUs', 'spinCrowd'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

@@ -59,7 +59,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const log = pino({ base: { node: cfg.node, worker: index } });
   try { native.threadName(`twill-w${index}`); } catch { /* only a name */ }
   try {
-    native.waitPolicy(cfg.spinYield, cfg.spinGapUs, cfg.workerPriority, cfg.workerSliceUs);
+    native.waitPolicy(cfg.spinYield, cfg.spinGapUs, cfg.workerPriority, cfg.workerSliceUs, cfg.spinCrowd ? Math.max(1, native.cpus().length) : 0);
   } catch (e) {
     log.warn({ workerPriority: cfg.workerPriority, workerSliceUs: cfg.workerSliceUs, err: String(e) }, 'kernel refused the workers\' scheduling; they stay normal threads');
   }

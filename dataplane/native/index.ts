@@ -93,7 +93,7 @@ export interface Native {
    * blocked in poll() and while handling what woke it, and SCHED_OTHER (with sliceUs, 0: the default) while it
    * spins; 0 keeps it SCHED_OTHER. Applies the class at once.
    */
-  waitPolicy(yieldCpu: boolean, gapUs: number, blockPriority: number, sliceUs: number): void;
+  waitPolicy(yieldCpu: boolean, gapUs: number, blockPriority: number, sliceUs: number, crowd?: number): void;
   /** Tasks running or waiting for a CPU on the whole machine right now, the caller included (/proc/loadavg); -1 if unreadable. */
   runnable(): number;
   /** Names the calling thread (at most 15 bytes), as ps -L, perf and ftrace show it. */

@@ -12,6 +12,8 @@ export const VXLAN_PORT = 8472; // flannel / Linux default, not IANA 4789
 export const VXLAN_FLAG_I = 0x08;
 /** Outer Ethernet + IPv4 + UDP + VXLAN bytes in front of the inner frame. */
 export const VXLAN_ENCAP4_HLEN = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN; // 50
+/** What the overlay adds inside the underlay's MTU (outer IPv4, UDP, VXLAN, inner Ethernet): the pod MTU is the underlay MTU less this, as with flannel. */
+export const VXLAN_OVERHEAD = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN; // 50
 
 /** Write the 8-byte VXLAN header: I flag, reserved bits zero, 24-bit VNI. */
 export function writeVxlan(b: Uint8Array, off: number, vni: number): void {

@@ -22,9 +22,11 @@ import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
 import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
+import * as virtio from '../packet/virtio.js';
+import * as ethernet from '../packet/ethernet.js';
 
 const ACK = 0x10, PSH = 0x08;
-const VNET = 10, ETH = 14;
+const { VNET_HLEN: VNET } = virtio, { ETH_HLEN: ETH } = ethernet; // module-level consts V8 folds
 const MAX_IP = 65535;
 const MAX_SEGS = 64; // segments per frame, as the kernel's GRO: bounds the chain the addon hands over
 

@@ -2,7 +2,8 @@
 // constants in packet form, the offloads in force, the worker's counters and
 // parse scratch. What the stages need from above (settings, offloads, the
 // tables' shape) is declared here; the engine fills it in.
-import { Lpm4Table, parseIPv4 } from '../tables/lpm4.js';
+import { Lpm4Table } from '../tables/lpm4.js';
+import { parseIPv4Address } from '../../lib/ipv4.js';
 import { parseMac } from '../packet/ethernet.js';
 import { newFields } from '../packet/fields.js';
 import { NCOUNTERS } from './counters.js';
@@ -89,7 +90,7 @@ export class StageContext {
     this.nh = new Int32Array(t.nexthops);
     this.ifmap = new Int32Array(t.ifmap);
     this.peers = new Int32Array(t.peers);
-    this.gatewayIp = parseIPv4(t.gatewayIP) | 0;
+    this.gatewayIp = parseIPv4Address(t.gatewayIP) | 0;
     if (t.conntrack && (!this.conntrack || this.conntrack.buffer !== t.conntrack)) this.conntrack = new Conntrack(t.conntrack);
     if (t.translated) { if (this.translated?.buffer !== t.translated) this.translated = new Conntrack(t.translated); }
     else this.translated ??= Conntrack.create(16); // tables made without an engine (micro benchmarks, tests)

@@ -3,7 +3,8 @@
 // (the other nodes' VTEPs: who may send us VXLAN, and which inner sources each
 // may carry). Compiled on the main thread into fresh SharedArrayBuffers;
 // workers only read it.
-import { Lpm4Builder, parseIPv4, parseCidr4 } from './lpm4.js';
+import { Lpm4Builder } from './lpm4.js';
+import { parseIPv4Address, parseIPv4Cidr } from '../../lib/ipv4.js';
 import { parseMac } from '../packet/ethernet.js';
 
 export const NH_HOST = 1; // this node's own addresses: hand to the node's stack through TUN
@@ -67,14 +68,14 @@ export function macLo(mac: Uint8Array): number { return ((mac[2] << 24) | (mac[3
 export function compileFib(input: FibInput): FibTables {
   const records: number[][] = [[], [NH_HOST], [NH_DROP], [NH_SERVICE], [NH_OUTSIDE]]; // id 0 unused: LPM value 0 means "no match"
   const lpm = new Lpm4Builder();
-  const add = (cidr: string, id: number) => { const c = parseCidr4(cidr); lpm.set(c.prefix, c.len, id); };
+  const add = (cidr: string, id: number) => { const c = parseIPv4Cidr(cidr); lpm.set(c.prefix, c.len, id); };
   add('0.0.0.0/0', ID_OUTSIDE);
   if (input.serviceCIDR) add(input.serviceCIDR, ID_SERVICE);
   add(input.clusterCIDR, ID_DROP);
   add(input.podCIDR, ID_DROP);
   for (const r of input.remotes) {
     const mac = parseMac(r.vtepMAC);
-    records.push([NH_REMOTE, 0, parseIPv4(r.underlayIP), macHi(mac), macLo(mac)]);
+    records.push([NH_REMOTE, 0, parseIPv4Address(r.underlayIP), macHi(mac), macLo(mac)]);
     add(r.podCIDR, records.length - 1);
   }
   let maxIf = 0;
@@ -82,7 +83,7 @@ export function compileFib(input: FibInput): FibTables {
   const ifmap = new Int32Array(new SharedArrayBuffer(4 * (maxIf + 1)));
   for (const p of input.pods) {
     const mac = parseMac(p.mac);
-    records.push([NH_LOCAL, p.ifindex, parseIPv4(p.ip), macHi(mac), macLo(mac)]);
+    records.push([NH_LOCAL, p.ifindex, parseIPv4Address(p.ip), macHi(mac), macLo(mac)]);
     add(`${p.ip}/32`, records.length - 1);
     ifmap[p.ifindex] = records.length - 1;
   }
@@ -101,8 +102,8 @@ export function compileFib(input: FibInput): FibTables {
 
 function compilePeers(remotes: RemoteNode[]): SharedArrayBuffer {
   const rows = remotes.map((r) => {
-    const c = parseCidr4(r.podCIDR), mask = c.len === 0 ? 0 : (~0 << (32 - c.len)) | 0;
-    return [parseIPv4(r.underlayIP) | 0, (c.prefix & mask) | 0, mask];
+    const c = parseIPv4Cidr(r.podCIDR), mask = c.len === 0 ? 0 : (~0 << (32 - c.len)) | 0;
+    return [parseIPv4Address(r.underlayIP) | 0, (c.prefix & mask) | 0, mask];
   }).sort((a, b) => (a[0] >>> 0) - (b[0] >>> 0));
   const t = new Int32Array(new SharedArrayBuffer(4 * (1 + rows.length * PEER_STRIDE)));
   t[0] = rows.length;

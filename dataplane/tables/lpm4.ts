@@ -14,6 +14,7 @@
 // bigger table outweigh the extra levels.
 // Tables are immutable once built: Lpm4Builder keeps the prefix set and build()
 // compiles a fresh buffer; the engine publishes it by generation swap.
+import { maskPrefix } from '../../lib/ipv4.js';
 
 const MAGIC = 0x4c504d34; // "LPM4"
 const VERSION = 1;
@@ -25,9 +26,6 @@ const CHILD = 0x80000000 | 0;
 const MAX_VALUE = 0x7fffffff;
 
 /** Normalize `prefix` to uint32 with the bits past `len` cleared. */
-function maskPrefix(prefix: number, len: number): number {
-  return len === 0 ? 0 : (prefix & (-1 << (32 - len))) >>> 0;
-}
 
 function checkRoute(len: number, value?: number): void {
   if (!Number.isInteger(len) || len < 0 || len > 32) throw new RangeError(`lpm4: prefix length ${len} out of range 0..32`);
@@ -136,30 +134,4 @@ export class Lpm4Table {
   get size(): number {
     return this.t[3];
   }
-}
-
-/** Dotted quad → uint32. Throws on anything but four decimal octets 0..255. */
-export function parseIPv4(s: string): number {
-  const parts = s.split('.');
-  if (parts.length !== 4) throw new Error(`invalid IPv4 address "${s}": expected 4 dotted octets`);
-  let n = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`invalid IPv4 address "${s}": bad octet "${p}"`);
-    n = n * 256 + Number(p);
-  }
-  return n;
-}
-
-export function formatIPv4(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-}
-
-/** "a.b.c.d/len" → prefix (host bits cleared) and length. */
-export function parseCidr4(s: string): { prefix: number; len: number } {
-  const slash = s.indexOf('/');
-  if (slash < 0) throw new Error(`invalid IPv4 CIDR "${s}": missing "/len"`);
-  const lenText = s.slice(slash + 1);
-  if (!/^\d{1,2}$/.test(lenText) || Number(lenText) > 32) throw new Error(`invalid IPv4 CIDR "${s}": bad prefix length "${lenText}"`);
-  const len = Number(lenText);
-  return { prefix: maskPrefix(parseIPv4(s.slice(0, slash)), len), len };
 }

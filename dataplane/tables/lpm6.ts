@@ -20,7 +20,7 @@
 // never straddle a word; leaf pushing copies the covering value into every entry
 // below it, so lookups walk down without backtracking.
 
-import { formatIPv4, parseIPv4 } from './lpm4.js';
+import { formatIPv4Address, parseIPv4Address } from '../../lib/ipv4.js';
 
 const MAGIC = 0x4c504d36; // "LPM6"
 const VERSION = 1;
@@ -276,7 +276,7 @@ export function parseIPv6(s: string): Uint32Array {
     const quad = text.slice(lastColon + 1);
     let n = 0;
     try {
-      n = parseIPv4(quad);
+      n = parseIPv4Address(quad);
     } catch {
       fail(`bad embedded IPv4 "${quad}"`);
     }
@@ -308,7 +308,7 @@ export function parseIPv6(s: string): Uint32Array {
 export function formatIPv6(words: ArrayLike<number>): string {
   const g: number[] = [];
   for (let i = 0; i < 4; i++) g.push(words[i] >>> 16, words[i] & 0xffff);
-  if (words[0] === 0 && words[1] === 0 && words[2] >>> 0 === 0xffff) return `::ffff:${formatIPv4(words[3])}`;
+  if (words[0] === 0 && words[1] === 0 && words[2] >>> 0 === 0xffff) return `::ffff:${formatIPv4Address(words[3])}`;
   let best = -1;
   let bestLen = 1; // RFC 5952: never compress a single zero group
   for (let i = 0; i < 8; ) {

@@ -22,7 +22,8 @@
 // Why not an Lpm4 per (pod, direction) over peers: an Lpm4Table is >= 256 KiB (its
 // 2^16-entry first level), so 1,000 pods would need 0.5 GiB; sorted runs cost 8 bytes
 // per peer interval and a ~10-step binary search.
-import { Lpm4Table, formatIPv4, parseIPv4 } from './lpm4.js';
+import { Lpm4Table } from './lpm4.js';
+import { formatIPv4Address, parseIPv4Address } from '../../lib/ipv4.js';
 
 export const INGRESS = 0;
 export const EGRESS = 1;
@@ -141,9 +142,9 @@ export class PolicyTables {
     const pod = podIdx > 0 ? meta.pods[podIdx - 1] : undefined;
     const off = podIdx > 0 ? this.d[HDR + 2 * (podIdx - 1) + dir] : 0;
     const isolatedBy = (meta.isolatedBy[off] ?? []).map((i) => meta.policies[i]);
-    const peer = formatIPv4(peerIp >>> 0);
+    const peer = formatIPv4Address(peerIp >>> 0);
     const base = { direction, pod, verdict: v, allowed: v >= 0, isolatedBy } as const;
-    if (podIdx === 0) return { ...base, reason: `${formatIPv4(podIp >>> 0)} is not a known pod: no policy applies` };
+    if (podIdx === 0) return { ...base, reason: `${formatIPv4Address(podIp >>> 0)} is not a known pod: no policy applies` };
     if (v === 0) return { ...base, reason: `${pod} is not isolated for ${direction}: no policy selects it with policyTypes ${direction === 'ingress' ? 'Ingress' : 'Egress'}` };
     if (v === RULE_SELF) return { ...base, reason: `${pod} talking to itself is always allowed` };
     if (v === RULE_NODE) return { ...base, reason: `${peer} is a node IP: traffic from the node (kubelet probes) is always allowed` };
@@ -158,4 +159,3 @@ export function protoName(p: number): string {
   return p === 6 ? 'TCP' : p === 17 ? 'UDP' : p === 132 ? 'SCTP' : String(p);
 }
 
-export { parseIPv4 };

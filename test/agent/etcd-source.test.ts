@@ -6,10 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { EtcdClient } from '../../dataplane/agent/etcd-client.js';
-import { EtcdSource, FLANNEL_PREFIX, MODEL_PREFIX, leaseSubnet } from '../../dataplane/agent/etcd-source.js';
-import type { ClusterView } from '../../dataplane/agent/datastore.js';
-import { stopPid } from '../../lab/sh.js';
+import { EtcdClient } from '../../agent/sources/etcd/client.js';
+import { EtcdSource, FLANNEL_PREFIX, MODEL_PREFIX, leaseSubnet } from '../../agent/sources/etcd/source.js';
+import type { ClusterView } from '../../agent/sources/file.js';
+import { stopPid } from '../../lab/proc.js';
 
 const PORT = 23000 + (process.pid % 500) * 2; // client; the peer port is the next one
 const endpoint = `http://127.0.0.1:${PORT}`;

@@ -16,11 +16,12 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { EtcdClient, type EtcdConfig } from '../../dataplane/agent/etcd-client.js';
-import { EtcdSource, FLANNEL_PREFIX, MODEL_PREFIX, leaseSubnet } from '../../dataplane/agent/etcd-source.js';
-import type { ClusterView } from '../../dataplane/agent/datastore.js';
-import { ipn, netnsDel, stopPid } from '../../lab/sh.js';
-import { request } from '../../dataplane/agent/server.js';
+import { EtcdClient, type EtcdConfig } from '../../agent/sources/etcd/client.js';
+import { EtcdSource, FLANNEL_PREFIX, MODEL_PREFIX, leaseSubnet } from '../../agent/sources/etcd/source.js';
+import type { ClusterView } from '../../agent/sources/file.js';
+import { ipn, netnsDel } from '../../lib/sh.js';
+import { stopPid } from '../../lab/proc.js';
+import { request } from '../../agent/socket.js';
 import { distFile } from '../../dataplane/engine/paths.js';
 
 let dir: string, etcd: ChildProcess | undefined, endpoint: string;

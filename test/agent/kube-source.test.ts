@@ -8,10 +8,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { FakeKube, nodeObject as node } from '../helpers/fake-kube.js';
-import { KubeClient, KubeError, inClusterConfig } from '../../dataplane/agent/kube-client.js';
-import { FLANNEL, KubeSource, announceNode } from '../../dataplane/agent/kube-source.js';
-import { vtepMacFor } from '../../dataplane/agent/addressing.js';
-import type { ClusterView } from '../../dataplane/agent/datastore.js';
+import { KubeClient, KubeError, inClusterConfig } from '../../agent/sources/kube/client.js';
+import { FLANNEL, KubeSource, announceNode } from '../../agent/sources/kube/source.js';
+import { vtepMacFor } from '../../agent/addressing.js';
+import type { ClusterView } from '../../agent/sources/file.js';
 
 const TOKEN = 'sa-token-1';
 let dir: string, api: FakeKube, client: KubeClient;

@@ -13,8 +13,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
-import { METRICS_LIMITS, serveMetrics } from '../../dataplane/agent/metrics.js';
-import { SOCKET_LIMITS, request, serve } from '../../dataplane/agent/server.js';
+import { METRICS_LIMITS, serveMetrics } from '../../agent/metrics.js';
+import { SOCKET_LIMITS, request, serve } from '../../agent/socket.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,4 +1,4 @@
-// The underlay chosen as flanneld chooses it (dataplane/agent/underlay.ts), in
+// The underlay chosen as flanneld chooses it (agent/underlay.ts), in
 // network namespaces of this test's own with veth underlays: the pod MTU follows
 // the interface's MTU (1500, 9001 as on AWS, 1460 as on GCE), the interface is
 // found by name, by address, by regex or by the default route, publicIP changes
@@ -12,13 +12,14 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chooseUnderlay, podMtuOf } from '../../dataplane/agent/underlay.js';
-import { KubeClient } from '../../dataplane/agent/kube-client.js';
-import { FLANNEL, announceNode, nodeAddressing } from '../../dataplane/agent/kube-source.js';
+import { chooseUnderlay, podMtuOf } from '../../agent/underlay.js';
+import { KubeClient } from '../../agent/sources/kube/client.js';
+import { FLANNEL, announceNode, nodeAddressing } from '../../agent/sources/kube/source.js';
 import { createDatastore } from '../../lab/datastore.js';
-import { request } from '../../dataplane/agent/server.js';
+import { request } from '../../agent/socket.js';
 import { distFile } from '../../dataplane/engine/paths.js';
-import { ipn, netnsDel, stopPid } from '../../lab/sh.js';
+import { ipn, netnsDel } from '../../lib/sh.js';
+import { stopPid } from '../../lab/proc.js';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';
 
 const tag = `twu${randomBytes(2).toString('hex')}`; // this run's namespaces: twuXXXX-*

@@ -1,13 +1,13 @@
-// The agent's logger (dataplane/agent/log.ts): the level from TWILL_LOG_LEVEL, the
+// The agent's logger (lib/log.ts): the level from TWILL_LOG_LEVEL, the
 // config, or info; errors under `err` with their stack; JSON lines when stdout is
 // not a terminal, readable lines when it is (or TWILL_LOG_FORMAT says so).
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { logFormat, logLevel, prettyLine } from '../../dataplane/agent/log.js';
+import { logFormat, logLevel, prettyLine } from '../../lib/log.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const LOG = `${root}dist/dataplane/agent/log.js`; // the child runs the compiled module
+const LOG = `${root}dist/lib/log.js`; // the child runs the compiled module
 
 beforeAll(() => {
   spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'ignore' }); // emits even if another part of the tree has type errors

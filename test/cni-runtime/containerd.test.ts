@@ -36,7 +36,7 @@ import { labUp, labDown, nodeCni } from '../../lab/lab.js';
 import type { LabNode, LabPod, LabState } from '../../lab/state.js';
 import { hostIfName } from '../../cni/plugin.js';
 import { installNodeCni, invokeCni } from '../../cni/runtime.js';
-import { alive, stopPid } from '../../lab/sh.js';
+import { alive, stopPid } from '../../lab/proc.js';
 import { ensureBinary } from '../cni/helpers.js';
 import { agentPods, hex, inCidr24, ipamHeld, labName, linkExists, ping, sh, waitForEcho, PATH_ENV, sweepContainerd } from './helpers.js';
 

@@ -5,8 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { request } from '../../dataplane/agent/server.js';
-import { stopPid } from '../../lab/sh.js';
+import { request } from '../../agent/socket.js';
+import { stopPid } from '../../lab/proc.js';
 import { launchWorkload } from '../../lab/workload-process.js';
 import { ROOT, PATH_ENV } from '../cni/helpers.js';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { labUp, labDown } from '../../lab/lab.js';
 import type { LabNode, LabState } from '../../lab/state.js';
-import { request } from '../../dataplane/agent/server.js';
+import { request } from '../../agent/socket.js';
 import { hostIfName } from '../../cni/plugin.js';
 import { installNodeCni, cniAdd, cniDel } from '../../cni/runtime.js';
 import { BIN, cni, cniSync, ensureBinary, inNs, linkExists, percentile, pool, PodNamespaces, PATH_ENV, type CniCall } from './helpers.js';

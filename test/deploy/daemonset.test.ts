@@ -31,9 +31,9 @@ import { parseAllDocuments } from 'yaml';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';
 import { sweepContainerd } from '../cni-runtime/helpers.js';
 import { ROOT, assembleImage, busyboxImage, productionNodeModules, type Assembled } from '../helpers/rootfs.js';
-import { request } from '../../dataplane/agent/server.js';
-import { alive, stopPid } from '../../lab/sh.js';
-import { FLANNEL } from '../../dataplane/agent/kube-source.js';
+import { request } from '../../agent/socket.js';
+import { alive, stopPid } from '../../lab/proc.js';
+import { FLANNEL } from '../../agent/sources/kube/source.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const PATH_ENV = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';

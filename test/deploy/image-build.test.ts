@@ -55,7 +55,7 @@ describe('deploy/Dockerfile, build stage, from a clean clone', () => {
     expect(steps.filter((s) => !s.skipped).map((s) => s.op)).toContain('RUN');
     expect(existsSync(path.join(src, 'dataplane/native/build/Release/twill_native.node'))).toBe(true);
     expect(existsSync(path.join(src, 'dist/cli/twill.js'))).toBe(true);
-    expect(existsSync(path.join(src, 'dist/dataplane/agent/main.js'))).toBe(true);
+    expect(existsSync(path.join(src, 'dist/agent/main.js'))).toBe(true);
     const cni = path.join(src, 'dist/cni/twill-cni');
     expect(statSync(cni).size).toBeGreaterThan(10 << 20); // the single executable, not the shell fallback
     const v = spawnSync(cni, [], { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });

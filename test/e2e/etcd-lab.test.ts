@@ -6,11 +6,11 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { labUp, labDown, startAgent } from '../../lab/lab.js';
 import { saveState, type LabState } from '../../lab/state.js';
-import { alive, stopPid } from '../../lab/sh.js';
+import { alive, stopPid } from '../../lab/proc.js';
 import { etcdctl } from '../../lab/etcd-role.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
-import { FLANNEL_PREFIX, MODEL_PREFIX, subnetKeyOf } from '../../dataplane/agent/etcd-source.js';
-import { vtepMacFor } from '../../dataplane/agent/addressing.js';
+import { FLANNEL_PREFIX, MODEL_PREFIX, subnetKeyOf } from '../../agent/sources/etcd/source.js';
+import { vtepMacFor } from '../../agent/addressing.js';
 import { addFlannelNode } from '../helpers/flannel-node.js';
 import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
 

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { labUp, labDown, datastoreDir } from '../../lab/lab.js';
 import { commitChanges } from '../../lab/datastore.js';
 import { type LabState, type LabPod } from '../../lab/state.js';
-import { stopPid } from '../../lab/sh.js';
+import { stopPid } from '../../lab/proc.js';
 import { addFlannelNode } from '../helpers/flannel-node.js';
 import { reachability, allReachable, formatMatrix, tcpThroughput } from '../../lab/measure.js';
 import { counters, pingOk, testLabName } from '../helpers/lab.js';

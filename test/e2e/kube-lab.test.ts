@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { labUp, labDown } from '../../lab/lab.js';
 import { type LabState } from '../../lab/state.js';
-import { stopPid } from '../../lab/sh.js';
+import { stopPid } from '../../lab/proc.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { addFlannelNode } from '../helpers/flannel-node.js';
-import { FLANNEL } from '../../dataplane/agent/kube-source.js';
-import { vtepMacFor } from '../../dataplane/agent/addressing.js';
+import { FLANNEL } from '../../agent/sources/kube/source.js';
+import { vtepMacFor } from '../../agent/addressing.js';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';
 import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
 

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { addPod, labDown, labUp } from '../../lab/lab.js';
 import { loadState, type LabState } from '../../lab/state.js';
-import { sameProcess } from '../../lab/sh.js';
+import { sameProcess } from '../../lab/proc.js';
 import { labKubeconfigFile } from '../../lab/kube-role.js';
 import { probeTcpFrom, testLabName } from '../helpers/lab.js';
 

@@ -6,10 +6,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { labUp, labDown, startAgent, LAB_METRICS_PORT } from '../../lab/lab.js';
-import { request } from '../../dataplane/agent/server.js';
+import { request } from '../../agent/socket.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
-import { netnsList, alive } from '../../lab/sh.js';
+import { netnsList } from '../../lib/sh.js';
+import { alive } from '../../lab/proc.js';
 import { counters, sh, kernelForwarded, linkStats, pingOk, probeTcpFrom, testLabName, underlayCapture } from '../helpers/lab.js';
 
 const name = testLabName();

@@ -15,8 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { labDown, labPolicies, labUp, LAB_METRICS_PORT } from '../../lab/lab.js';
 import type { LabPod, LabState } from '../../lab/state.js';
-import { ipn, netnsDel, netnsList } from '../../lab/sh.js';
-import { request } from '../../dataplane/agent/server.js';
+import { ipn, netnsDel, netnsList } from '../../lib/sh.js';
+import { request } from '../../agent/socket.js';
 import { counters, sh, testLabName } from '../helpers/lab.js';
 import { packetCapture, sendUdp, sendVxlan, until, type InnerUdp } from '../helpers/overlay.js';
 

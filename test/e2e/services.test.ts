@@ -10,7 +10,7 @@ import { addPod, defineService, deleteService, labDown, labUp, proxyView } from 
 import { labPrefix, type LabState } from '../../lab/state.js';
 import { iptablesChains, nftChains, renderIptables, renderNft, type ServiceSpec } from '../../lab/services.js';
 import { DNS_SERVICE_IP } from '../../lab/dns.js';
-import { netnsList } from '../../lab/sh.js';
+import { netnsList } from '../../lib/sh.js';
 import { connectedEcho, sh, testLabName } from '../helpers/lab.js';
 
 // kube-proxy's own test vectors (pkg/proxy/iptables and nftables proxier_test.go) and

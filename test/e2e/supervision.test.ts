@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import path from 'node:path';
 import { labUp, labDown } from '../../lab/lab.js';
 import { labDir, labPrefix, loadState, saveState, type LabState } from '../../lab/state.js';
-import { alive, netnsList, procStart, sameProcess, stopProcess } from '../../lab/sh.js';
+import { netnsList } from '../../lib/sh.js';
+import { alive, procStart, sameProcess, stopProcess } from '../../lab/proc.js';
 import { agentConfigFile, backoffMs, MAX_BACKOFF_MS, readSupervisorStatus } from '../../lab/supervisor.js';
 import { distFile } from '../../dataplane/engine/paths.js';
 import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';

@@ -1,4 +1,4 @@
-// Upgrading an agent costs no connection (dataplane/agent/handover.ts): under an
+// Upgrading an agent costs no connection (agent/handover.ts): under an
 // iperf3 stream across the nodes, a 10 ms ping, and a TCP connection through a
 // ClusterIP (whose replies need the client node's translated-flow table), each
 // node's agent is replaced by a new process, as a DaemonSet rolling update with

@@ -2,7 +2,7 @@
 // underlay whose overlay is the kernel's VXLAN device, set up exactly as flannel
 // sets up flannel.1 (bench/peers/kernel-vxlan.ts), with one kernel-wired pod
 // running the lab workload. How the twill nodes learn it is the caller's part.
-import { ipn, sysctl } from '../../lab/sh.js';
+import { ipn, sysctl } from '../../lib/sh.js';
 import { launchWorkload } from '../../lab/workload-process.js';
 import { addFlannelVxlan, addKernelPod } from '../../bench/peers/kernel-vxlan.js';
 import type { LabPod, LabState } from '../../lab/state.js';

@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { request } from '../../dataplane/agent/server.js';
+import { request } from '../../agent/socket.js';
 import type { LabNode } from '../../lab/state.js';
-import { untilOutput } from '../../lab/sh.js';
+import { untilOutput } from '../../lib/sh.js';
 
 export const testLabName = () => `e${randomBytes(2).toString('hex')}`;
 

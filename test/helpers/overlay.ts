@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { distFile } from '../../dataplane/engine/paths.js';
-import { untilOutput } from '../../lab/sh.js';
+import { untilOutput } from '../../lib/sh.js';
 import { sh } from './lab.js';
 
 /** One inner IPv4/UDP packet in an Ethernet frame, to be carried in VXLAN. */
@@ -34,7 +34,7 @@ import { writeEthernet, parseMac } from '${mod('dataplane/packet/ethernet.js')}'
 import { writeIPv4Header } from '${mod('dataplane/packet/ipv4.js')}';
 import { writeUdpHeader } from '${mod('dataplane/packet/udp.js')}';
 import { l4Checksum4 } from '${mod('dataplane/packet/checksum.js')}';
-import { parseIPv4 } from '${mod('dataplane/tables/lpm4.js')}';
+import { parseIPv4Address as parseIPv4 } from '${mod('lib/ipv4.js')}';
 const spec = JSON.parse(process.env.TWT_VXLAN);
 const sock = dgram.createSocket('udp4');
 let id = 1, sent = 0;

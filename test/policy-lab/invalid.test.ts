@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { labDown, labModel, labUp } from '../../lab/lab.js';
 import type { LabState } from '../../lab/state.js';
-import { request } from '../../dataplane/agent/server.js';
+import { request } from '../../agent/socket.js';
 import type { Protocol } from '../../policy/model.js';
 import { CLI, diffRows, ensureBuilt, observe, podKey, policyLabName, Prober, tmpDir, writeFile } from './helpers.js';
 

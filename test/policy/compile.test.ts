@@ -4,7 +4,7 @@ import { PolicyCompiler, compilePolicies } from '../../policy/compile.js';
 import { makeBenchModel } from '../../policy/bench.js';
 import type { ClusterModel } from '../../policy/model.js';
 import { EGRESS, INGRESS, PolicyTables, RULE_NODE, RULE_SELF } from '../../dataplane/tables/policy.js';
-import { parseIPv4 } from '../../dataplane/tables/lpm4.js';
+import { parseIPv4Address } from '../../lib/ipv4.js';
 import { e2eModel, ipOf, policy } from './fixture.js';
 import { referenceVerdict } from './reference.js';
 
@@ -15,8 +15,8 @@ const sign = (v: number) => (v > 0 ? 1 : v);
 
 function sampleAgainstReference(model: ClusterModel, t: PolicyTables, n: number, seed: number): void {
   const r = uniform(seed);
-  const ips = model.pods.filter((p) => p.ip).map((p) => parseIPv4(p.ip!));
-  const externals = [parseIPv4('192.168.7.5'), parseIPv4('192.168.7.200'), parseIPv4('8.8.8.8'), ...model.nodeIps.map(parseIPv4)];
+  const ips = model.pods.filter((p) => p.ip).map((p) => parseIPv4Address(p.ip!));
+  const externals = [parseIPv4Address('192.168.7.5'), parseIPv4Address('192.168.7.200'), parseIPv4Address('8.8.8.8'), ...model.nodeIps.map(parseIPv4Address)];
   const ports = [53, 80, 81, 8080, 8081, 8050, 8150, 9999, 443, 1, 1024];
   let mismatches = 0;
   const first: string[] = [];
@@ -71,7 +71,7 @@ describe('compiled tables', () => {
       sampleAgainstReference(model, inc, 500, step);
       // and the same verdicts as a from-scratch compile
       const fresh = compilePolicies(model);
-      const ips = model.pods.map((p) => parseIPv4(p.ip!));
+      const ips = model.pods.map((p) => parseIPv4Address(p.ip!));
       for (const a of ips.slice(0, 30)) for (const b of ips) {
         for (const [proto, port] of [[6, 80], [6, 8080], [17, 53]]) {
           expect(sign(inc.verdict(INGRESS, a, b, proto, port))).toBe(sign(fresh.verdict(INGRESS, a, b, proto, port)));
@@ -99,24 +99,24 @@ describe('compiled tables', () => {
     ]);
     model.nodeIps = ['10.0.0.1'];
     const t = compilePolicies(model);
-    const xa = parseIPv4(ipOf('x', 'a'));
-    const xb = parseIPv4(ipOf('x', 'b'));
+    const xa = parseIPv4Address(ipOf('x', 'a'));
+    const xb = parseIPv4Address(ipOf('x', 'b'));
     expect(t.verdict(INGRESS, xa, xa, 6, 80)).toBe(RULE_SELF);
-    expect(t.verdict(INGRESS, xa, parseIPv4('10.0.0.1'), 6, 10250)).toBe(RULE_NODE);
-    expect(t.verdict(EGRESS, xa, parseIPv4('10.0.0.1'), 6, 10250)).toBe(-1); // egress to the node is not special
+    expect(t.verdict(INGRESS, xa, parseIPv4Address('10.0.0.1'), 6, 10250)).toBe(RULE_NODE);
+    expect(t.verdict(EGRESS, xa, parseIPv4Address('10.0.0.1'), 6, 10250)).toBe(-1); // egress to the node is not special
     expect(t.verdict(INGRESS, xa, xb, 17, 80)).toBe(-1);
     const e = t.explain(INGRESS, xa, xb, 6, 80);
     expect(e).toMatchObject({ allowed: true, policy: 'x/allow-b', rule: 'ingress[1]', pod: 'x/a' });
     const d = t.explain(INGRESS, xa, xb, 6, 81);
     expect(d.allowed).toBe(false);
     expect(d.isolatedBy).toEqual(['x/deny', 'x/allow-b']);
-    expect(t.explain(INGRESS, parseIPv4(ipOf('y', 'a')), xb, 6, 81)).toMatchObject({ verdict: 0, allowed: true });
+    expect(t.explain(INGRESS, parseIPv4Address(ipOf('y', 'a')), xb, 6, 81)).toMatchObject({ verdict: 0, allowed: true });
   });
 
   it('a worker wraps the posted buffers and answers the same verdicts', async () => {
     const model = e2eModel([policy('x', 'deny', {}, { ingress: [] }), policy('x', 'p', { matchLabels: { pod: 'a' } }, { ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: 'y' } } }], ports: [{ port: 80 }] }] })]);
     const t = compilePolicies(model);
-    const ips = model.pods.map((p) => parseIPv4(p.ip!));
+    const ips = model.pods.map((p) => parseIPv4Address(p.ip!));
     const queries: number[][] = [];
     for (const a of ips) for (const b of ips) queries.push([INGRESS, a, b, 6, 80], [INGRESS, a, b, 6, 81], [EGRESS, a, b, 17, 80]);
     const src = `

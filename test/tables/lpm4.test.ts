@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Worker } from 'node:worker_threads';
-import { Lpm4Builder, Lpm4Table, formatIPv4, parseCidr4, parseIPv4 } from '../../dataplane/tables/lpm4.js';
+import { Lpm4Builder, Lpm4Table } from '../../dataplane/tables/lpm4.js';
+import { formatIPv4Address, parseIPv4Address, parseIPv4Cidr } from '../../lib/ipv4.js';
 import { compileTables } from './compile.js';
 
 const maskOf = (len: number): number => (len === 0 ? 0 : (-1 << (32 - len)) >>> 0);
@@ -135,10 +136,10 @@ describe('Lpm4 against a naive reference', () => {
 
   it('masks bits beyond len', () => {
     const b = new Lpm4Builder();
-    b.set(parseIPv4('10.1.2.3'), 16, 5);
-    expect(b.has(parseIPv4('10.1.0.0'), 16)).toBe(true);
+    b.set(parseIPv4Address('10.1.2.3'), 16, 5);
+    expect(b.has(parseIPv4Address('10.1.0.0'), 16)).toBe(true);
     expect(b.size).toBe(1);
-    expect(b.build().lookup(parseIPv4('10.1.200.1'))).toBe(5);
+    expect(b.build().lookup(parseIPv4Address('10.1.200.1'))).toBe(5);
   });
 });
 
@@ -159,24 +160,24 @@ describe('Lpm4 validation and helpers', () => {
   });
 
   it('parses and formats addresses and CIDRs', () => {
-    expect(parseIPv4('0.0.0.0')).toBe(0);
-    expect(parseIPv4('255.255.255.255')).toBe(0xffffffff);
-    expect(parseIPv4('10.244.1.7')).toBe(0x0af40107);
-    expect(formatIPv4(0xc0a80001)).toBe('192.168.0.1');
-    expect(formatIPv4(-1)).toBe('255.255.255.255');
-    expect(parseCidr4('10.244.1.7/16')).toEqual({ prefix: 0x0af40000, len: 16 });
-    expect(parseCidr4('0.0.0.0/0')).toEqual({ prefix: 0, len: 0 });
+    expect(parseIPv4Address('0.0.0.0')).toBe(0);
+    expect(parseIPv4Address('255.255.255.255')).toBe(0xffffffff);
+    expect(parseIPv4Address('10.244.1.7')).toBe(0x0af40107);
+    expect(formatIPv4Address(0xc0a80001)).toBe('192.168.0.1');
+    expect(formatIPv4Address(-1)).toBe('255.255.255.255');
+    expect(parseIPv4Cidr('10.244.1.7/16')).toEqual({ prefix: 0x0af40000, len: 16 });
+    expect(parseIPv4Cidr('0.0.0.0/0')).toEqual({ prefix: 0, len: 0 });
     for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.-4', '1..2.3', ' 1.2.3.4', '1.2.3.4 ', '0x1.2.3.4', '1.2.3.1234']) {
-      expect(() => parseIPv4(bad), bad).toThrow(/invalid IPv4 address/);
+      expect(() => parseIPv4Address(bad), bad).toThrow(/invalid IPv4 address/);
     }
-    expect(() => parseCidr4('10.0.0.0')).toThrow(/missing "\/len"/);
-    expect(() => parseCidr4('10.0.0.0/33')).toThrow(/bad prefix length "33"/);
-    expect(() => parseCidr4('10.0.0.0/')).toThrow(/bad prefix length/);
-    expect(() => parseCidr4('10.0.0/8')).toThrow(/invalid IPv4 address/);
+    expect(() => parseIPv4Cidr('10.0.0.0')).toThrow(/missing "\/len"/);
+    expect(() => parseIPv4Cidr('10.0.0.0/33')).toThrow(/bad prefix length "33"/);
+    expect(() => parseIPv4Cidr('10.0.0.0/')).toThrow(/bad prefix length/);
+    expect(() => parseIPv4Cidr('10.0.0/8')).toThrow(/invalid IPv4 address/);
   });
 
   it('round-trips format/parse', () => {
-    fc.assert(fc.property(u32, (n) => parseIPv4(formatIPv4(n)) === n));
+    fc.assert(fc.property(u32, (n) => parseIPv4Address(formatIPv4Address(n)) === n));
   });
 });
 

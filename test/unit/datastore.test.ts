@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { distFile } from '../../dataplane/engine/paths.js';
-import { capture } from '../../lab/sh.js';
-import { FileSource, changesDir, readSnapshot, type ClusterView } from '../../dataplane/agent/datastore.js';
+import { capture } from '../../lib/sh.js';
+import { FileSource, changesDir, readSnapshot, type ClusterView } from '../../agent/sources/file.js';
 import { commitChanges, createDatastore, latestRev, readDatastore } from '../../lab/datastore.js';
 import type { NetworkPolicy, Pod } from '../../policy/model.js';
 

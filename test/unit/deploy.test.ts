@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { loadAgentConfig } from '../../dataplane/agent/main.js';
+import { loadAgentConfig } from '../../agent/main.js';
 import { parseConf } from '../../cni/plugin.js';
 import { copyArgs, dockerignore, execForm, nodeMajor, readDockerfile } from '../helpers/rootfs.js';
 
@@ -220,6 +220,6 @@ describe('deploy/', () => {
   it('.dockerignore keeps host builds, dependencies, git and tests out of the build context', () => {
     const ignored = dockerignore(readFileSync(path.join(root, '.dockerignore'), 'utf8'));
     for (const p of ['node_modules/pino/package.json', 'dist/cli/twill.js', 'dataplane/native/build/Release/twill_native.node', '.git/HEAD', 'test/unit/deploy.test.ts', 'x/node_modules/y', 'agent.log']) expect(ignored(p), p).toBe(true);
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'dataplane/native/src/tun.c', 'dataplane/agent/main.ts', 'deploy/iptables-wrapper']) expect(ignored(p), p).toBe(false);
+    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'dataplane/native/src/tun.c', 'agent/main.ts', 'deploy/iptables-wrapper']) expect(ignored(p), p).toBe(false);
   });
 });

@@ -28,9 +28,12 @@ static __thread struct {
   int64_t gap_ns;     // end a spin once the thread finds it was off the CPU this long; 0: never
   int32_t block_prio; // SCHED_FIFO priority while blocked; 0: always SCHED_OTHER
   uint64_t slice_ns;  // SCHED_OTHER's slice (sched_runtime, EEVDF); 0: the kernel's default
+  int32_t crowd;      // stop spinning once more tasks than this are runnable on the machine (0: never); a
+                      // thread that checks this spins as SCHED_FIFO too, so normal tasks never preempt it
   bool fifo;          // the class the thread is in now
+  int64_t ret_ns, ret_cpu_ns; // the clock and the thread's CPU time when poll() last returned
 } W = { .yield = true };
-enum { TW_SPIN_NONE, TW_SPIN_CAUGHT, TW_SPIN_EXPIRED, TW_SPIN_CUT };
+enum { TW_SPIN_NONE, TW_SPIN_CAUGHT, TW_SPIN_EXPIRED, TW_SPIN_CUT, TW_SPIN_CROWDED };
 
 static int64_t clock_ns(clockid_t c) {
   struct timespec t;
@@ -47,15 +50,35 @@ static int set_class(bool fifo) {
   return 0;
 }
 
-// waitPolicy(yield, gapUs, blockPriority, sliceUs): see W above. Puts the
+// How many tasks the whole machine has running or waiting for a CPU right now,
+// the caller included (the fourth field of /proc/loadavg, nr_running()); -1
+// when it cannot be read. About 0.4 µs here. More than the CPUs means some
+// task is waiting for one.
+static __thread int loadavg_fd = -1;
+static int runnable(void) {
+  char buf[128];
+  if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  ssize_t k = loadavg_fd < 0 ? -1 : pread(loadavg_fd, buf, sizeof buf - 1, 0);
+  if (k <= 0) return -1;
+  buf[k] = 0;
+  char *p = buf; // "0.52 0.58 0.59 3/321 12345": the field after the third space
+  for (int sp = 0; sp < 3 && p; sp++) if ((p = strchr(p, ' '))) p++;
+  return p ? (int)strtol(p, NULL, 10) : -1;
+}
+
+napi_value tw_runnable(napi_env env, napi_callback_info info) { return tw_int(env, runnable()); }
+
+// waitPolicy(yield, gapUs, blockPriority, sliceUs, crowd): see W above. Puts the
 // thread in the class it waits in (SCHED_FIFO when blockPriority > 0).
 napi_value tw_wait_policy(napi_env env, napi_callback_info info) {
-  TW_ARGS(4);
+  TW_ARGS(5);
   bool yield;
-  int32_t gap, prio, slice;
+  int32_t gap, prio, slice, crowd = 0;
   if (napi_get_value_bool(env, argv[0], &yield) != napi_ok) return tw_throw_type(env, "yield must be a boolean");
   if (!tw_i32(env, argv[1], "gapUs", &gap) || !tw_i32(env, argv[2], "blockPriority", &prio) || !tw_i32(env, argv[3], "sliceUs", &slice)) return NULL;
-  if (gap < 0 || prio < 0 || prio > 99 || slice < 0 || slice > 100000) return tw_throw_range(env, "gapUs >= 0, blockPriority 0..99, sliceUs 0..100000");
+  if (argc > 4 && !tw_i32(env, argv[4], "crowd", &crowd)) return NULL;
+  if (gap < 0 || prio < 0 || prio > 99 || slice < 0 || slice > 100000 || crowd < 0) return tw_throw_range(env, "gapUs >= 0, blockPriority 0..99, sliceUs 0..100000, crowd >= 0");
+  W.crowd = crowd;
   W.yield = yield;
   W.gap_ns = (int64_t)gap * 1000;
   W.block_prio = prio;
@@ -65,22 +88,6 @@ napi_value tw_wait_policy(napi_env env, napi_callback_info info) {
   return tw_undef(env);
 }
 
-// runnable(): how many tasks the whole machine has running or waiting for a
-// CPU right now, the caller included (the fourth field of /proc/loadavg); -1
-// when it cannot be read. More than the CPUs means someone is waiting.
-static __thread int loadavg_fd = -1;
-napi_value tw_runnable(napi_env env, napi_callback_info info) {
-  char buf[128];
-  if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  ssize_t k = loadavg_fd < 0 ? -1 : pread(loadavg_fd, buf, sizeof buf - 1, 0);
-  if (k <= 0) return tw_int(env, -1);
-  buf[k] = 0;
-  // "0.52 0.58 0.59 3/321 12345": the field after the third space
-  char *p = buf;
-  for (int sp = 0; sp < 3 && p; sp++) if ((p = strchr(p, ' '))) p++;
-  return tw_int(env, p ? strtol(p, NULL, 10) : -1);
-}
-
 // poll(fds, n, ready, timeoutMs, spinUs, wait?)
 // With spinUs > 0 it first polls without blocking for up to spinUs, and only
 // then sleeps: on a VM whose idle vCPU halts, a sleep and its wake-up cost
@@ -88,7 +95,8 @@ napi_value tw_runnable(napi_env env, napi_callback_info info) {
 // descheduled is in the worst place: runnable, it gets no wake-up when its
 // packet comes, and waits until the scheduler hands the CPU back (a tick, 4 ms
 // here). So the spin ends as soon as the thread finds it was away longer than
-// gapUs, and it sleeps instead, to be woken by the next packet.
+// gapUs, and it sleeps instead, to be woken by the next packet; so does a
+// thread that was descheduled that long while it handled the last batch.
 // wait (a Float64Array of 4, optional) gets how it went, so the caller needs no
 // clock of its own (performance.now() allocates): [0] the spin's outcome
 // (TW_SPIN_*: none, caught something, ran out, cut short), [1] the monotonic
@@ -119,20 +127,26 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
   if (n < 0 || (size_t)n > tw_min(nf, nr) || n > POLL_MAX) return tw_throw_range(env, "n must fit fds, ready and 1024");
   for (int i = 0; i < n; i++) P[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
   int r = 0, outcome = TW_SPIN_NONE;
-  int64_t entered = clock_ns(CLOCK_MONOTONIC), cpu = 0;
+  int64_t entered = clock_ns(CLOCK_MONOTONIC), cpu0 = spin > 0 ? clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0, spun = 0;
+  if (spin > 0 && W.gap_ns > 0 && W.ret_ns > 0 && (entered - W.ret_ns) - (cpu0 - W.ret_cpu_ns) > W.gap_ns) {
+    // Descheduled while it handled the last batch: as good as a spin cut short.
+    outcome = TW_SPIN_CUT;
+    spin = 0;
+  }
   if (spin > 0) {
     int64_t last = entered, end = entered + (int64_t)spin * 1000, t;
-    cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    if (W.fifo) set_class(false); // never spin as a real-time thread: the pods would starve
+    // A real-time thread spins only while it watches for tasks that wait for a CPU: the pods would starve.
+    if (W.fifo && W.crowd == 0) set_class(false);
     for (;;) {
       if ((r = poll(P, (nfds_t)n, 0)) != 0) { outcome = TW_SPIN_CAUGHT; break; }
       t = clock_ns(CLOCK_MONOTONIC);
       if (W.gap_ns > 0 && t - last > W.gap_ns) { outcome = TW_SPIN_CUT; break; }
       if (t >= end) { outcome = TW_SPIN_EXPIRED; break; }
+      if (W.crowd > 0 && runnable() > W.crowd) { outcome = TW_SPIN_CROWDED; break; }
       if (W.yield) sched_yield();
       last = t;
     }
-    cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+    spun = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     if (r < 0 && errno != EINTR) return tw_throw_errno(env, "poll", errno);
     if (r < 0) r = 0;
   }
@@ -142,11 +156,13 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
     while (r < 0 && errno == EINTR);
   }
   if (r < 0) return tw_throw_errno(env, "poll", errno);
+  W.ret_ns = clock_ns(CLOCK_MONOTONIC);
+  W.ret_cpu_ns = W.gap_ns > 0 ? clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
   if (w) {
     w[0] = outcome;
     w[1] = entered / 1e6;
-    w[2] = clock_ns(CLOCK_MONOTONIC) / 1e6;
-    w[3] = cpu / 1e3;
+    w[2] = W.ret_ns / 1e6;
+    w[3] = spun / 1e3;
   }
   // Any revents counts: on POLLERR/POLLHUP/POLLNVAL the next read reports the
   // problem, whereas ignoring them would make a poll loop spin.

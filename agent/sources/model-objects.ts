@@ -2,7 +2,7 @@
 // cluster state, for every source that carries them (the Kubernetes API; etcd
 // under /twill/). Nodes are each source's own: a Node object, a subnet lease.
 import type { Logger } from 'pino';
-import { keyOf, type Change } from './datastore.js';
+import { keyOf, type Change } from './file.js';
 import { readNamespace, readPod } from '../../policy/manifests.js';
 import { Problems, isObj, validateNetworkPolicy, type Obj } from '../../policy/validate.js';
 

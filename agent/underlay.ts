@@ -13,7 +13,7 @@
 // VXLAN's 50 bytes (flannel's vxlan backend), unless `underlayMTU` overrides it.
 import { execFileSync } from 'node:child_process';
 import { isIPv4 } from 'node:net';
-import { VXLAN_OVERHEAD } from '../engine/config.js';
+import { VXLAN_OVERHEAD } from '../dataplane/packet/vxlan.js';
 
 export interface UnderlayConfig {
   iface?: string | string[]; // flanneld's --iface (repeatable): interface names or IPv4 addresses

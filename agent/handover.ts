@@ -19,8 +19,8 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { request } from './server.js';
-import type { Engine } from '../engine/engine.js';
+import { request } from './socket.js';
+import type { Engine } from '../dataplane/engine/engine.js';
 
 export interface FlowFiles { conntrack: string; translated: string }
 

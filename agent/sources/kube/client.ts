@@ -6,7 +6,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
-import { readJsonLines } from './json-lines.js';
+import { readJsonLines } from '../json-lines.js';
 
 export interface KubeConfig {
   server: string; // https://host:port, http://host:port or unix:///path/to.sock

@@ -2,11 +2,11 @@
 // node's TUN device); the CNI plugin's IPAM hands out .2 and up. And the node's
 // own VTEP MAC, derived from its name.
 import { createHash } from 'node:crypto';
-import { parseCidr4, formatIPv4 } from '../tables/lpm4.js';
+import { formatIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
 
 export function gatewayOf(podCIDR: string): string {
-  const c = parseCidr4(podCIDR);
-  return formatIPv4((c.prefix + 1) >>> 0);
+  const c = parseIPv4Cidr(podCIDR);
+  return formatIPv4Address((c.prefix + 1) >>> 0);
 }
 
 /** A VTEP MAC of this node's own: stable across restarts, locally administered, unicast. */

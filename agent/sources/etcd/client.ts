@@ -11,7 +11,7 @@ import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { readJsonLines } from './json-lines.js';
+import { readJsonLines } from '../json-lines.js';
 
 const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined) => (s ? Buffer.from(s, 'base64').toString() : '');

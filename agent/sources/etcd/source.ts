@@ -10,10 +10,10 @@
 // was compacted away reads everything again.
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
-import { ClusterState, type Change, type ClusterSource, type ClusterView, type NodeRecord } from './datastore.js';
-import { EtcdClient, type EtcdEvent, type KV } from './etcd-client.js';
-import { modelChange, type ModelKind } from './model-objects.js';
-import { formatIPv4, parseCidr4 } from '../tables/lpm4.js';
+import { ClusterState, type Change, type ClusterSource, type ClusterView, type NodeRecord } from '../file.js';
+import { EtcdClient, type EtcdEvent, type KV } from './client.js';
+import { modelChange, type ModelKind } from '../model-objects.js';
+import { formatIPv4Address, parseIPv4Cidr } from '../../../lib/ipv4.js';
 
 export const FLANNEL_PREFIX = '/coreos.com/network';
 export const MODEL_PREFIX = '/twill/';
@@ -55,7 +55,7 @@ export async function leaseSubnet(client: EtcdClient, o: { node: string; publicI
   const prefix = o.prefix ?? FLANNEL_PREFIX;
   const cfg = await readNetworkConfig(client, prefix);
   const len = cfg.SubnetLen ?? 24;
-  const net = parseCidr4(cfg.Network);
+  const net = parseIPv4Cidr(cfg.Network);
   if (len < net.len || len > 30) throw new Error(`${prefix}/config: SubnetLen ${len} does not fit ${cfg.Network}`);
   const value = JSON.stringify({ PublicIP: o.publicIP, BackendType: 'vxlan', BackendData: { VNI: o.vni, VtepMAC: o.vtepMAC }, NodeName: o.node } satisfies SubnetLease);
   const lease = await client.grant(LEASE_TTL_S);
@@ -64,11 +64,11 @@ export async function leaseSubnet(client: EtcdClient, o: { node: string; publicI
   if (key) {
     await client.put(key, value, lease); // ours from before a restart: renewed under the new lease
   } else {
-    const size = 2 ** (32 - len), first = cfg.SubnetMin ? parseCidr4(`${cfg.SubnetMin}/${len}`).prefix : net.prefix + size; // flannel skips the network's first subnet
-    const last = cfg.SubnetMax ? parseCidr4(`${cfg.SubnetMax}/${len}`).prefix : net.prefix + 2 ** (32 - net.len) - size;
+    const size = 2 ** (32 - len), first = cfg.SubnetMin ? parseIPv4Cidr(`${cfg.SubnetMin}/${len}`).prefix : net.prefix + size; // flannel skips the network's first subnet
+    const last = cfg.SubnetMax ? parseIPv4Cidr(`${cfg.SubnetMax}/${len}`).prefix : net.prefix + 2 ** (32 - net.len) - size;
     const taken = new Set(held.map((kv) => kv.key));
     for (let p = first; p <= last && !key; p += size) {
-      const k = `${prefix}/subnets/${subnetKeyOf(`${formatIPv4(p >>> 0)}/${len}`)}`;
+      const k = `${prefix}/subnets/${subnetKeyOf(`${formatIPv4Address(p >>> 0)}/${len}`)}`;
       if (!taken.has(k) && (await client.create(k, value, lease))) key = k;
     }
     if (!key) throw new Error(`no free /${len} left in ${cfg.Network}`);

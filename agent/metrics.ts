@@ -4,7 +4,7 @@
 // address, and on the agent's socket (`twill lab metrics`).
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { COUNTER_NAMES, type CounterName } from '../stages/counters.js';
+import { COUNTER_NAMES, type CounterName } from '../dataplane/stages/counters.js';
 import type { ProcessSample } from './process-metrics.js';
 
 export interface MetricsSnapshot {

@@ -12,11 +12,11 @@
 // own Node as flanneld does (announceNode).
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
-import { ClusterState, keyOf, type Change, type ClusterSource, type ClusterView, type Kind, type NodeRecord } from './datastore.js';
-import { KubeClient, KubeError, type WatchEvent } from './kube-client.js';
-import { modelChange, objectKey } from './model-objects.js';
-import { vtepMacFor } from './addressing.js';
-import { isObj, type Obj } from '../../policy/validate.js';
+import { ClusterState, keyOf, type Change, type ClusterSource, type ClusterView, type Kind, type NodeRecord } from '../file.js';
+import { KubeClient, KubeError, type WatchEvent } from './client.js';
+import { modelChange, objectKey } from '../model-objects.js';
+import { vtepMacFor } from '../../addressing.js';
+import { isObj, type Obj } from '../../../policy/validate.js';
 
 export const FLANNEL = {
   backendType: 'flannel.alpha.coreos.com/backend-type',

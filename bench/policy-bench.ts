@@ -1,6 +1,6 @@
 // NetworkPolicy benchmark (`npm run bench -- policy`):
 //  - compile: 10,000 policies over 1,000 pods, then one policy changed and recompiled
-//    incrementally (policy/bench.ts);
+//    incrementally (bench/policy-model.ts);
 //  - apply → enforce: in a two-node lab holding those policies, the time from `lab apply`
 //    of one change until the change holds on the wire, seen by real traffic: a UDP echo
 //    flow at 1 kHz that the change denies (when it stops) and one it allows (when it
@@ -20,7 +20,7 @@ import { stringify } from 'yaml';
 import { labCommit, labDown, labPolicies, labUp } from '../lab/lab.js';
 import { tcpThroughput } from '../lab/measure.js';
 import { type LabPod } from '../lab/state.js';
-import { makeBenchModel, runPolicyBench } from '../policy/bench.js';
+import { makeBenchModel, runPolicyBench } from './policy-model.js';
 import type { Change } from '../agent/sources/file.js';
 import { podKey, type ClusterModel, type NetworkPolicy } from '../policy/model.js';
 
@@ -250,7 +250,7 @@ export async function runPolicyLabBench(opts: { quick?: boolean; rounds?: number
       throughput_ratio: Math.round((median(withP) / median(without)) * 1000) / 1000,
     };
     const rows: [string, string, string][] = [
-      ['compile, 10,000 policies over 1,000 pods', `${out.compile_ms_10k_policies} ms`, 'policy/bench.ts, one PolicyCompiler'],
+      ['compile, 10,000 policies over 1,000 pods', `${out.compile_ms_10k_policies} ms`, 'bench/policy-model.ts, one PolicyCompiler'],
       ['recompile after one policy change', `${out.recompile_one_ms} ms`, 'incremental, same compiler'],
       ['recompile after one pod relabel', `${compile.relabel_pod_ms} ms`, ''],
       [`lab apply of ${policies.length} policies, until every agent enforces`, `${round1(loadMs)} ms`, `${shape.namespaces * shape.podsPerNamespace} pods in the datastore; the manifest's parse included`],

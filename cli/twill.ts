@@ -49,8 +49,8 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'lab': { const { labCommand } = await import('./lab-command.js'); return labCommand(rest); }
-    case 'policy': { const { policyCommand } = await import('../policy/cli.js'); return policyCommand(rest); }
-    case 'bench': { const { benchCommand } = await import('../bench/cli.js'); return benchCommand(rest); }
+    case 'policy': { const { policyCommand } = await import('./policy-command.js'); return policyCommand(rest); }
+    case 'bench': { const { benchCommand } = await import('./bench-command.js'); return benchCommand(rest); }
     case 'agent':
       return runCommand(AGENT, rest, async (p) => {
         const { runAgent, loadAgentConfig } = await import('../agent/main.js');

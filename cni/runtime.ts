@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import { distFile } from '../dataplane/engine/paths.js';
+import { distFile } from '../lib/paths.js';
 
 export interface NodeCni { confFile: string; binDir: string }
 

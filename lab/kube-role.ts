@@ -17,7 +17,7 @@ import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, release, totalmem } from 'node:os';
 import path from 'node:path';
 import { KubeClient, KubeError, type KubeConfig } from '../agent/sources/kube/client.js';
-import { distFile } from '../dataplane/engine/paths.js';
+import { distFile } from '../lib/paths.js';
 import type { ContainerPort } from '../policy/model.js';
 import { alive } from './proc.js';
 import { saveState, type LabNode, type LabState } from './state.js';

@@ -10,7 +10,7 @@ import { ipn, netnsDel, netnsList, sysctl } from '../lib/sh.js';
 import { alive, procStart, sameProcess, stopProcess } from './proc.js';
 import { AGENT_GRACE_MS, agentConfigFile, readSupervisorStatus, supervisorLogFile } from './supervisor.js';
 import { labDir, labPrefix, loadState, saveState, type LabNode, type LabPod, type LabState } from './state.js';
-import { distFile } from '../dataplane/engine/paths.js';
+import { distFile } from '../lib/paths.js';
 import { request } from '../agent/socket.js';
 import { installNodeCni, cniAdd, type NodeCni } from '../cni/runtime.js';
 import { formatIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';

@@ -3,7 +3,7 @@
 // iperf3 throughput and ping RTTs between two pods.
 import { spawn } from 'node:child_process';
 import { capture, untilOutput } from '../lib/sh.js';
-import { distFile } from '../dataplane/engine/paths.js';
+import { distFile } from '../lib/paths.js';
 import type { LabPod } from './state.js';
 
 export interface Reach { icmp: boolean; tcp: boolean; udp: boolean }

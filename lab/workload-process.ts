@@ -1,7 +1,7 @@
 // Starting a pod's workload from outside the pod: one way for the lab, the
 // bench and the tests, so nothing probes a pod before its ports listen.
 import { spawn } from 'node:child_process';
-import { distFile } from '../dataplane/engine/paths.js';
+import { distFile } from '../lib/paths.js';
 import { READY_LINE, workloadArgs, type WorkloadPorts } from './workload.js';
 
 /** Runs the workload in `netns` (default ports unless given) and resolves with its pid once every port listens; stops it if it never does. */

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { native, opener } from '../native/index.js';
 import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
 import { NCOUNTERS, sumCounters, workerCounters, type CounterName } from '../stages/counters.js';
-import { distFile } from './paths.js';
+import { distFile } from '../../lib/paths.js';
 import type { EngineConfig } from './config.js';
 import type { TablesMsg, WorkerTask } from './worker.js';
 import type { Offloads, StageTables } from '../stages/context.js';

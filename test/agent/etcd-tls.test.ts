@@ -22,7 +22,7 @@ import type { ClusterView } from '../../agent/sources/file.js';
 import { ipn, netnsDel } from '../../lib/sh.js';
 import { stopPid } from '../../lab/proc.js';
 import { request } from '../../agent/socket.js';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { distFile } from '../../lib/paths.js';
 
 let dir: string, etcd: ChildProcess | undefined, endpoint: string;
 const f = (name: string) => path.join(dir, name);

@@ -17,7 +17,7 @@ import { KubeClient } from '../../agent/sources/kube/client.js';
 import { FLANNEL, announceNode, nodeAddressing } from '../../agent/sources/kube/source.js';
 import { createDatastore } from '../../lab/datastore.js';
 import { request } from '../../agent/socket.js';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { distFile } from '../../lib/paths.js';
 import { ipn, netnsDel } from '../../lib/sh.js';
 import { stopPid } from '../../lab/proc.js';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';

@@ -12,7 +12,7 @@ import { labDir, labPrefix, loadState, saveState, type LabState } from '../../la
 import { netnsList } from '../../lib/sh.js';
 import { alive, procStart, sameProcess, stopProcess } from '../../lab/proc.js';
 import { agentConfigFile, backoffMs, MAX_BACKOFF_MS, readSupervisorStatus } from '../../lab/supervisor.js';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { distFile } from '../../lib/paths.js';
 import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
 
 const name = testLabName();

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { distFile } from '../../lib/paths.js';
 import { untilOutput } from '../../lib/sh.js';
 import { sh } from './lab.js';
 

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { policyCommand } from '../../policy/cli.js';
+import { policyCommand } from '../../cli/policy-command.js';
 import { e2eModel, modelYaml, policy, PODS } from './fixture.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));

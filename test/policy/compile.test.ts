@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { PolicyCompiler, compilePolicies } from '../../policy/compile.js';
-import { makeBenchModel } from '../../policy/bench.js';
+import { makeBenchModel } from '../../bench/policy-model.js';
 import type { ClusterModel } from '../../policy/model.js';
 import { EGRESS, INGRESS, PolicyTables, RULE_NODE, RULE_SELF } from '../../dataplane/tables/policy.js';
 import { parseIPv4Address } from '../../lib/ipv4.js';

@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { distFile } from '../../dataplane/engine/paths.js';
+import { distFile } from '../../lib/paths.js';
 import { capture } from '../../lib/sh.js';
 import { FileSource, changesDir, readSnapshot, type ClusterView } from '../../agent/sources/file.js';
 import { commitChanges, createDatastore, latestRev, readDatastore } from '../../lab/datastore.js';

@@ -2,9 +2,9 @@
 // one pod relabelled, recompiled incrementally by the same PolicyCompiler.
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PolicyCompiler } from './compile.js';
-import { uniform } from '../bench/prng.js';
-import { NS_NAME_LABEL, type ClusterModel, type NetworkPolicy, type Pod } from './model.js';
+import { PolicyCompiler } from '../policy/compile.js';
+import { uniform } from './prng.js';
+import { NS_NAME_LABEL, type ClusterModel, type NetworkPolicy, type Pod } from '../policy/model.js';
 
 
 export interface BenchShape {

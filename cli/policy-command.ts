@@ -1,14 +1,14 @@
 // `twill policy ...`: NetworkPolicy tools over manifests, answered by the compiled tables.
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
-import { compilePolicies } from './compile.js';
-import { ManifestError, loadModelFiles } from './manifests.js';
-import { podKey, type ClusterModel, type Pod, type Protocol } from './model.js';
-import { reachabilityMatrix, tracePair } from './matrix.js';
+import { compilePolicies } from '../policy/compile.js';
+import { ManifestError, loadModelFiles } from '../policy/manifests.js';
+import { podKey, type ClusterModel, type Pod, type Protocol } from '../policy/model.js';
+import { reachabilityMatrix, tracePair } from '../policy/matrix.js';
 import type { Explanation } from '../dataplane/tables/policy.js';
-import { isObj } from './validate.js';
+import { isObj } from '../policy/validate.js';
 import { formatIPv4Address, parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
-import { bool, int, list, oneOf, runCommand, str, UsageError, type Command, type Opt, type Parsed } from '../cli/args.js';
+import { bool, int, list, oneOf, runCommand, str, UsageError, type Command, type Opt, type Parsed } from './args.js';
 
 const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
 const DEFAULT_CLUSTER_CIDR = '10.244.0.0/16';
@@ -141,7 +141,7 @@ export async function policyCommand(args: string[]): Promise<number> {
 async function policyRun(p: Parsed): Promise<number> {
   const sub = p.path[0];
   if (sub === 'bench') {
-    const { runPolicyBench } = await import('./bench.js');
+    const { runPolicyBench } = await import('../bench/policy-model.js');
     await runPolicyBench();
     return 0;
   }

@@ -2,8 +2,8 @@
 // the dataplane comparison (twill, kernel VXLAN, wireguard-go) and the micro
 // benchmarks, and writes bench/results/; subcommands run one part.
 import path from 'node:path';
-import { repoRoot } from '../dataplane/engine/paths.js';
-import { bool, runCommand, type Command, type Opt } from '../cli/args.js';
+import { repoRoot } from '../lib/paths.js';
+import { bool, runCommand, type Command, type Opt } from './args.js';
 
 const QUICK: Record<string, Opt> = { quick: { type: 'boolean', help: 'shorter runs (a smoke test, not figures to quote)' } };
 const JSON_OUT: Record<string, Opt> = { json: { type: 'boolean', help: 'one JSON object on stdout (progress goes to stderr)' } };
@@ -25,17 +25,17 @@ export async function benchCommand(args: string[]): Promise<number> {
     const quick = bool(p, 'quick'), json = bool(p, 'json');
     switch (p.path[0]) {
       case 'micro': {
-        const { runMicro } = await import('./micro.js');
+        const { runMicro } = await import('../bench/micro.js');
         await runMicro({ json, quick });
         return 0;
       }
       case 'cni': {
-        const { runCniBench } = await import('./cni.js');
+        const { runCniBench } = await import('../bench/cni.js');
         await runCniBench({ json, quick });
         return 0;
       }
       case 'policy': {
-        const { runPolicyLabBench } = await import('./policy-bench.js');
+        const { runPolicyLabBench } = await import('../bench/policy-bench.js');
         await runPolicyLabBench({ quick });
         return 0;
       }
@@ -46,9 +46,9 @@ export async function benchCommand(args: string[]): Promise<number> {
 }
 
 async function suite(quick: boolean): Promise<number> {
-  const { runSuite, abortCleanup } = await import('./suite/run.js');
-  const { writeReport, markdown } = await import('./suite/report.js');
-  const { runMicro } = await import('./micro.js');
+  const { runSuite, abortCleanup } = await import('../bench/suite/run.js');
+  const { writeReport, markdown } = await import('../bench/suite/report.js');
+  const { runMicro } = await import('../bench/micro.js');
   const t0 = Date.now();
   const say = (m: string) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const onSig = () => { say('interrupted: tearing down'); void abortCleanup().finally(() => process.exit(130)); };

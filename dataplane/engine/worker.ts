@@ -6,15 +6,11 @@
 // MessagePort; receiveMessageOnPort takes them without yielding).
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { native, opener } from '../native/index.js';
-import { ETH_HLEN } from '../packet/ethernet.js';
-import { Batch, GEN_ENTRIES, GRO_SLOT, splitGro } from '../stages/batch.js';
-import { VNET_HLEN } from '../packet/virtio.js';
+import { Batch, GEN_ENTRIES } from '../stages/batch.js';
 import { pino } from 'pino';
 import { StageContext } from '../stages/context.js';
-import { ingressPod } from '../stages/ingress-pod.js';
-import { ingressTun } from '../stages/ingress-tun.js';
-import { ingressVxlan } from '../stages/ingress-vxlan.js';
-import { forward, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/forward.js';
+import { forward } from '../stages/forward.js';
+import { SOURCES, RECEIVED, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/graph.js';
 import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
 import { C } from '../stages/counters.js';
@@ -41,7 +37,7 @@ const OUT_BYTES = 2 << 20; // segments and coalesced frames made per batch (stag
 const GRO_SLOTS = 8; // 64 KB overlay receives per batch
 const SPIN_CUT = 3; // native.poll's wait[0]: the thread was descheduled while it spun
 const CALM_MIN_MS = 10, CALM_MAX_MS = 1000; // no spinning for this long after a cut, doubling per cut
-const SRC_DOORBELL = 0, SRC_TUN = 1, SRC_UDP = 2, SRC_POD = 3;
+const DOORBELL = -1; // the poll set's first fd; the others are tagged with their source (stages/graph.ts)
 
 export default function runWorker(task: WorkerTask): { index: number } {
   const { cfg, index, offloads } = task;
@@ -107,7 +103,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   const rebuild = () => {
     const list = [task.doorbell, out.tun, task.udpFd, ...pods.values()];
     fds = Int32Array.from(list);
-    kinds = Int32Array.from(list, (_, i) => Math.min(i, SRC_POD));
+    kinds = Int32Array.from(list, (_, i) => (i === 0 ? DOORBELL : i === 1 ? FROM_TUN : i === 2 ? FROM_VXLAN : FROM_POD));
     ready = new Int32Array(list.length);
   };
 
@@ -151,8 +147,8 @@ export default function runWorker(task: WorkerTask): { index: number } {
     for (let k = 0; k < fds.length; k++) {
       if (ready[k] === 0) continue;
       const kind = kinds[k];
-      if (kind === SRC_DOORBELL) native.eventfdDrain(fds[k]);
-      else if (!drain(ctx, bt, out, fds[k], kind) && kind === SRC_POD) {
+      if (kind === DOORBELL) native.eventfdDrain(fds[k]);
+      else if (!drain(ctx, bt, out, fds[k], kind) && kind === FROM_POD) {
         // A veth that errors would keep poll() hot: stop reading it until the next publication.
         for (const [ifx, fd] of pods) if (fd === fds[k]) pods.delete(ifx);
         rebuild();
@@ -166,28 +162,13 @@ export default function runWorker(task: WorkerTask): { index: number } {
   return { index };
 }
 
-// Returns false when the fd failed.
-function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: number): boolean {
-  const c = ctx.counters, max = bt.slots;
+// Returns false when the fd failed. `from` is the queue's source (stages/graph.ts).
+function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, from: number): boolean {
+  const c = ctx.counters, src = SOURCES[from], received = RECEIVED[from];
   for (let round = 0; round < ROUNDS; round++) {
     let n: number;
     try {
-      if (kind === SRC_POD && ctx.podTso) {
-        bt.aimBig(ETH_HLEN + VNET_HLEN);
-        n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.bigSlots, bt.bigCapacity(ETH_HLEN + VNET_HLEN));
-      } else if (kind === SRC_POD) {
-        bt.aim(ETH_HLEN);
-        n = native.packetRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, max, bt.capacity(ETH_HLEN));
-      } else if (kind === SRC_TUN && ctx.tunTso) {
-        bt.aimBig(VNET_HLEN);
-        n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, bt.bigSlots, bt.bigCapacity(VNET_HLEN));
-      } else if (kind === SRC_TUN) {
-        bt.aim(0);
-        n = native.tunRead(fd, bt.arena, bt.offs, bt.lens, max, bt.capacity(0));
-      } else {
-        bt.aimGro();
-        n = splitGro(bt, native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.aux, bt.groSlots, GRO_SLOT));
-      }
+      n = src.receive(ctx, bt, fd);
     } catch {
       c[C.rx_errors]++; // e.g. a pod's veth going down while we read it
       return false;
@@ -196,11 +177,11 @@ function drain(ctx: StageContext, bt: Batch, out: Outputs, fd: number, kind: num
     bt.n = n;
     ctx.now = (Date.now() / 1000) | 0;
     c[C.batches]++;
-    if (kind === SRC_POD) { c[C.rx_pod] += n; ingressPod(ctx, bt); forward(ctx, bt, FROM_POD); }
-    else if (kind === SRC_TUN) { c[C.rx_tun] += n; ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN); }
-    else { c[C.rx_vxlan] += n; ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN); }
+    c[received] += n;
+    src.ingress(ctx, bt);
+    forward(ctx, bt, from);
     egress(ctx, bt, out);
-    if (n < max) return true;
+    if (n < bt.slots) return true;
   }
   return true;
 }

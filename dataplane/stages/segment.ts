@@ -17,9 +17,9 @@ import { csumAdd, csumAdd32, csumFold, pseudoHeaderSum4 } from '../packet/checks
 import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
+import { OUT_POD, OUT_TUN, OUT_UDP } from './ids.js';
 import * as virtio from '../packet/virtio.js';
 
-export const OUT_TUN = 0, OUT_POD = 1, OUT_UDP = 2;
 const { VNET_GSO_TCPV4: GSO_TCPV4, VNET_GSO_UDP_L4: GSO_UDP_L4 } = virtio; // module-level consts V8 folds
 const TCP_FIN = 0x01, TCP_PSH = 0x08, TCP_CWR = 0x80;
 

@@ -28,12 +28,12 @@ static __thread struct {
   int64_t gap_ns;     // end a spin once the thread finds it was off the CPU this long; 0: never
   int32_t block_prio; // SCHED_FIFO priority while blocked; 0: always SCHED_OTHER
   uint64_t slice_ns;  // SCHED_OTHER's slice (sched_runtime, EEVDF); 0: the kernel's default
-  int32_t crowd;      // stop spinning once more tasks than this are runnable on the machine (0: never); a
-                      // thread that checks this spins as SCHED_FIFO too, so normal tasks never preempt it
+  int32_t crowd;      // > 0: block as SCHED_FIFO only while more tasks than this are runnable on the machine
+                      // (others want a CPU), else as a normal thread, whose wake-up is cheaper (see waitPolicy)
   bool fifo;          // the class the thread is in now
   int64_t ret_ns, ret_cpu_ns; // the clock and the thread's CPU time when poll() last returned
 } W = { .yield = true };
-enum { TW_SPIN_NONE, TW_SPIN_CAUGHT, TW_SPIN_EXPIRED, TW_SPIN_CUT, TW_SPIN_CROWDED };
+enum { TW_SPIN_NONE, TW_SPIN_CAUGHT, TW_SPIN_EXPIRED, TW_SPIN_CUT };
 
 static int64_t clock_ns(clockid_t c) {
   struct timespec t;
@@ -135,14 +135,12 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
   }
   if (spin > 0) {
     int64_t last = entered, end = entered + (int64_t)spin * 1000, t;
-    // A real-time thread spins only while it watches for tasks that wait for a CPU: the pods would starve.
-    if (W.fifo && W.crowd == 0) set_class(false);
+    if (W.fifo) set_class(false); // never spin as a real-time thread: the pods would starve
     for (;;) {
       if ((r = poll(P, (nfds_t)n, 0)) != 0) { outcome = TW_SPIN_CAUGHT; break; }
       t = clock_ns(CLOCK_MONOTONIC);
       if (W.gap_ns > 0 && t - last > W.gap_ns) { outcome = TW_SPIN_CUT; break; }
       if (t >= end) { outcome = TW_SPIN_EXPIRED; break; }
-      if (W.crowd > 0 && runnable() > W.crowd) { outcome = TW_SPIN_CROWDED; break; }
       if (W.yield) sched_yield();
       last = t;
     }
@@ -151,7 +149,10 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
     if (r < 0) r = 0;
   }
   if (r == 0) {
-    if (W.block_prio > 0 && !W.fifo) set_class(true);
+    if (W.block_prio > 0) {
+      bool fifo = W.crowd == 0 || runnable() > W.crowd;
+      if (fifo != W.fifo) set_class(fifo);
+    }
     do r = poll(P, (nfds_t)n, timeout < 0 ? -1 : timeout);
     while (r < 0 && errno == EINTR);
   }

@@ -12,7 +12,7 @@ import { reachability, allReachable, formatMatrix } from '../../lab/measure.js';
 import { FLANNEL_PREFIX, MODEL_PREFIX, subnetKeyOf } from '../../agent/sources/etcd/source.js';
 import { vtepMacFor } from '../../agent/addressing.js';
 import { addFlannelNode } from '../helpers/flannel-node.js';
-import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
+import { pingOk, probeTcpFrom, testLabName, until } from '../helpers/lab.js';
 
 const name = testLabName();
 let s: LabState, workloadPid = 0;
@@ -30,13 +30,6 @@ const leases = (): Record<string, { PublicIP: string; BackendType: string; Backe
   const out: Record<string, never> = {};
   for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = JSON.parse(lines[i + 1]) as never;
   return out;
-};
-const until = async (ok: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
-  for (const deadline = Date.now() + ms; ;) {
-    if (await ok()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
 };
 
 test('each agent leases a subnet in etcd as flanneld does, and the pods reach each other through what etcd says', async () => {

@@ -17,7 +17,7 @@ import { addFlannelNode } from '../helpers/flannel-node.js';
 import { FLANNEL } from '../../agent/sources/kube/source.js';
 import { vtepMacFor } from '../../agent/addressing.js';
 import { FakeKube, nodeObject } from '../helpers/fake-kube.js';
-import { pingOk, probeTcpFrom, testLabName } from '../helpers/lab.js';
+import { pingOk, probeTcpFrom, testLabName, until } from '../helpers/lab.js';
 
 const name = testLabName();
 const TOKEN = 'lab-token';
@@ -37,14 +37,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const until = async (ok: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await ok()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
 
 test('each agent announces its VTEP on its Node as flanneld does, and the pods reach each other through what the API says', async () => {
   for (const n of s.nodes) {

@@ -16,7 +16,7 @@ import { addPod, labDown, labUp } from '../../lab/lab.js';
 import { loadState, type LabState } from '../../lab/state.js';
 import { sameProcess } from '../../lab/proc.js';
 import { labKubeconfigFile } from '../../lab/kube-role.js';
-import { probeTcpFrom, testLabName } from '../helpers/lab.js';
+import { probeTcpFrom, testLabName, until } from '../helpers/lab.js';
 
 const name = testLabName();
 let s: LabState, dir: string, kubeconfig: string;
@@ -41,14 +41,6 @@ function kubectl(...args: string[]): Promise<string> {
 /** The table kubectl prints, as rows of cells (the header row first). */
 const rows = (out: string) => out.trim().split('\n').map((l) => l.trim().split(/\s+/));
 
-const until = async (ok: () => Promise<boolean> | boolean, ms: number): Promise<boolean> => {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await ok()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'twt-kubectl-'));

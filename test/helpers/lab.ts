@@ -11,6 +11,16 @@ import { untilOutput } from '../../lib/sh.js';
 
 export const testLabName = () => `e${randomBytes(2).toString('hex')}`;
 
+/** Resolves true once ok() holds, polling every 100 ms; false after ms. */
+export async function until(ok: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await ok()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function counters(n: LabNode): Promise<Record<string, number>> {
   return (await request(n.socket, { op: 'counters' })) as Record<string, number>;
 }

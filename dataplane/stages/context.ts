@@ -45,6 +45,8 @@ export class StageContext {
   nh!: Int32Array;
   ifmap!: Int32Array;
   peers!: Int32Array; // the other nodes' VTEPs (tables/fib.ts findPeer, peerOwns)
+  podPrefix = 0; // this node's pod range: (address & podMask) === podPrefix
+  podMask = -1;
   readonly f = newFields(); // parse result of the packet at hand
   readonly gwMac: Uint8Array;
   readonly vtepMac: Uint8Array;
@@ -90,6 +92,7 @@ export class StageContext {
     this.nh = new Int32Array(t.nexthops);
     this.ifmap = new Int32Array(t.ifmap);
     this.peers = new Int32Array(t.peers);
+    this.podPrefix = t.podPrefix; this.podMask = t.podMask;
     this.gatewayIp = parseIPv4Address(t.gatewayIP) | 0;
     if (t.conntrack && (!this.conntrack || this.conntrack.buffer !== t.conntrack)) this.conntrack = new Conntrack(t.conntrack);
     if (t.translated) { if (this.translated?.buffer !== t.translated) this.translated = new Conntrack(t.translated); }

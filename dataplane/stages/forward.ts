@@ -45,7 +45,8 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
     if (kind === NH_OUTSIDE || kind === NH_SERVICE) {
       if (from === FROM_VXLAN) { c[C.drop_overlay_dst]++; continue; } // no node sends these through the overlay
     }
-    if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && nh[lpm.lookup(bt.src[i]) * NH_STRIDE + NH_KIND] === NH_LOCAL) {
+    if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && (bt.src[i] & ctx.podMask) === ctx.podPrefix &&
+      bt.src[i] !== ctx.gatewayIp && nh[lpm.lookup(bt.src[i]) * NH_STRIDE + NH_KIND] === NH_LOCAL) {
       recordTranslated(ctx, bt, i); // T1: a local pod's packet, translated by the stack
       fromPod = true; // its egress is judged now, on the translated destination
     }

@@ -40,6 +40,8 @@ export interface FibTables {
   ifmap: SharedArrayBuffer; // Int32Array: ifindex → next-hop id of the pod behind it
   ports: { ifname: string; ifindex: number }[]; // veths the workers should read
   peers: SharedArrayBuffer; // Int32Array: count, then (underlay IP, pod prefix, pod mask) per peer, by underlay IP as unsigned
+  podPrefix: number; // this node's pod CIDR as (address & podMask) === podPrefix, int32
+  podMask: number;
 }
 
 export const PEER_STRIDE = 3;
@@ -97,7 +99,13 @@ export function compileFib(input: FibInput): FibTables {
     ifmap: ifmap.buffer as SharedArrayBuffer,
     ports: input.pods.map((p) => ({ ifname: p.ifname, ifindex: p.ifindex })),
     peers: compilePeers(input.remotes),
+    ...podRange(input.podCIDR),
   };
+}
+
+function podRange(cidr: string): { podPrefix: number; podMask: number } {
+  const c = parseIPv4Cidr(cidr), mask = c.len === 0 ? 0 : (~0 << (32 - c.len)) | 0;
+  return { podPrefix: (c.prefix & mask) | 0, podMask: mask };
 }
 
 function compilePeers(remotes: RemoteNode[]): SharedArrayBuffer {

@@ -78,7 +78,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
 
   const predecessor = await predecessorOn(cfg.socket); // an agent serving this node now: take over from it (handover.ts)
   const engine = new Engine(ecfg, log);
-  await engine.start(tables.published());
+  await engine.start(tables.published(), predecessor !== undefined); // held until it has the predecessor's flows
   if (predecessor !== undefined) await takeOver(cfg.socket, engine, predecessor, log);
   appliedRev = tables.policyRev;
   let handedOver = false;

@@ -8,7 +8,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { native, opener } from '../native/index.js';
-import { CTL_ACK, CTL_GEN, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
+import { CTL_ACK, CTL_GEN, CTL_HOLD, CTL_INTS, CTL_READY, CTL_STOP, MAX_WORKERS } from './control.js';
 import { NCOUNTERS, sumCounters, workerCounters, type CounterName } from '../stages/counters.js';
 import { distFile } from '../../lib/paths.js';
 import type { EngineConfig } from './config.js';
@@ -49,8 +49,12 @@ export class Engine {
     this.pods = new PodQueues(cfg, this.offloads.podTso, this.cpus.length > 0, log);
   }
 
-  /** Starts the workers with the first tables; resolves once every worker has opened its queues. */
-  async start(tables: StageTables): Promise<void> {
+  /**
+   * Starts the workers with the first tables; resolves once every worker has opened its queues.
+   * With hold, they leave their queues unread until release() (a take-over: agent/handover.ts).
+   */
+  async start(tables: StageTables, hold = false): Promise<void> {
+    Atomics.store(this.ctl, CTL_HOLD, hold ? 1 : 0);
     const n = this.cfg.workers;
     this.openOverlay(); // first: when the port is taken, nothing else is left to undo
     tierUpSooner();
@@ -160,6 +164,12 @@ export class Engine {
     const read = (f: string) => { const b = readFileSync(f), sab = new SharedArrayBuffer(b.length); new Uint8Array(sab).set(b); return new Conntrack(sab); };
     const now = (Date.now() / 1000) | 0;
     return { conntrack: this.ct.adopt(read(files.conntrack), -1, now), translated: this.translated.adopt(read(files.translated), 0, now) };
+  }
+
+  /** Held workers start reading their queues. */
+  release(): void {
+    Atomics.store(this.ctl, CTL_HOLD, 0);
+    for (const d of this.doorbells) native.eventfdSignal(d);
   }
 
   /** Every worker started and none has ended: the engine forwards. */

@@ -12,7 +12,7 @@ import { StageContext } from '../stages/context.js';
 import { forward } from '../stages/forward.js';
 import { SOURCES, RECEIVED, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/graph.js';
 import { egress, type Outputs } from '../stages/egress.js';
-import { CTL_ACK, CTL_GEN, CTL_READY, CTL_STOP } from './control.js';
+import { CTL_ACK, CTL_GEN, CTL_HOLD, CTL_READY, CTL_STOP } from './control.js';
 import { C } from '../stages/counters.js';
 import type { EngineConfig } from './config.js';
 import type { PodFds } from './pod-queues.js';
@@ -127,6 +127,11 @@ export default function runWorker(task: WorkerTask): { index: number } {
       let m, latest: TablesMsg | undefined;
       while ((m = receiveMessageOnPort(task.port))) latest = m.message as TablesMsg;
       if (latest) apply(latest);
+    }
+    if (Atomics.load(ctl, CTL_HOLD) !== 0) { // queued packets wait in the kernel until the engine releases us
+      native.poll(fds, 1, ready, 1000, 0); // the doorbell only
+      if (ready[0] !== 0) native.eventfdDrain(fds[0]);
+      continue;
     }
     let spinning = spin;
     if (spinning && calm > 0 && returned < calmUntil) spinning = false;

@@ -10,9 +10,11 @@
 //   block         poll() until a datagram is there (normal priority)
 //   fifo          the same at SCHED_FIFO 50
 //   spin          poll(0) and sched_yield() for up to 3 ms after each datagram, then block (twill's old default)
-//   adaptive      twill's default: spin as a normal thread, yielding, for up to 3 ms; SCHED_FIFO 50 while
-//                 blocked; a spin the thread was descheduled in for over 200 µs ends at once and no spin is
-//                 tried for a while (10 ms, doubling to 1 s), nor while more tasks are runnable than CPUs
+//   adaptive      twill's default (engine/worker.ts, native/src/poll.c): spin as a normal thread, yielding,
+//                 for up to 3 ms; SCHED_FIFO 50 while blocked and while handling what woke it; a spin in which
+//                 (or before which, handling) the thread was off the CPU for over 200 µs ends at once, and no
+//                 spin is tried for 25 ms, 4× that with each further cut up to 1 s (back to 25 ms after 5 s
+//                 without one), nor, when that calm ends, while more tasks are runnable than there are CPUs
 // The RTT is taken as ping takes it: from just before the send to the
 // kernel's receive timestamp (SO_TIMESTAMPNS), so the client's own wake-up
 // is not in it. --hogs N runs N CPU-bound processes at normal priority
@@ -110,10 +112,10 @@ static void *forward(void *arg) {
       }
       f->spin_ns += now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
       if (cut) {
-        calm = calm ? (calm * 2 > 1000000000 ? 1000000000 : calm * 2) : 10000000;
+        calm = calm ? (calm * 4 > 1000000000 ? 1000000000 : calm * 4) : 25000000;
         calm_until = now_ns(CLOCK_MONOTONIC) + calm;
         last_cut = calm_until - calm;
-      } else if (calm && now_ns(CLOCK_MONOTONIC) - last_cut > 4 * calm) calm = 0;
+      } else if (calm && now_ns(CLOCK_MONOTONIC) - last_cut > 5000000000LL) calm = 0;
     }
     if (r == 0) {
       if (mode == ADAPTIVE && !fifo) { set_fifo(1); fifo = 1; }
@@ -160,10 +162,10 @@ int main(int argc, char **argv) {
   if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) { perror("lo up"); return 1; }
   close(s);
 
-  pid_t hog[64];
+  pid_t hog[64], me = getpid();
   hogs = hogs > 64 ? 64 : hogs;
-  for (int i = 0; i < hogs; i++) {
-    if ((hog[i] = fork()) == 0) { setsid(); for (;;) if (getppid() == 1) _exit(0); }
+  for (int i = 0; i < hogs; i++) { // each ends by itself if this program is gone
+    if ((hog[i] = fork()) == 0) { setsid(); for (;;) if (getppid() != me) _exit(0); }
   }
   // Ports: client 7000; A reads 7001 (from the client) and 7002 (from B); B reads 7003 (from A).
   int client = udp(7000), a_in = udp(7001), a_back = udp(7002), b_in = udp(7003), b_dummy = udp(7004);

@@ -20,24 +20,33 @@ export interface EngineConfig extends StageSettings {
   // host traffic to pods arrives as TSO super-packets with partial checksums, and pods'
   // super-frames to the host are written whole (stages/forward.ts).
   tunTso: boolean;
-  // After a batch, keep polling (yielding the CPU between polls) this long
-  // before sleeping: under steady traffic a worker then never pays a wake-up,
-  // which on a VM costs tens of µs per hop. Idle, it costs nothing. 0: sleep at once.
+  // Waiting (engine/worker.ts, native/src/poll.c). After a wait that traffic
+  // ended within busyPollUs, a worker keeps polling, yielding the CPU between
+  // polls, for up to that long before it sleeps: under steady traffic it then
+  // never pays a wake-up, which on a VM costs tens of µs per hop. Idle, it
+  // costs nothing. 0: sleep at once.
   busyPollUs: number;
+  // A spin ends once the worker finds it was off the CPU this long (in the
+  // spin, or while it handled the batch before): another task holds the CPU,
+  // and a spinning worker, runnable rather than asleep, would get no wake-up
+  // from its next packet and wait out that task's slice (up to a 4 ms tick).
+  // It then sleeps, and spins no more for 25 ms, 4× that with each further cut
+  // up to 1 s, nor while more tasks are runnable than there are CPUs. 0: never cut.
+  busyPollCutUs: number;
   // Worker k on CPU k, fed what arrives on CPU k (worker.ts, pod-queues.ts):
   // fewer cross-CPU wake-ups when busy polling is off, but one flow's whole
   // path then shares one CPU, which costs throughput on a small machine.
   pinWorkers: boolean;
-  // The workers' scheduling (engine/worker.ts): 0 leaves them normal threads;
-  // 1..99 runs them SCHED_FIFO at that priority, so a worker woken by a packet
-  // preempts whatever normal task holds its CPU instead of waiting out its slice.
+  // 1..99: the workers are SCHED_FIFO at this priority while they sleep and
+  // while they handle what woke them, so a packet's wake-up preempts whatever
+  // normal task holds the CPU instead of waiting for its slice to end; they
+  // spin as normal threads, so the pods' processes still get the CPU. It
+  // needs CAP_SYS_NICE (a privileged DaemonSet has it); refused, the workers
+  // stay normal threads. 0: always normal threads.
   workerPriority: number;
-  // With workerPriority 0: a slice of their own for the workers, in µs (EEVDF's
-  // sched_runtime, Linux 6.12+): a shorter one gets the CPU sooner after a wake-up. 0: the kernel's default.
+  // A slice of their own for the workers while they are normal threads, in µs
+  // (EEVDF's sched_runtime, Linux 6.12+). 0: the kernel's default.
   workerSliceUs: number;
-  spinYield: boolean; // EXPERIMENT
-  spinGapUs: number; // EXPERIMENT
-  spinCrowd: boolean; // EXPERIMENT
   conntrackSize: number; // flows tracked at once (NetworkPolicy replies)
   translatedSize: number; // flows the node's stack translated (Services) tracked at once: stages/translated.ts
   netns?: string; // open queues in this network namespace (a path) instead of the process's own
@@ -62,12 +71,10 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
     podGso: true,
     tunTso: true,
     busyPollUs: 3000,
+    busyPollCutUs: 200,
     pinWorkers: false,
-    workerPriority: 0,
+    workerPriority: 50,
     workerSliceUs: 0,
-    spinYield: true,
-    spinGapUs: 0,
-    spinCrowd: false,
     conntrackSize: 1 << 18,
     translatedSize: 1 << 17,
     ...partial,
@@ -75,7 +82,7 @@ export function defaultEngineConfig(partial: Partial<EngineConfig> & Pick<Engine
 }
 
 /** The settings an agent's config (and the lab) may override; absent ones keep the defaults. */
-const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'pinWorkers', 'workerPriority', 'workerSliceUs', 'spinYield', 'spinGapUs', 'spinCrowd'] as const;
+const TUNING = ['udpGso', 'udpGro', 'podTso', 'podGso', 'tunTso', 'busyPollUs', 'busyPollCutUs', 'pinWorkers', 'workerPriority', 'workerSliceUs'] as const;
 export type EngineTuning = Partial<Pick<EngineConfig, (typeof TUNING)[number]>>;
 
 export function tuning(t: EngineTuning): EngineTuning {

@@ -4,6 +4,7 @@
 // each received batch through the stages, and picks up new tables between
 // batches when the generation number moves (the tables arrive on its
 // MessagePort; receiveMessageOnPort takes them without yielding).
+import os from 'node:os';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { native, opener } from '../native/index.js';
 import { Batch, GEN_ENTRIES } from '../stages/batch.js';
@@ -36,7 +37,8 @@ const ROUNDS = 8; // batches per ready fd before looking at the others again
 const OUT_BYTES = 2 << 20; // segments and coalesced frames made per batch (stages/segment.ts, coalesce.ts)
 const GRO_SLOTS = 8; // 64 KB overlay receives per batch
 const SPIN_CUT = 3; // native.poll's wait[0]: the thread was descheduled while it spun
-const CALM_MIN_MS = 10, CALM_MAX_MS = 1000; // no spinning for this long after a cut, doubling per cut
+const CALM_MIN_MS = 25, CALM_MAX_MS = 1000; // no spinning for this long after a cut, 4× per cut: 25, 100, 400, 1000 ms
+const CALM_RESET_MS = 5000; // back to CALM_MIN_MS once this long has passed without a cut
 const DOORBELL = -1; // the poll set's first fd; the others are tagged with their source (stages/graph.ts)
 
 export default function runWorker(task: WorkerTask): { index: number } {
@@ -53,11 +55,12 @@ export default function runWorker(task: WorkerTask): { index: number } {
   // instead of interrupting an idle one, which on a VM costs tens of µs.
   if (task.cpu >= 0) native.pinThread(task.cpu);
   const log = pino({ base: { node: cfg.node, worker: index } });
-  try { native.threadName(`twill-w${index}`); } catch { /* only a name */ }
+  try { native.threadName(`twill-w${index}`); } catch { /* only a name, for ps -L, perf and ftrace */ }
   try {
-    native.waitPolicy(cfg.spinYield, cfg.spinGapUs, cfg.workerPriority, cfg.workerSliceUs, cfg.spinCrowd ? Math.max(1, native.cpus().length) : 0);
+    native.waitPolicy(cfg.busyPollCutUs, cfg.workerPriority, cfg.workerSliceUs);
   } catch (e) {
     log.warn({ workerPriority: cfg.workerPriority, workerSliceUs: cfg.workerSliceUs, err: String(e) }, 'kernel refused the workers\' scheduling; they stay normal threads');
+    try { native.waitPolicy(cfg.busyPollCutUs, 0, cfg.workerSliceUs); } catch { /* normal threads with the default slice */ }
   }
   const open = opener(cfg.netns);
   // Send-only overlay sockets on ephemeral ports (config.ts vxlanSourcePorts);
@@ -114,11 +117,11 @@ export default function runWorker(task: WorkerTask): { index: number } {
   // descheduled in (cut) means another task wants this CPU: a spinning worker
   // would then wait out that task's slice whenever it is off the CPU, so it
   // sleeps instead (woken at once by a packet, at workerPriority) and stays
-  // calm, without spinning, for a while that doubles on each cut (10 ms to
-  // 1 s). When the calm ends, it spins again only if no task on the machine
-  // is waiting for a CPU.
+  // calm, without spinning, for a while that grows with each cut (25 ms to
+  // 1 s; back to 25 ms after 5 s without one). When the calm ends, it spins
+  // again only if no task on the machine is waiting for a CPU.
   const spinMs = cfg.busyPollUs / 1000;
-  const cpus = Math.max(1, native.cpus().length);
+  const cpus = Math.max(1, os.cpus().length); // the machine's: runnable() counts the machine's tasks
   const wait = new Float64Array(4); // native.poll's account: [outcome, entered ms, returned ms, spin CPU µs]
   let spin = false, calm = 0, calmUntil = 0, lastCut = 0, returned = -1;
   Atomics.store(ctl, CTL_READY + index, 1);
@@ -131,6 +134,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
     if (Atomics.load(ctl, CTL_HOLD) !== 0) { // queued packets wait in the kernel until the engine releases us
       native.poll(fds, 1, ready, 1000, 0); // the doorbell only
       if (ready[0] !== 0) native.eventfdDrain(fds[0]);
+      returned = -1; // the wait held is no batch's handling (busy_us)
       continue;
     }
     let spinning = spin;
@@ -142,10 +146,10 @@ export default function runWorker(task: WorkerTask): { index: number } {
     if (spinning) {
       ctx.counters[C.spin_us] += wait[3];
       if (wait[0] === SPIN_CUT) {
-        calm = Math.min(Math.max(calm * 2, CALM_MIN_MS), CALM_MAX_MS);
+        calm = Math.min(Math.max(calm * 4, CALM_MIN_MS), CALM_MAX_MS);
         calmUntil = returned + calm;
         lastCut = returned;
-      } else if (calm > 0 && returned - lastCut > 4 * calm) calm = 0;
+      } else if (calm > 0 && returned - lastCut > CALM_RESET_MS) calm = 0;
     }
     spin = got > 0 && wait[2] - wait[1] <= spinMs;
     if (got === 0) continue;

@@ -85,15 +85,14 @@ export interface Native {
   cpus(): number[];
   /** Pins the calling thread to one CPU; -1 lets it run anywhere again. */
   pinThread(cpu: number): void;
-  /** The calling thread's scheduling: policy 0 SCHED_OTHER (with its own slice when sliceUs > 0), 1 SCHED_FIFO at priority 1..99. */
-  schedule(policy: number, priority: number, sliceUs: number): void;
   /**
-   * How the calling thread waits in poll(): whether it yields between polls while spinning; gapUs > 0 ends a
-   * spin once the thread finds it was off the CPU longer than that; blockPriority 1..99 makes it SCHED_FIFO while
-   * blocked in poll() and while handling what woke it, and SCHED_OTHER (with sliceUs, 0: the default) while it
-   * spins; 0 keeps it SCHED_OTHER. Applies the class at once.
+   * How the calling thread waits in poll(). It spins as a normal thread, yielding between polls; gapUs > 0 ends
+   * a spin once the thread finds it was off the CPU longer than that (in the spin, or while it handled the last
+   * batch). blockPriority 1..99 makes it SCHED_FIFO while blocked in poll() and while handling what woke it;
+   * 0 keeps it SCHED_OTHER. sliceUs > 0: its own EEVDF slice while SCHED_OTHER. Applies the class at once;
+   * throws when the kernel refuses it (no CAP_SYS_NICE), leaving the thread a normal one.
    */
-  waitPolicy(yieldCpu: boolean, gapUs: number, blockPriority: number, sliceUs: number, crowd?: number): void;
+  waitPolicy(gapUs: number, blockPriority: number, sliceUs: number): void;
   /** Tasks running or waiting for a CPU on the whole machine right now, the caller included (/proc/loadavg); -1 if unreadable. */
   runnable(): number;
   /** Names the calling thread (at most 15 bytes), as ps -L, perf and ftrace show it. */

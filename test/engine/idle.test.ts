@@ -1,8 +1,9 @@
 // Idle costs nothing: an engine with 2 workers and no traffic blocks in poll()
 // (waking at most once a second), so over a 2 s window in which the test itself
 // only sleeps, the whole process uses < 2% of one core. Busy polling
-// (busyPollUs) engages under steady traffic and stops by itself once the
-// traffic stops: after a datagram every 1 ms, the engine is back under 2%. Also reports the CPU time
+// (busyPollUs) engages under steady traffic (twill_worker_spin_seconds_total
+// grows) and stops by itself once the traffic stops: after a datagram every
+// 1 ms, the engine is back under 2%. Also reports the CPU time
 // of the engine's own threads (those that appeared with Engine.start), read from
 // /proc/self/task/<tid>/stat (utime + stime, in clock ticks of `getconf CLK_TCK`).
 // Runs in a throwaway network namespace (twt-eng-<random>, always deleted).
@@ -102,10 +103,14 @@ describe('idle engine', () => {
     const sender = `const s = require('dgram').createSocket('udp4'); setInterval(() => s.send('x', 9, '10.244.2.9'), 1); setTimeout(() => process.exit(0), 3000);`;
     const traffic = spawn('ip', ['netns', 'exec', N, process.execPath, '-e', sender], { stdio: 'ignore' });
     try {
+      const spin0 = engine!.counters().spin_us;
       await sleep(300);
       const busy = await engineLoad(600);
-      console.log(`engine threads under a datagram every 1 ms: ${(busy * 100).toFixed(0)}% of one core (${engine!.counters().rx_tun} received)`);
-      expect(busy).toBeGreaterThan(0.3); // the worker that gets the pings polls instead of sleeping
+      const spun = (engine!.counters().spin_us - spin0) / 1000;
+      console.log(`engine threads under a datagram every 1 ms: ${(busy * 100).toFixed(0)}% of one core, ${spun.toFixed(0)} ms of it busy polling (${engine!.counters().rx_tun} received)`);
+      // The worker that gets the datagrams polls instead of sleeping. (On a machine busy with other work it
+      // stops after its first spin is cut short, so only the spinning, not its share of the core, is certain.)
+      expect(spun).toBeGreaterThan(0);
     } finally {
       traffic.kill('SIGKILL');
     }

@@ -139,11 +139,11 @@ describe('deploy/', () => {
     expect(pod.hostNetwork).toBe(true);
   });
 
-  it('the agent is not privileged: NET_ADMIN and NET_RAW, and the TUN device mounted from the node', () => {
+  it('the agent is not privileged: NET_ADMIN, NET_RAW and SYS_NICE, and the TUN device mounted from the node', () => {
     const pod = ds.spec.template.spec;
     const agent = pod.containers[0];
     expect(agent.securityContext.privileged).toBe(false);
-    expect(agent.securityContext.capabilities.add.sort()).toEqual(['NET_ADMIN', 'NET_RAW']);
+    expect(agent.securityContext.capabilities.add.sort()).toEqual(['NET_ADMIN', 'NET_RAW', 'SYS_NICE']);
     const tun = agent.volumeMounts.find((m: Obj) => m.mountPath === '/dev/net/tun');
     expect(pod.volumes.find((v: Obj) => v.name === tun.name).hostPath).toEqual({ path: '/dev/net/tun', type: 'CharDevice' });
     for (const c of pod.initContainers) expect(c.securityContext?.privileged ?? false).toBe(false);

@@ -18,21 +18,19 @@
 static __thread struct pollfd P[POLL_MAX];
 
 // How the calling thread waits (waitPolicy), kept per thread: a worker sets
-// it once. It spins as a normal (SCHED_OTHER) thread, so the pods' processes
-// still get the CPU from it. With blockPriority > 0 it is SCHED_FIFO while it
-// sleeps in poll() and while it handles what woke it: a packet's wake-up then
-// preempts whatever normal task holds the CPU, at once, instead of waiting
-// for that task's slice to end (up to a 4 ms tick here).
+// it once. It spins as a normal (SCHED_OTHER) thread, yielding between
+// polls, so the pods' processes still get the CPU at once. With
+// blockPriority > 0 it is SCHED_FIFO while it sleeps in poll() and while it
+// handles what woke it: a packet's wake-up then preempts whatever normal task
+// holds the CPU, at once, instead of waiting for the end of that task's slice
+// (a 4 ms tick here). It never spins as SCHED_FIFO: the pods would starve.
 static __thread struct {
-  bool yield;         // sched_yield() between polls while spinning
-  int64_t gap_ns;     // end a spin once the thread finds it was off the CPU this long; 0: never
+  int64_t gap_ns;     // a spin ends once the thread finds it was off the CPU this long; 0: never
   int32_t block_prio; // SCHED_FIFO priority while blocked; 0: always SCHED_OTHER
   uint64_t slice_ns;  // SCHED_OTHER's slice (sched_runtime, EEVDF); 0: the kernel's default
-  int32_t crowd;      // > 0: block as SCHED_FIFO only while more tasks than this are runnable on the machine
-                      // (others want a CPU), else as a normal thread, whose wake-up is cheaper (see waitPolicy)
   bool fifo;          // the class the thread is in now
   int64_t ret_ns, ret_cpu_ns; // the clock and the thread's CPU time when poll() last returned
-} W = { .yield = true };
+} W;
 enum { TW_SPIN_NONE, TW_SPIN_CAUGHT, TW_SPIN_EXPIRED, TW_SPIN_CUT };
 
 static int64_t clock_ns(clockid_t c) {
@@ -50,42 +48,40 @@ static int set_class(bool fifo) {
   return 0;
 }
 
-// How many tasks the whole machine has running or waiting for a CPU right now,
-// the caller included (the fourth field of /proc/loadavg, nr_running()); -1
-// when it cannot be read. About 0.4 µs here. More than the CPUs means some
-// task is waiting for one.
-static __thread int loadavg_fd = -1;
-static int runnable(void) {
-  char buf[128];
-  if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  ssize_t k = loadavg_fd < 0 ? -1 : pread(loadavg_fd, buf, sizeof buf - 1, 0);
-  if (k <= 0) return -1;
-  buf[k] = 0;
-  char *p = buf; // "0.52 0.58 0.59 3/321 12345": the field after the third space
-  for (int sp = 0; sp < 3 && p; sp++) if ((p = strchr(p, ' '))) p++;
-  return p ? (int)strtol(p, NULL, 10) : -1;
-}
-
-napi_value tw_runnable(napi_env env, napi_callback_info info) { return tw_int(env, runnable()); }
-
-// waitPolicy(yield, gapUs, blockPriority, sliceUs, crowd): see W above. Puts the
-// thread in the class it waits in (SCHED_FIFO when blockPriority > 0).
+// waitPolicy(gapUs, blockPriority, sliceUs): see W above. Puts the thread in
+// the class it waits in (SCHED_FIFO when blockPriority > 0); throws, leaving
+// it a normal thread, when the kernel refuses (no CAP_SYS_NICE).
 napi_value tw_wait_policy(napi_env env, napi_callback_info info) {
-  TW_ARGS(5);
-  bool yield;
-  int32_t gap, prio, slice, crowd = 0;
-  if (napi_get_value_bool(env, argv[0], &yield) != napi_ok) return tw_throw_type(env, "yield must be a boolean");
-  if (!tw_i32(env, argv[1], "gapUs", &gap) || !tw_i32(env, argv[2], "blockPriority", &prio) || !tw_i32(env, argv[3], "sliceUs", &slice)) return NULL;
-  if (argc > 4 && !tw_i32(env, argv[4], "crowd", &crowd)) return NULL;
-  if (gap < 0 || prio < 0 || prio > 99 || slice < 0 || slice > 100000 || crowd < 0) return tw_throw_range(env, "gapUs >= 0, blockPriority 0..99, sliceUs 0..100000, crowd >= 0");
-  W.crowd = crowd;
-  W.yield = yield;
+  TW_ARGS(3);
+  int32_t gap, prio, slice;
+  if (!tw_i32(env, argv[0], "gapUs", &gap) || !tw_i32(env, argv[1], "blockPriority", &prio) || !tw_i32(env, argv[2], "sliceUs", &slice)) return NULL;
+  if (gap < 0 || prio < 0 || prio > 99 || slice < 0 || slice > 100000) return tw_throw_range(env, "gapUs >= 0, blockPriority 0..99, sliceUs 0..100000");
   W.gap_ns = (int64_t)gap * 1000;
   W.block_prio = prio;
   W.slice_ns = (uint64_t)slice * 1000;
   int r = set_class(prio > 0);
-  if (r < 0) { W.block_prio = 0; W.fifo = false; return tw_throw_errno(env, "sched_setattr", -r); }
+  if (r < 0) {
+    W.block_prio = 0;
+    set_class(false); // at least the slice, if that is refused too it stays as it was
+    return tw_throw_errno(env, "sched_setattr", -r);
+  }
   return tw_undef(env);
+}
+
+// runnable(): how many tasks the whole machine has running or waiting for a
+// CPU right now, the caller included (the fourth field of /proc/loadavg,
+// nr_running()); -1 when it cannot be read. About 0.4 µs here. More than the
+// CPUs means some task is waiting for one.
+static __thread int loadavg_fd = -1;
+napi_value tw_runnable(napi_env env, napi_callback_info info) {
+  char buf[128];
+  if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  ssize_t k = loadavg_fd < 0 ? -1 : pread(loadavg_fd, buf, sizeof buf - 1, 0);
+  if (k <= 0) return tw_int(env, -1);
+  buf[k] = 0;
+  char *p = buf; // "0.52 0.58 0.59 3/321 12345": the field after the third space
+  for (int sp = 0; sp < 3 && p; sp++) if ((p = strchr(p, ' '))) p++;
+  return tw_int(env, p ? strtol(p, NULL, 10) : -1);
 }
 
 // poll(fds, n, ready, timeoutMs, spinUs, wait?)
@@ -141,7 +137,7 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
       t = clock_ns(CLOCK_MONOTONIC);
       if (W.gap_ns > 0 && t - last > W.gap_ns) { outcome = TW_SPIN_CUT; break; }
       if (t >= end) { outcome = TW_SPIN_EXPIRED; break; }
-      if (W.yield) sched_yield();
+      sched_yield();
       last = t;
     }
     spun = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
@@ -149,10 +145,7 @@ napi_value tw_poll(napi_env env, napi_callback_info info) {
     if (r < 0) r = 0;
   }
   if (r == 0) {
-    if (W.block_prio > 0) {
-      bool fifo = W.crowd == 0 || runnable() > W.crowd;
-      if (fifo != W.fifo) set_class(fifo);
-    }
+    if (W.block_prio > 0 && !W.fifo) set_class(true);
     do r = poll(P, (nfds_t)n, timeout < 0 ? -1 : timeout);
     while (r < 0 && errno == EINTR);
   }

@@ -83,7 +83,7 @@ struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; int32_t in
 bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a);
 int udp_open_fd(const void *args, const char **call);
 
-// sched_setattr's argument (linux/sched/types.h; glibc has no wrapper). cpu.c, poll.c.
+// sched_setattr's argument (linux/sched/types.h; glibc has no wrapper): poll.c's waitPolicy.
 struct tw_sched_attr {
   uint32_t size, sched_policy;
   uint64_t sched_flags;
@@ -102,8 +102,8 @@ struct tw_sched_attr {
   X(udpSendRuns, tw_udp_send_runs)                                                   \
   X(poll, tw_poll) X(eventfd, tw_eventfd) X(eventfdSignal, tw_eventfd_signal)          \
   X(eventfdDrain, tw_eventfd_drain) X(close, tw_close) X(ifIndex, tw_if_index)          \
-  X(cpus, tw_cpus) X(pinThread, tw_pin_thread) X(schedule, tw_schedule)              \
-  X(threadName, tw_thread_name) X(waitPolicy, tw_wait_policy) X(runnable, tw_runnable) \
+  X(cpus, tw_cpus) X(pinThread, tw_pin_thread) X(threadName, tw_thread_name)         \
+  X(waitPolicy, tw_wait_policy) X(runnable, tw_runnable)                            \
   X(udpSteer, tw_udp_steer) X(packetSteer, tw_packet_steer)                           \
   X(tunOpenIn, tw_tun_open_in) X(packetOpenIn, tw_packet_open_in) X(udpOpenIn, tw_udp_open_in)
 

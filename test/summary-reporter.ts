@@ -7,13 +7,16 @@ export default class SummaryLine implements Reporter {
   onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
     let passed = 0, failed = 0, skipped = 0;
     for (const m of modules) {
+      let failedHere = 0;
       for (const t of m.children.allTests()) {
         const s = t.result().state;
         if (s === 'passed') passed++;
-        else if (s === 'failed') failed++;
+        else if (s === 'failed') { failed++; failedHere++; }
         else skipped++;
       }
-      if (m.state() === 'failed' && m.children.size === 0) failed++; // a file that failed to load
+      // A file that failed with no test failing: it did not load, or a hook
+      // (beforeAll, afterAll) threw and its tests were skipped. It counts.
+      if (m.state() === 'failed' && failedHere === 0) failed++;
     }
     if (!this.line) process.once('exit', () => process.stdout.write(this.line));
     this.line = `\ntests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`;

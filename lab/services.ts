@@ -7,6 +7,7 @@
 // whole.
 import { createHash } from 'node:crypto';
 import { run } from '../lib/sh.js';
+import { maskPrefix, parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
 
 export type ProxyMode = 'iptables' | 'nftables';
 export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables'];
@@ -357,9 +358,10 @@ export function validateService(spec: ServiceSpec, others: ServiceSpec[]): void 
 }
 
 function inCidr(ip: string, cidr: string): boolean {
-  const n = (a: string) => a.split('.').reduce((x, o) => ((x << 8) | Number(o)) >>> 0, 0);
-  const [base, len] = cidr.split('/');
-  if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip) || ip.split('.').some((o) => Number(o) > 255)) return false;
-  const mask = Number(len) === 0 ? 0 : (~0 << (32 - Number(len))) >>> 0;
-  return ((n(ip) & mask) >>> 0) === ((n(base) & mask) >>> 0);
+  try {
+    const c = parseIPv4Cidr(cidr);
+    return maskPrefix(parseIPv4Address(ip), c.len) === c.prefix;
+  } catch {
+    return false; // not an address
+  }
 }

@@ -103,15 +103,21 @@ export function compileFib(input: FibInput): FibTables {
   };
 }
 
-function podRange(cidr: string): { podPrefix: number; podMask: number } {
+/** A CIDR as int32 prefix and mask: (address & mask) === prefix. */
+function range(cidr: string): { prefix: number; mask: number } {
   const c = parseIPv4Cidr(cidr), mask = c.len === 0 ? 0 : (~0 << (32 - c.len)) | 0;
-  return { podPrefix: (c.prefix & mask) | 0, podMask: mask };
+  return { prefix: (c.prefix & mask) | 0, mask };
+}
+
+function podRange(cidr: string): { podPrefix: number; podMask: number } {
+  const r = range(cidr);
+  return { podPrefix: r.prefix, podMask: r.mask };
 }
 
 function compilePeers(remotes: RemoteNode[]): SharedArrayBuffer {
   const rows = remotes.map((r) => {
-    const c = parseIPv4Cidr(r.podCIDR), mask = c.len === 0 ? 0 : (~0 << (32 - c.len)) | 0;
-    return [parseIPv4Address(r.underlayIP) | 0, (c.prefix & mask) | 0, mask];
+    const pods = range(r.podCIDR);
+    return [parseIPv4Address(r.underlayIP) | 0, pods.prefix, pods.mask];
   }).sort((a, b) => (a[0] >>> 0) - (b[0] >>> 0));
   const t = new Int32Array(new SharedArrayBuffer(4 * (1 + rows.length * PEER_STRIDE)));
   t[0] = rows.length;

@@ -3,12 +3,8 @@
 // stages/translated.ts), a kernel VXLAN peer's tunnel super-packets, and
 // VXLAN the overlay must not trust (stages/ingress-vxlan.ts, forward.ts).
 import { describe, expect, it } from 'vitest';
-import { defaultEngineConfig } from '../../dataplane/engine/config.js';
-import { compileFib } from '../../dataplane/tables/fib.js';
-import { NCOUNTERS, C } from '../../dataplane/stages/counters.js';
-import { Conntrack } from '../../dataplane/tables/conntrack.js';
-import { StageContext } from '../../dataplane/stages/context.js';
-import { Batch, HEADROOM } from '../../dataplane/stages/batch.js';
+import { C } from '../../dataplane/stages/counters.js';
+import { HEADROOM, type Batch } from '../../dataplane/stages/batch.js';
 import { ingressVxlan } from '../../dataplane/stages/ingress-vxlan.js';
 import { ingressTun } from '../../dataplane/stages/ingress-tun.js';
 import { ingressPod } from '../../dataplane/stages/ingress-pod.js';
@@ -17,24 +13,13 @@ import { FROM_POD, FROM_TUN, FROM_VXLAN } from '../../dataplane/stages/graph.js'
 import { ETH_HLEN, ETH_P_IP, IPPROTO_TCP, VXLAN_HLEN, parseMac, writeEthernet, writeIPv4Header, writeVxlan } from '../../dataplane/packet/index.js';
 import { VNET_HLEN, VNET_GSO_TCPV4, VNET_F_NEEDS_CSUM, zeroVnet } from '../../dataplane/packet/virtio.js';
 import { csumFold, pseudoHeaderSum4 } from '../../dataplane/packet/checksum.js';
+import { ip, rig, POD_A, POD_B, REMOTE_POD } from '../stages/rig.js';
 
-const ip = (s: string) => s.split('.').reduce((a, b) => ((a << 8) | Number(b)) >>> 0, 0) | 0;
-const LOCAL = '10.244.1.5', LOCAL2 = '10.244.1.6', REMOTE = '10.244.2.7', CLUSTER_IP = '10.96.0.10';
-const POD_MAC = '02:00:00:aa:00:05', POD2_MAC = '02:00:00:aa:00:06';
+const LOCAL = POD_A.ip, LOCAL2 = POD_B.ip, REMOTE = REMOTE_POD, CLUSTER_IP = '10.96.0.10';
+const POD_MAC = POD_A.mac, POD2_MAC = POD_B.mac;
 
-function setup() {
-  const cfg = defaultEngineConfig({ node: 't', underlayIp: '172.30.0.11', vtepMac: '02:00:00:00:01:01', workers: 1 });
-  const ctx = new StageContext(cfg, { podTso: true, podGso: true, tunTso: true, udpGso: true, udpGro: true, vnetSend: true }, new SharedArrayBuffer(8 * NCOUNTERS), 0);
-  const fib = compileFib({
-    clusterCIDR: '10.244.0.0/16', podCIDR: '10.244.1.0/24', hostIPs: ['10.244.1.1', '172.30.0.11'], serviceCIDR: '10.96.0.0/12',
-    pods: [{ ip: LOCAL, mac: POD_MAC, ifname: 'veth5', ifindex: 5 }, { ip: LOCAL2, mac: POD2_MAC, ifname: 'veth6', ifindex: 6 }],
-    remotes: [{ name: 'n2', podCIDR: '10.244.2.0/24', underlayIP: '172.30.0.12', vtepMAC: '02:00:00:00:02:01' }],
-  });
-  ctx.setTables({ ...fib, gatewayIP: '10.244.1.1', translated: Conntrack.create(1024).buffer });
-  ctx.now = 1000;
-  const bt = new Batch(cfg.batch, 2048, 2, 256, { bigSlots: cfg.batch, outBytes: 1 << 20 });
-  return { cfg, ctx, bt };
-}
+/** One node's stages in memory (test/stages/rig.ts), with every offload on. */
+const setup = () => rig(true);
 
 /** A TCP packet of `len` bytes at l3 (payload zeros, checksum left as the pseudo-header sum: partial). */
 function tcp(b: Uint8Array, l3: number, len: number, src: string, dst: string, sport: number, dport: number, flags = 0x10): void {

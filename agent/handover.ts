@@ -24,9 +24,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { request } from './socket.js';
-import type { Engine } from '../dataplane/engine/engine.js';
-
-export interface FlowFiles { conntrack: string; translated: string }
+import type { Engine, FlowFiles } from '../dataplane/engine/engine.js';
 
 /** The pid of an agent answering on `socket`, or undefined when none does. */
 export async function predecessorOn(socket: string): Promise<number | undefined> {

@@ -21,7 +21,8 @@ import { serve } from './socket.js';
 import { handOver, predecessorOn, takeOver } from './handover.js';
 import { renderMetrics, serveMetrics } from './metrics.js';
 import { processMetrics } from './process-metrics.js';
-import { gatewayOf } from './addressing.js';
+import { gatewayOf, gatewayOf6 } from './addressing.js';
+import { V6_UNDERLAY_EXTRA } from '../dataplane/stages/context.js';
 
 /**
  * The agent's JSON config. Where the cluster is learned (datastore, etcd or
@@ -30,6 +31,7 @@ import { gatewayOf } from './addressing.js';
  */
 export interface AgentConfig extends EngineTuning, SourceConfig {
   serviceCIDR?: string; // ClusterIPs (kube-proxy's --service-cluster-ip-range); default kubeadm's 10.96.0.0/12, which holds kind's 10.96.0.0/16
+  serviceCIDR6?: string; // IPv6 ClusterIPs, default kind's fd00:10:96::/112
   stateDir: string;
   socket: string;
   workers?: number; // engine workers; default one per core (a lab node gets its share of the machine's)
@@ -40,6 +42,8 @@ export interface AgentConfig extends EngineTuning, SourceConfig {
 }
 
 const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
+const DEFAULT_SERVICE_CIDR6 = 'fd00:10:96::/112';
+
 
 export async function runAgent(cfg: AgentConfig): Promise<void> {
   const level = logLevel(cfg.logLevel);
@@ -50,29 +54,34 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
   let view: ClusterView = await source.read();
   const me = view.nodes.find((n) => n.name === cfg.node);
   if (!me) throw new Error(`node ${cfg.node} is not in the cluster view (${cfg.datastore ?? cfg.kubernetes?.server ?? 'kubernetes'})`);
-  const underlay = chosen ?? chooseUnderlay(cfg, { known: me.underlayIP }); // the datastore fixes the address: its interface gives the MTU
+  const underlay = chosen ?? chooseUnderlay(cfg, { known: me.underlayIP, known6: me.underlayIP6 }); // the datastore fixes the address: its interface gives the MTU
   log.info({ iface: underlay.iface, address: underlay.address, publicIP: me.underlayIP, mtu: underlay.mtu, podMTU: underlay.podMTU, chosenBy: underlay.chosenBy }, 'underlay');
-  const gatewayIP = gatewayOf(me.podCIDR);
+  const gatewayIP = me.podCIDR ? gatewayOf(me.podCIDR) : ''; // '': an IPv6-only node, no IPv4 pods
+  // IPv6 pods, as flannel's dual-stack vxlan backend carries them: this node has
+  // an IPv6 pod range and an IPv6 VTEP (its own underlay address and MAC).
+  const six = me.podCIDR6 && me.underlayIP6 && me.vtepMAC6 && view.clusterCIDR6 ? { podCIDR6: me.podCIDR6, gatewayIP6: gatewayOf6(me.podCIDR6), clusterCIDR6: view.clusterCIDR6, underlayIP6: underlay.address6 ?? me.underlayIP6 } : undefined;
   const ecfg: EngineConfig = defaultEngineConfig({
-    node: cfg.node, underlayIp: underlay.address, vtepMac: me.vtepMAC,
-    podMtu: underlay.podMTU,
+    node: cfg.node, underlayIp: underlay.address, vtepMac: me.vtepMAC, vtepMac6: me.vtepMAC6, underlayIp6: six?.underlayIP6,
+    podMtu: underlay.podMTU, // both families, as flannel's FLANNEL_MTU; the IPv6 overlay's is 20 less (stages/context.ts overlayMtu6)
     workers: cfg.workers ?? Math.min(MAX_WORKERS, availableParallelism()), vxlanPort: cfg.vxlanPort ?? 8472, vni: cfg.vni ?? 1,
     ...tuning(cfg),
   });
-  ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR, warn: (m) => log.warn(m) });
-  if (cfg.ipMasq ?? true) ensureMasquerade(view.clusterCIDR);
+  if (!gatewayIP && !six) throw new Error(`node ${cfg.node} has no pod range: neither an IPv4 podCIDR nor IPv6 (podCIDR6, underlayIP6, vtepMAC6 and the cluster's clusterCIDR6)`);
+  ensureHost({ tunName: ecfg.tunName, mtu: ecfg.podMtu, gatewayIP, clusterCIDR: view.clusterCIDR, gatewayIP6: six?.gatewayIP6, clusterCIDR6: six?.clusterCIDR6, podCIDR6: six?.podCIDR6, mtu6: ecfg.podMtu - V6_UNDERLAY_EXTRA, warn: (m) => log.warn(m) });
+  if (cfg.ipMasq ?? true) ensureMasquerade(view.clusterCIDR, six?.clusterCIDR6);
   let guarded = '';
   const guardOverlay = () => { // only when the nodes' addresses change
-    const ips = view.nodes.map((n) => n.underlayIP).sort();
+    const ips = view.nodes.flatMap((n) => [n.underlayIP, n.underlayIP6 ?? '']).filter(Boolean).sort();
     if (ips.join() === guarded) return;
-    ensureOverlayGuard(ecfg.tunName, ecfg.vxlanPort, ips);
+    ensureOverlayGuard(ecfg.tunName, ecfg.vxlanPort, ips, six ? [4, 6] : [4]);
     guarded = ips.join();
   };
   guardOverlay();
   const pods = new PodRegistry(path.join(cfg.stateDir, 'pods.json'));
   const tables = new NodeTables({
     name: cfg.node, podCIDR: me.podCIDR, gatewayIP, serviceCIDR: cfg.serviceCIDR ?? DEFAULT_SERVICE_CIDR,
-    hostIPs: [...new Set([gatewayIP, me.underlayIP, underlay.address])], // the announced address may be a NAT's
+    ...(six ? { podCIDR6: six.podCIDR6, gatewayIP6: six.gatewayIP6, serviceCIDR6: cfg.serviceCIDR6 ?? DEFAULT_SERVICE_CIDR6 } : {}),
+    hostIPs: [...new Set([gatewayIP, me.underlayIP, underlay.address, ...(six ? [six.gatewayIP6, me.underlayIP6!, six.underlayIP6] : [])])].filter(Boolean), // the announced address may be a NAT's
   }, view, pods, log);
   let appliedRev = -1; // the view's revision in force in the engine
 
@@ -103,8 +112,8 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
     add: async (p) => {
       pods.put(p);
       if (!(await publish())) throw new Error('engine did not apply the new pod within 2 s');
-      log.info({ pod: `${p.namespace}/${p.name}`, ip: p.ip, hostIf: p.hostIf }, 'pod added');
-      return { gatewayIP, mtu: ecfg.podMtu };
+      log.info({ pod: `${p.namespace}/${p.name}`, ip: p.ip, ip6: p.ip6, hostIf: p.hostIf }, 'pod added');
+      return { gatewayIP, gatewayIP6: six?.gatewayIP6, mtu: ecfg.podMtu };
     },
     del: async (containerId) => {
       const had = pods.remove(containerId);
@@ -112,7 +121,7 @@ export async function runAgent(cfg: AgentConfig): Promise<void> {
       return { removed: had };
     },
     pods: () => pods.list(),
-    status: () => ({ node: cfg.node, podCIDR: me.podCIDR, gatewayIP, mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: engine.offloads.podTso, handedOver }),
+    status: () => ({ node: cfg.node, podCIDR: me.podCIDR, gatewayIP, ...(six ? { podCIDR6: six.podCIDR6, gatewayIP6: six.gatewayIP6 } : {}), mtu: ecfg.podMtu, pods: pods.list().length, pid: process.pid, rev: appliedRev, policies: view.model?.policies.length ?? 0, podTxOffload: engine.offloads.podTso, handedOver }),
     counters: () => engine.counters(),
     metrics: () => metricsText(),
     handedOver: () => handedOver,

@@ -15,6 +15,9 @@ export interface NodeFacts {
   name: string;
   podCIDR: string;
   gatewayIP: string;
+  podCIDR6?: string; // with IPv6 pods: their range and gateway, and the IPv6 Service range
+  gatewayIP6?: string;
+  serviceCIDR6?: string;
   // This node's own addresses: its gateway on TUN, its underlay address (the
   // announced one, and the local one when a NAT's is announced).
   hostIPs: string[];
@@ -50,18 +53,19 @@ export class NodeTables {
 
   /** Everything the engine's workers take, in fresh buffers. */
   published(): StageTables {
-    return { ...this.fib(), gatewayIP: this.node.gatewayIP, policy: this.policy.tables?.buffers, policyGen: this.policy.gen };
+    return { ...this.fib(), gatewayIP: this.node.gatewayIP, gatewayIP6: this.node.gatewayIP6, policy: this.policy.tables?.buffers, policyGen: this.policy.gen };
   }
 
   private fib() {
     const { view, node } = this;
     const input: FibInput = {
       clusterCIDR: view.clusterCIDR, podCIDR: node.podCIDR, hostIPs: node.hostIPs, serviceCIDR: node.serviceCIDR,
+      ...(node.podCIDR6 ? { clusterCIDR6: view.clusterCIDR6, podCIDR6: node.podCIDR6, serviceCIDR6: node.serviceCIDR6 } : {}),
       pods: [], remotes: view.nodes.filter((n) => n.name !== node.name),
     };
     for (const p of this.pods.list()) {
       try {
-        input.pods.push({ ip: p.ip, mac: p.mac, ifname: p.hostIf, ifindex: native.ifIndex(p.hostIf) });
+        input.pods.push({ ip: p.ip, ip6: p.ip6, mac: p.mac, ifname: p.hostIf, ifindex: native.ifIndex(p.hostIf) });
       } catch {
         this.log.warn({ pod: `${p.namespace}/${p.name}`, hostIf: p.hostIf }, 'veth of a registered pod is gone; not serving it');
       }

@@ -7,7 +7,8 @@ export interface PodRecord {
   containerId: string;
   name: string;
   namespace: string;
-  ip: string;
+  ip: string; // IPv4; '' for an IPv6-only pod
+  ip6?: string; // IPv6 (RFC 5952 text), for a dual-stack or IPv6-only pod
   mac: string; // the pod side of the veth
   hostIf: string; // the node side of the veth, read by the engine
   netns: string;

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { constants } from 'node:os';
 import { labUp, labDown, labPolicies, labPods, labUpgrade, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
 import { PROXY_MODES, type ProxyMode } from '../lab/services.js';
-import { loadState } from '../lab/state.js';
+import { IP_FAMILIES, loadState, type IpFamily } from '../lab/state.js';
 import { agentView } from '../lab/supervisor.js';
 import { labKubeconfigFile } from '../lab/kube-role.js';
 import type { EngineTuning } from '../dataplane/engine/config.js';
@@ -36,6 +36,7 @@ export const LAB: Command = {
         etcd: { type: 'boolean', help: 'the agents learn the cluster from a real etcd on the underlay' },
         kubernetes: { type: 'boolean', help: 'the agents learn the cluster from a Kubernetes API the lab runs (its stand-in); prints the KUBECONFIG for kubectl' },
         ...PROXY,
+        'ip-family': { type: 'string', value: 'FAMILY', help: 'the pods\' address families, as kind\'s networking.ipFamily: ipv4 (default) or dual (IPv6 beside IPv4, over an IPv6 underlay)' },
         ...FILES('Kubernetes YAML: the Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply'),
       },
     },
@@ -99,7 +100,8 @@ async function labRun(p: Parsed): Promise<number> {
       const mode = oneOf<ProxyMode>(p, 'proxy-mode', PROXY_MODES);
       const opts = {
         name, nodes: int(p, 'nodes', { min: 1, def: 2 }), podsPerNode: int(p, 'pods-per-node', { min: 0, def: 2 }), workers: int(p, 'workers', { min: 1 }),
-        engine: engineFlags(p), manifests: list(p, 'filename'), etcd: bool(p, 'etcd') || undefined, kubernetes: bool(p, 'kubernetes') ? 'lab' as const : undefined, proxyMode: mode, progress: log,
+        engine: engineFlags(p), manifests: list(p, 'filename'), etcd: bool(p, 'etcd') || undefined, kubernetes: bool(p, 'kubernetes') ? 'lab' as const : undefined, proxyMode: mode,
+        ipFamily: oneOf<IpFamily>(p, 'ip-family', IP_FAMILIES), progress: log,
       };
       const s = await withInterruptCleanup(name, () => labUp(opts));
       log(`lab "${s.name}" is up: ${s.nodes.length} nodes, ${s.pods.length} pods. \`${again(name, 'status')}\` lists them.`);
@@ -110,12 +112,12 @@ async function labRun(p: Parsed): Promise<number> {
       const s = loadState(name);
       if (!s) { process.stderr.write(`twill lab status: no lab "${name}" is up\n`); return 1; }
       // pid: the live agent (null while none runs); restarts and lastExit as the node's supervisor recorded them
-      const nodes = s.nodes.map((n) => { const a = agentView(n); return { name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, pid: a.pid, restarts: a.restarts, lastExit: a.lastExit, agentState: a.state, supervisorPid: a.supervisorPid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }; });
-      const pods = labPods(s).map((x) => ({ name: x.name, namespace: x.namespace, node: x.node, netns: x.netns, ip: x.ip }));
+      const nodes = s.nodes.map((n) => { const a = agentView(n); return { name: n.name, netns: n.netns, underlayIP: n.underlayIP, podCIDR: n.podCIDR, ...(n.podCIDR6 ? { underlayIP6: n.underlayIP6, podCIDR6: n.podCIDR6 } : {}), pid: a.pid, restarts: a.restarts, lastExit: a.lastExit, agentState: a.state, supervisorPid: a.supervisorPid, cniConfList: nodeCni(n).confFile, cniBinDir: nodeCni(n).binDir }; });
+      const pods = labPods(s).map((x) => ({ name: x.name, namespace: x.namespace, node: x.node, netns: x.netns, ip: x.ip, ...(x.ip6 ? { ip6: x.ip6 } : {}) }));
       const services = (s.services ?? []).map((x) => ({ ...x, endpoints: labPods(s).filter((q) => q.namespace === x.namespace && q.ip && (!x.endpoints || x.endpoints.includes(q.name))).map((q) => q.ip) }));
-      if (bool(p, 'json')) { log(JSON.stringify({ nodes, pods, proxyMode: s.proxyMode, serviceCIDR: s.serviceCIDR, services })); return 0; }
-      for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}  pods ${n.podCIDR}  agent pid ${n.pid ?? 'none'} (${n.agentState}, restarts ${n.restarts}${n.lastExit ? `, last exit: ${n.lastExit.reason} at ${n.lastExit.at}` : ''})`);
-      for (const x of pods) log(`pod  ${x.namespace}/${x.name}  on ${x.node}  ${x.ip}  netns ${x.netns}`);
+      if (bool(p, 'json')) { log(JSON.stringify({ nodes, pods, ipFamily: s.ipFamily ?? 'ipv4', proxyMode: s.proxyMode, serviceCIDR: s.serviceCIDR, services })); return 0; }
+      for (const n of nodes) log(`node ${n.name}  netns ${n.netns}  underlay ${n.underlayIP}${n.underlayIP6 ? ` ${n.underlayIP6}` : ''}  pods ${n.podCIDR}${n.podCIDR6 ? ` ${n.podCIDR6}` : ''}  agent pid ${n.pid ?? 'none'} (${n.agentState}, restarts ${n.restarts}${n.lastExit ? `, last exit: ${n.lastExit.reason} at ${n.lastExit.at}` : ''})`);
+      for (const x of pods) log(`pod  ${x.namespace}/${x.name}  on ${x.node}  ${x.ip}${x.ip6 ? ` ${x.ip6}` : ''}  netns ${x.netns}`);
       if (s.services) log(`services (kube-proxy ${s.proxyMode} mode, service CIDR ${s.serviceCIDR}):`);
       for (const x of services) {
         const ports = x.ports.map((q) => `${q.port}${q.nodePort ? `:${q.nodePort}` : ''}/${q.protocol}`).join(',');

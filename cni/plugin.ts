@@ -1,24 +1,38 @@
 // twill-cni: the CNI plugin (spec 0.3.1 … 1.1.0: ADD, DEL, CHECK, VERSION,
 // STATUS, GC). The runtime runs it inside the node's network namespace with
-// CNI_* variables and the network configuration on stdin. ADD takes an address
-// from the node's pod CIDR (learnt from the agent, as flannel users expect, or
-// fixed by ipam.subnet), wires the veth (cni/wire.ts) and registers the pod with
-// the node's agent, which serves it. Everything half-made is undone on failure.
+// CNI_* variables and the network configuration on stdin. ADD takes one address
+// per family from the node's pod CIDRs (learnt from the agent, as flannel users
+// expect, or fixed by ipam.subnet/subnet6), wires the veth (cni/wire.ts) and
+// registers the pod with the node's agent, which serves it. Everything half-made
+// is undone on failure.
+//
+// Families. The agent's status says podCIDR/gatewayIP (IPv4) and, on an IPv6 or
+// dual-stack node, podCIDR6/gatewayIP6. With both the pod is dual-stack: an IPv4
+// address (.2 up) and an IPv6 one (::2 up), a default route per family, and the
+// result lists IPv4 first, as host-local does for a dual-stack kind cluster. With
+// podCIDR6 only (podCIDR '' or absent) the pod is IPv6-only. ipam.subnet and
+// ipam.subnet6 override the agent's ranges each for its family (so a conf can add
+// a family the agent does not announce).
 //
 // Network configuration (twill's own fields, all optional):
 //   agentSocket  the agent's unix socket             (default /run/twill/agent.sock)
 //   mtu          the pod's MTU                         (default: the agent's)
 //   hostMtu      the node side's MTU                   (default: mtu + 50)
-//   ipam.dataDir where addresses are kept             (default /var/lib/twill/ipam; <dataDir>/<name>/)
-//   ipam.subnet, ipam.gateway, ipam.rangeStart, ipam.rangeEnd   (default: the agent's podCIDR and gateway)
+//   ipam.dataDir where addresses are kept             (default /var/lib/twill/ipam; <dataDir>/<name>/, both families)
+//   ipam.subnet, ipam.gateway, ipam.rangeStart, ipam.rangeEnd       IPv4 (default: the agent's podCIDR and gatewayIP)
+//   ipam.subnet6, ipam.gateway6, ipam.rangeStart6, ipam.rangeEnd6   IPv6 (default: the agent's podCIDR6 and
+//                gatewayIP6; a gateway6 defaults to the subnet6's ::1 when the agent's is not inside it)
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { request } from '../agent/socket.js';
 import { wirePod, unwirePod, podExec } from './wire.js';
 import { run } from '../lib/sh.js';
-import { Ipam, IpamExhausted, type Owner } from './ipam.js';
+import { Ipam, IpamExhausted, canonicalIP, type Owner } from './ipam.js';
 import { parseIPv4Cidr } from '../lib/ipv4.js';
+import { addToIPv6, formatIPv6Address, inIPv6Cidr, parseIPv6Address, parseIPv6Cidr } from '../lib/ipv6.js';
+import type { AddReply, NodeStatus } from '../agent/node-socket.js';
+import type { PodRecord } from '../agent/pods.js';
 import { CniError, ERR, LATEST, SUPPORTED_VERSIONS, errorJson, formatResult, parseResult, supported, versionAtLeast, type Dns, type Result } from './spec.js';
 import { VXLAN_OVERHEAD } from '../dataplane/packet/vxlan.js';
 
@@ -31,13 +45,16 @@ export interface NetConf {
   agentSocket: string;
   mtu?: number;
   hostMtu?: number;
-  ipam: { dataDir: string; subnet?: string; gateway?: string; rangeStart?: string; rangeEnd?: string };
+  ipam: {
+    dataDir: string;
+    subnet?: string; gateway?: string; rangeStart?: string; rangeEnd?: string; // IPv4
+    subnet6?: string; gateway6?: string; rangeStart6?: string; rangeEnd6?: string; // IPv6
+  };
   dns?: Dns;
   prevResult?: unknown;
   raw: Record<string, unknown>;
 }
 
-interface AgentStatus { node: string; podCIDR: string; gatewayIP: string; mtu: number; podTxOffload?: boolean }
 
 export const DEFAULT_SOCKET = '/run/twill/agent.sock';
 export const DEFAULT_IPAM_DIR = '/var/lib/twill/ipam';
@@ -119,12 +136,18 @@ export function parseConf(stdin: string): NetConf {
       dataDir: str('ipam.dataDir', ipamRaw.dataDir) ?? DEFAULT_IPAM_DIR,
       subnet: str('ipam.subnet', ipamRaw.subnet), gateway: str('ipam.gateway', ipamRaw.gateway),
       rangeStart: str('ipam.rangeStart', ipamRaw.rangeStart), rangeEnd: str('ipam.rangeEnd', ipamRaw.rangeEnd),
+      subnet6: str('ipam.subnet6', ipamRaw.subnet6), gateway6: str('ipam.gateway6', ipamRaw.gateway6),
+      rangeStart6: str('ipam.rangeStart6', ipamRaw.rangeStart6), rangeEnd6: str('ipam.rangeEnd6', ipamRaw.rangeEnd6),
     },
     dns: r.dns as Dns | undefined, prevResult: r.prevResult, raw: r,
   };
-  if (conf.ipam.subnet) {
-    try { parseIPv4Cidr(conf.ipam.subnet); } catch (e) { throw new CniError(ERR.INVALID_CONFIG, `ipam.subnet: ${(e as Error).message}`); }
-  }
+  const check = (k: string, v: string | undefined, parse: (s: string) => unknown, fix: string) => {
+    if (v === undefined) return;
+    try { parse(v); } catch (e) { throw new CniError(ERR.INVALID_CONFIG, `${k}: ${(e as Error).message}`, fix); }
+  };
+  check('ipam.subnet', conf.ipam.subnet, parseIPv4Cidr, 'ipam.subnet is the IPv4 range, e.g. 10.244.1.0/24 (IPv6 goes in ipam.subnet6)');
+  check('ipam.subnet6', conf.ipam.subnet6, parseIPv6Cidr, 'ipam.subnet6 is the IPv6 range, e.g. fd00:10:244:1::/64');
+  for (const k of ['gateway6', 'rangeStart6', 'rangeEnd6'] as const) check(`ipam.${k}`, conf.ipam[k], parseIPv6Address, `ipam.${k} is an IPv6 address`);
   return conf;
 }
 
@@ -161,15 +184,47 @@ export function hostIfName(containerId: string, ifname: string): string {
   return `twc${createHash('sha256').update(`${containerId}:${ifname}`).digest('hex').slice(0, 12)}`;
 }
 
-/** The network's address store; with a range (ADD, STATUS) it can allocate, without (DEL, CHECK, GC) it finds and releases by owner. */
-function ipamOf(conf: NetConf, range?: { subnet: string; gateway: string }): Ipam {
+/** The network's address store; with a range (ADD, STATUS) it can allocate, without (DEL, CHECK, GC) it finds and releases by owner, both families. */
+function ipamOf(conf: NetConf, range?: { subnet: string; gateway: string; rangeStart?: string; rangeEnd?: string }): Ipam {
   const dir = path.join(conf.ipam.dataDir, conf.name);
   if (!range) return new Ipam(dir);
   try {
-    return new Ipam(dir, { ...range, rangeStart: conf.ipam.rangeStart, rangeEnd: conf.ipam.rangeEnd });
+    return new Ipam(dir, range);
   } catch (e) {
-    throw new CniError(ERR.INVALID_CONFIG, `ipam: ${(e as Error).message}`, 'fix ipam.subnet/rangeStart/rangeEnd');
+    const six = range.subnet.includes(':') ? '6' : '';
+    throw new CniError(ERR.INVALID_CONFIG, `ipam: ${(e as Error).message}`, `fix ipam.subnet${six}/gateway${six}/rangeStart${six}/rangeEnd${six}`);
   }
+}
+
+/** A family's range, store and gateway for this ADD (or STATUS). */
+interface Stack { ipam: Ipam; gateway: string }
+
+/**
+ * The ranges this node's pods get addresses from: IPv4 from ipam.subnet or the agent's podCIDR,
+ * IPv6 from ipam.subnet6 or the agent's podCIDR6; either may be absent, not both.
+ */
+function stacksOf(conf: NetConf, st: NodeStatus): { v4?: Stack; v6?: Stack } {
+  const out: { v4?: Stack; v6?: Stack } = {};
+  const subnet = conf.ipam.subnet ?? (st.podCIDR || undefined);
+  if (subnet) {
+    const gateway = conf.ipam.gateway ?? st.gatewayIP;
+    out.v4 = { gateway, ipam: ipamOf(conf, { subnet, gateway, rangeStart: conf.ipam.rangeStart, rangeEnd: conf.ipam.rangeEnd }) };
+  }
+  const subnet6 = conf.ipam.subnet6 ?? (st.podCIDR6 || undefined);
+  if (subnet6) {
+    let c: { addr: Uint32Array; len: number };
+    try { c = parseIPv6Cidr(subnet6); } catch (e) { throw new CniError(ERR.INVALID_CONFIG, `the node's IPv6 pod CIDR: ${(e as Error).message}`, 'fix ipam.subnet6 (or the agent\'s podCIDR6)'); }
+    const inside = (g: string | undefined): string | undefined => {
+      try { return g && inIPv6Cidr(parseIPv6Address(g), c.addr, c.len) ? formatIPv6Address(parseIPv6Address(g)) : undefined; } catch { return undefined; }
+    };
+    // The agent's gateway when it lies in the range; else the range's ::1 (the node's TUN has it, by convention).
+    const gateway = conf.ipam.gateway6 ? formatIPv6Address(parseIPv6Address(conf.ipam.gateway6)) : inside(st.gatewayIP6) ?? formatIPv6Address(addToIPv6(c.addr, 1));
+    out.v6 = { gateway, ipam: ipamOf(conf, { subnet: `${formatIPv6Address(c.addr)}/${c.len}`, gateway, rangeStart: conf.ipam.rangeStart6, rangeEnd: conf.ipam.rangeEnd6 }) };
+  }
+  if (!out.v4 && !out.v6) {
+    throw new CniError(ERR.TRY_AGAIN_LATER, `the twill agent at ${conf.agentSocket} announces no pod CIDR for node ${st.node ?? '?'}`, 'the node has no podCIDR/podCIDR6 yet: the runtime retries (or set ipam.subnet / ipam.subnet6)');
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- the agent
@@ -197,24 +252,32 @@ async function cmdAdd(env: Env, conf: NetConf): Promise<Record<string, unknown>>
   const netns = t.netns!;
   if (!existsSync(netns)) throw new CniError(ERR.UNKNOWN_CONTAINER, `CNI_NETNS ${netns} does not exist`, 'the container\'s network namespace is gone or the path is wrong: pass its path (e.g. /var/run/netns/<name> or /proc/<pid>/ns/net)');
   const prev = conf.prevResult !== undefined ? parseResult(conf.prevResult) : undefined;
-  const st = (await agent(conf, { op: 'status' }, 3000)) as AgentStatus;
-  const subnet = conf.ipam.subnet ?? st.podCIDR;
-  const gateway = conf.ipam.gateway ?? st.gatewayIP;
+  const st = (await agent(conf, { op: 'status' }, 3000)) as NodeStatus;
   const mtu = conf.mtu ?? st.mtu;
   const hostMtu = conf.hostMtu ?? mtu + VXLAN_OVERHEAD;
-  const ipam = ipamOf(conf, { subnet, gateway });
+  const { v4, v6 } = stacksOf(conf, st);
   const owner: Owner = { containerId: t.containerId, ifname: t.ifname };
   const hostIf = hostIfName(t.containerId, t.ifname);
 
-  const alloc = ipam.allocate(owner, { netns, pod: `${t.podNamespace}/${t.podName}` });
   let registered = false;
+  let a4: { ip: string; existing: boolean } | undefined;
+  let a6: { ip: string; existing: boolean } | undefined;
   try {
-    if (alloc.existing) {
+    // IPv4 first, then IPv6; a kill between the two leaves the IPv4 address held, which a
+    // retried ADD finds again (and a DEL or GC frees: release() takes both families).
+    const extra = { netns, pod: `${t.podNamespace}/${t.podName}` };
+    a4 = v4?.ipam.allocate(owner, extra);
+    a6 = v6?.ipam.allocate(owner, extra);
+    if (a4?.existing || a6?.existing) {
       // A retried ADD (the last one died or failed half-way): start again from scratch.
-      log(`ADD ${t.containerId}: ${alloc.ip} was already held by this attachment; rewiring`);
+      log(`ADD ${t.containerId}: ${[a4, a6].filter((a) => a?.existing).map((a) => a!.ip).join(', ')} already held by this attachment; rewiring`);
       unwirePod('', hostIf);
     }
-    const spec = { hostNs: '', podNs: netns, hostIf, podIf: t.ifname, ip: alloc.ip, prefixLen: ipam.prefixLen, gateway, mtu, hostMtu, txOffload: st.podTxOffload === true };
+    const spec = {
+      hostNs: '', podNs: netns, hostIf, podIf: t.ifname, mtu, hostMtu, txOffload: st.podTxOffload === true,
+      ip: a4?.ip, prefixLen: v4?.ipam.prefixLen, gateway: v4?.gateway,
+      ip6: a6?.ip, prefixLen6: v6?.ipam.prefixLen, gateway6: v6?.gateway,
+    };
     let macs: { podMac: string; hostMac: string };
     try {
       macs = wirePod(spec);
@@ -226,24 +289,29 @@ async function cmdAdd(env: Env, conf: NetConf): Promise<Record<string, unknown>>
       unwirePod('', hostIf); // our node-side name, left from an attachment whose address record is gone
       macs = wirePod(spec);
     }
-    const reply = (await agent(conf, { op: 'add', pod: { containerId: t.containerId, name: t.podName, namespace: t.podNamespace, ip: alloc.ip, mac: macs.podMac, hostIf, netns } })) as { gatewayIP?: string; mtu?: number };
+    const pod: PodRecord = { containerId: t.containerId, name: t.podName, namespace: t.podNamespace, ip: a4?.ip ?? '', ...(a6 ? { ip6: a6.ip } : {}), mac: macs.podMac, hostIf, netns };
+    const reply = (await agent(conf, { op: 'add', pod })) as Partial<AddReply> | undefined;
     registered = true;
-    if (reply?.gatewayIP && reply.gatewayIP !== gateway) log(`ADD ${t.containerId}: agent's gateway ${reply.gatewayIP} differs from ${gateway}`);
+    if (v4 && reply?.gatewayIP && reply.gatewayIP !== v4.gateway) log(`ADD ${t.containerId}: agent's gateway ${reply.gatewayIP} differs from ${v4.gateway}`);
+    if (v6 && reply?.gatewayIP6 && canonicalOrNull(reply.gatewayIP6) !== v6.gateway) log(`ADD ${t.containerId}: agent's IPv6 gateway ${reply.gatewayIP6} differs from ${v6.gateway}`);
 
     const base: Result = prev ?? { interfaces: [], ips: [], routes: [], dns: {} };
     const off = base.interfaces.length;
+    const ips: Result['ips'] = [], routes: Result['routes'] = [];
+    if (v4 && a4) { ips.push({ address: `${a4.ip}/${v4.ipam.prefixLen}`, gateway: v4.gateway, interface: off + 1 }); routes.push({ dst: '0.0.0.0/0', gw: v4.gateway }); }
+    if (v6 && a6) { ips.push({ address: `${a6.ip}/${v6.ipam.prefixLen}`, gateway: v6.gateway, interface: off + 1 }); routes.push({ dst: '::/0', gw: v6.gateway }); }
     const result: Result = {
       interfaces: [...base.interfaces, { name: hostIf, mac: macs.hostMac, mtu: hostMtu }, { name: t.ifname, mac: macs.podMac, mtu, sandbox: netns }],
-      ips: [...base.ips, { address: `${alloc.ip}/${ipam.prefixLen}`, gateway, interface: off + 1 }],
-      routes: [...base.routes, { dst: '0.0.0.0/0', gw: gateway }],
+      ips: [...base.ips, ...ips],
+      routes: [...base.routes, ...routes],
       dns: conf.dns && Object.keys(conf.dns).length ? conf.dns : base.dns,
     };
     return formatResult(conf.cniVersion, result);
   } catch (e) {
-    // Roll back whatever this ADD made: registration, veth pair, address.
+    // Roll back whatever this ADD made: registration, veth pair, addresses (both families).
     if (registered) await request(conf.agentSocket, { op: 'del', containerId: t.containerId }, 2000).catch(() => undefined);
     unwirePod('', hostIf);
-    try { ipam.release(owner); } catch (re) { log(`rollback: releasing ${alloc.ip}: ${(re as Error).message}`); }
+    try { ipamOf(conf).release(owner); } catch (re) { log(`rollback: releasing ${[a4?.ip, a6?.ip].filter(Boolean).join(', ')}: ${(re as Error).message}`); }
     throw e;
   }
 }
@@ -276,39 +344,66 @@ async function cmdCheck(env: Env, conf: NetConf): Promise<void> {
   if (conf.prevResult === undefined) throw new CniError(ERR.INVALID_CONFIG, 'CHECK needs "prevResult"', 'pass the result of the ADD as "prevResult"');
   const prev = parseResult(conf.prevResult);
   const fail = (msg: string, details = 'the attachment is not as ADD left it: DEL and ADD it again') => new CniError(ERR.CHECK_FAILED, msg, details);
-  const ip = ipamOf(conf).find({ containerId: t.containerId, ifname: t.ifname });
-  if (!ip) throw new CniError(ERR.UNKNOWN_CONTAINER, `no address is held for ${t.containerId}/${t.ifname}`, 'the attachment was never added, or was deleted');
+  const held = ipamOf(conf).findAll({ containerId: t.containerId, ifname: t.ifname }); // IPv4 first
+  if (!held.length) throw new CniError(ERR.UNKNOWN_CONTAINER, `no address is held for ${t.containerId}/${t.ifname}`, 'the attachment was never added, or was deleted');
   if (!existsSync(netns)) throw new CniError(ERR.UNKNOWN_CONTAINER, `CNI_NETNS ${netns} does not exist`);
   const idx = prev.interfaces.findIndex((i) => i.name === t.ifname && (i.sandbox === undefined || i.sandbox === netns));
-  const pip = prev.ips.find((x) => x.interface === idx || idx < 0);
-  if (!pip || pip.address.split('/')[0] !== ip) throw fail(`prevResult does not match: the attachment holds ${ip}`, `prevResult ips: ${JSON.stringify(prev.ips)}`);
+  // Every address held (one per family) must be in prevResult, on our interface (anywhere, if it does not list
+  // the interface). Others there may be a chained plugin's: not ours to judge.
+  const mine = prev.ips.filter((x) => x.interface === idx || idx < 0).map((x) => ({ ...x, ip: canonicalOrNull(x.address.split('/')[0]) }));
+  const pips = held.map((ip) => mine.find((x) => x.ip === ip));
+  if (pips.some((x) => !x)) throw fail(`prevResult does not match: the attachment holds ${held.join(', ')}`, `prevResult ips: ${JSON.stringify(prev.ips)}`);
   const hostIf = hostIfName(t.containerId, t.ifname);
   try { run('ip', ['link', 'show', 'dev', hostIf]); } catch { throw fail(`the node side ${hostIf} of the veth is missing`); }
   let addrs: { ifname: string; operstate: string; addr_info: { family: string; local: string; prefixlen: number }[] }[];
   try {
     addrs = JSON.parse(podExec(netns, 'ip', '-j', 'addr', 'show', 'dev', t.ifname));
   } catch { throw fail(`interface ${t.ifname} is missing in ${netns}`); }
-  if (!addrs[0]?.addr_info.some((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` === pip.address)) throw fail(`${t.ifname} in ${netns} does not have ${pip.address}`);
-  const routes = JSON.parse(podExec(netns, 'ip', '-j', 'route', 'show', 'default')) as { gateway?: string; dev?: string }[];
-  if (pip.gateway && !routes.some((r) => r.gateway === pip.gateway && r.dev === t.ifname)) throw fail(`${netns} has no default route via ${pip.gateway} dev ${t.ifname}`);
-  const pods = (await agent(conf, { op: 'pods' })) as { containerId: string; ip: string; hostIf: string }[];
+  const routes: Record<string, { gateway?: string; dev?: string }[]> = {};
+  for (const pip of pips as (typeof mine[number])[]) {
+    const six = pip.ip!.includes(':');
+    const [, len] = pip.address.split('/');
+    if (!addrs[0]?.addr_info.some((a) => a.family === (six ? 'inet6' : 'inet') && canonicalOrNull(a.local) === pip.ip && String(a.prefixlen) === len)) {
+      throw fail(`${t.ifname} in ${netns} does not have ${pip.address}`);
+    }
+    if (!pip.gateway) continue;
+    const fam = six ? '-6' : '-4';
+    routes[fam] ??= JSON.parse(podExec(netns, 'ip', '-j', fam, 'route', 'show', 'default')) as { gateway?: string; dev?: string }[];
+    const gw = canonicalOrNull(pip.gateway);
+    if (!routes[fam].some((r) => r.gateway !== undefined && canonicalOrNull(r.gateway) === gw && r.dev === t.ifname)) {
+      throw fail(`${netns} has no default route${six ? ' (::/0)' : ''} via ${pip.gateway} dev ${t.ifname}`);
+    }
+  }
+  const ip4 = held.find((ip) => !ip.includes(':')), ip6 = held.find((ip) => ip.includes(':'));
+  const pods = (await agent(conf, { op: 'pods' })) as PodRecord[];
   const p = pods.find((x) => x.containerId === t.containerId);
   if (!p) throw fail(`the agent does not serve ${t.containerId}`, 'DEL and ADD the pod again');
-  if (p.ip !== ip || p.hostIf !== hostIf) throw fail(`the agent serves ${t.containerId} as ${p.ip} on ${p.hostIf}, expected ${ip} on ${hostIf}`);
+  const as = (ip: string, v6?: string) => [ip, v6].filter(Boolean).join(' and ') || 'no address';
+  if ((p.ip || undefined) !== ip4 || (p.ip6 ? canonicalOrNull(p.ip6) : undefined) !== ip6 || p.hostIf !== hostIf) {
+    throw fail(`the agent serves ${t.containerId} as ${as(p.ip, p.ip6)} on ${p.hostIf}, expected ${as(ip4 ?? '', ip6)} on ${hostIf}`);
+  }
+}
+
+/** An address in the IPAM store's canonical text, or null when it is not one. */
+function canonicalOrNull(ip: string): string | null {
+  try { return canonicalIP(ip); } catch { return null; }
 }
 
 // ---------------------------------------------------------------- STATUS
 
 async function cmdStatus(conf: NetConf): Promise<void> {
   if (!versionAtLeast(conf.cniVersion, '1.1.0')) throw new CniError(ERR.INCOMPATIBLE_VERSION, `STATUS is not part of cniVersion ${conf.cniVersion}`, 'STATUS needs cniVersion 1.1.0');
-  let st: AgentStatus;
+  let st: NodeStatus;
   try {
-    st = (await request(conf.agentSocket, { op: 'status' }, 2000)) as AgentStatus;
+    st = (await request(conf.agentSocket, { op: 'status' }, 2000)) as NodeStatus;
   } catch (e) {
     throw new CniError(ERR.STATUS_UNAVAILABLE, `the twill agent is not available at ${conf.agentSocket}`, `${(e as Error).message}; start the agent on this node`);
   }
-  const ipam = ipamOf(conf, { subnet: conf.ipam.subnet ?? st.podCIDR, gateway: conf.ipam.gateway ?? st.gatewayIP });
-  if (ipam.free() === 0) throw new CniError(ERR.STATUS_UNAVAILABLE, `no free address in ${ipam.range!.subnet}`, 'delete pods or run GC');
+  let stacks: { v4?: Stack; v6?: Stack };
+  try { stacks = stacksOf(conf, st); } catch (e) { throw new CniError(ERR.STATUS_UNAVAILABLE, (e as Error).message, (e as CniError).details ?? ''); }
+  for (const s of [stacks.v4, stacks.v6]) {
+    if (s && s.ipam.free() === 0) throw new CniError(ERR.STATUS_UNAVAILABLE, `no free address in ${s.ipam.range!.subnet}`, 'delete pods or run GC');
+  }
 }
 
 // ---------------------------------------------------------------- GC
@@ -327,15 +422,22 @@ async function cmdGc(env: Env, conf: NetConf): Promise<void> {
   }
   const ipam = ipamOf(conf);
   const errors: string[] = [];
-  const gone = ipam.list().filter((x) => !valid.has(`${x.owner.containerId}:${x.owner.ifname}`));
-  for (const { ip, owner } of gone) {
+  // One attachment may hold two addresses (IPv4 and IPv6): each stale owner is released once, both together.
+  const gone = new Map<string, { owner: Owner; ips: string[] }>();
+  for (const { ip, owner } of ipam.list()) {
+    const key = `${owner.containerId}:${owner.ifname}`;
+    if (valid.has(key)) continue;
+    const g = gone.get(key) ?? gone.set(key, { owner, ips: [] }).get(key)!;
+    g.ips.push(ip);
+  }
+  for (const { owner, ips } of gone.values()) {
     try {
       if (!validIds.has(owner.containerId)) await request(conf.agentSocket, { op: 'del', containerId: owner.containerId }, 3000).catch(() => undefined);
       unwirePod('', hostIfName(owner.containerId, owner.ifname));
       ipam.release(owner);
-      log(`GC: released ${ip} of ${owner.containerId}/${owner.ifname}`);
+      log(`GC: released ${ips.join(', ')} of ${owner.containerId}/${owner.ifname}`);
     } catch (e) {
-      errors.push(`${ip} (${owner.containerId}/${owner.ifname}): ${(e as Error).message}`);
+      errors.push(`${ips.join(', ')} (${owner.containerId}/${owner.ifname}): ${(e as Error).message}`);
     }
   }
   ipam.sweep();

@@ -29,7 +29,16 @@ export function installNodeCni(nodeDir: string, agentSocket: string, o: { cniVer
 }
 
 export interface Attachment { containerId: string; netns: string; ifname?: string; podName?: string; podNamespace?: string }
-export interface AddResult { ip: string; prefixLen: number; gateway: string; podMac: string; hostIf: string; raw: Record<string, unknown> }
+/**
+ * ADD's result, flattened. `ip` is the pod's first address, as Kubernetes' status.podIP: the IPv4 one
+ * (IPv6 on an IPv6-only node); `ip6`, `prefixLen6`, `gateway6` are the IPv6 one's, on an IPv6 or
+ * dual-stack node.
+ */
+export interface AddResult {
+  ip: string; prefixLen: number; gateway: string;
+  ip6?: string; prefixLen6?: number; gateway6?: string;
+  podMac: string; hostIf: string; raw: Record<string, unknown>;
+}
 
 /** Runs one plugin of the conflist (the first: twill-cni) as the runtime does; throws with the plugin's error. */
 export function invokeCni(nodeNs: string, cni: NodeCni, command: string, a: Attachment, extra: Record<string, unknown> = {}): Record<string, unknown> | undefined {
@@ -53,9 +62,11 @@ export function invokeCni(nodeNs: string, cni: NodeCni, command: string, a: Atta
 export function cniAdd(nodeNs: string, cni: NodeCni, a: Attachment): AddResult {
   const raw = invokeCni(nodeNs, cni, 'ADD', a)!;
   const ifs = raw.interfaces as { name: string; mac: string; sandbox?: string }[];
-  const ip = (raw.ips as { address: string; gateway: string; interface: number }[])[0];
+  const ips = raw.ips as { address: string; gateway: string; interface: number }[];
+  const ip = ips[0], v6 = ips.find((x) => x.address.includes(':'));
   const [addr, len] = ip.address.split('/');
-  return { ip: addr, prefixLen: Number(len), gateway: ip.gateway, podMac: ifs[ip.interface].mac, hostIf: ifs.find((i) => !i.sandbox)!.name, raw };
+  const six = v6 ? { ip6: v6.address.split('/')[0], prefixLen6: Number(v6.address.split('/')[1]), gateway6: v6.gateway } : {};
+  return { ip: addr, prefixLen: Number(len), gateway: ip.gateway, ...six, podMac: ifs[ip.interface].mac, hostIf: ifs.find((i) => !i.sandbox)!.name, raw };
 }
 
 export function cniDel(nodeNs: string, cni: NodeCni, a: Attachment): void {

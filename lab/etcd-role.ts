@@ -1,8 +1,9 @@
 // A lab whose agents learn the cluster from etcd (UpOptions.etcd): a real etcd
 // (Debian's etcd-server) runs in a namespace of its own on the lab's underlay, as
 // a control-plane host would, at 172.30.0.2:2379. The lab writes the network
-// config in flannel's layout, and the pods and namespaces under /twill/ (as
-// kubelets would in a cluster); each agent leases its own subnet there.
+// config in flannel's layout (dual stack, with an IPv6 cluster CIDR: "EnableIPv6",
+// "IPv6Network" and a /64 per node), and the pods and namespaces under /twill/ (as
+// kubelets would in a cluster); each agent leases its own subnet(s) there.
 import { spawn, spawnSync } from 'node:child_process';
 import { openSync } from 'node:fs';
 import path from 'node:path';
@@ -22,8 +23,13 @@ export function etcdctl(s: Pick<LabState, 'prefix'>, ...args: string[]): string 
   return r.stdout;
 }
 
-/** Starts etcd on the underlay and writes the network config; its pid goes into the lab's, so down stops it. */
-export async function startLabEtcd(s: LabState, mtu: number): Promise<void> {
+/** The network config flanneld's etcd subnet manager reads; with clusterCIDR6, flannel's dual stack. */
+export function labNetworkConfig(clusterCIDR: string, clusterCIDR6?: string): Record<string, unknown> {
+  return { Network: clusterCIDR, SubnetLen: 24, ...(clusterCIDR6 ? { EnableIPv6: true, IPv6Network: clusterCIDR6, IPv6SubnetLen: 64 } : {}), Backend: { Type: 'vxlan' } };
+}
+
+/** Starts etcd on the underlay and writes the network config (dual stack with clusterCIDR6); its pid goes into the lab's, so down stops it. */
+export async function startLabEtcd(s: LabState, mtu: number, clusterCIDR6?: string): Promise<void> {
   const ns = labEtcdNs(s);
   ipn('', 'netns', 'add', ns);
   ipn(ns, 'link', 'set', 'lo', 'up');
@@ -46,16 +52,17 @@ export async function startLabEtcd(s: LabState, mtu: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  etcdctl(s, 'put', `${FLANNEL_PREFIX}/config`, JSON.stringify({ Network: s.clusterCIDR, SubnetLen: 24, Backend: { Type: 'vxlan' } }));
+  etcdctl(s, 'put', `${FLANNEL_PREFIX}/config`, JSON.stringify(labNetworkConfig(s.clusterCIDR, clusterCIDR6)));
 }
 
 export function etcdNamespace(s: LabState, name: string, labels: Record<string, string>): void {
   etcdctl(s, 'put', `${MODEL_PREFIX}namespaces/${name}`, JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } }));
 }
 
-export function etcdPod(s: LabState, namespace: string, name: string, ip: string, labels: Record<string, string>, ports: ContainerPort[]): void {
+/** The Pod under /twill/; with ip6, dual-stack: podIPs [IPv4, IPv6]. */
+export function etcdPod(s: LabState, namespace: string, name: string, ip: string, labels: Record<string, string>, ports: ContainerPort[], ip6?: string): void {
   etcdctl(s, 'put', `${MODEL_PREFIX}pods/${namespace}/${name}`, JSON.stringify({
     apiVersion: 'v1', kind: 'Pod', metadata: { namespace, name, labels },
-    spec: { containers: [{ name: 'workload', ports }] }, status: { podIP: ip, podIPs: [{ ip }] },
+    spec: { containers: [{ name: 'workload', ports }] }, status: { podIP: ip, podIPs: [{ ip }, ...(ip6 ? [{ ip: ip6 }] : [])] },
   }));
 }

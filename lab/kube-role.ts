@@ -4,7 +4,10 @@
 // node IPAM controller), the Namespaces, and each Pod: created, then its status
 // written through pods/status once the CNI plugin has wired it, as the kubelet
 // does (the API server resets a new Pod's status to Pending). The agents then
-// announce their VTEPs on their Nodes themselves, as flanneld does.
+// announce their VTEPs on their Nodes themselves, as flanneld does. A dual-stack
+// node (podCIDR6 and underlayIP6) gets both pod CIDRs in spec.podCIDRs (IPv4
+// first, as kind's node IPAM gives them) and an InternalIP of each family; a
+// dual-stack pod both addresses in status.podIPs.
 //
 // `twill lab up --kubernetes` runs the API server too (startLabKubeApi): the stand-in
 // of lab/kube-apiserver.ts as a lab process, HTTPS on 127.0.0.1 for kubectl (the
@@ -67,13 +70,15 @@ export class LabKube {
     }
   }
 
-  node(n: LabNode): Promise<void> {
+  /** The Node as the kubelet registers it and node IPAM fills its pod CIDRs in; with podCIDR6 and underlayIP6, dual stack. */
+  node(n: Pick<LabNode, 'name' | 'underlayIP' | 'podCIDR'> & { podCIDR6?: string; underlayIP6?: string }): Promise<void> {
     const now = stamp();
     return this.create('/api/v1/nodes', {
       apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
-      spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
+      // An IPv6-only node (podCIDR '') has its IPv6 range and address first, as kind's IPv6 cluster.
+      spec: { podCIDR: n.podCIDR || n.podCIDR6, podCIDRs: [n.podCIDR, n.podCIDR6].filter(Boolean) },
       status: {
-        addresses: [{ type: 'InternalIP', address: n.underlayIP }, { type: 'Hostname', address: n.name }],
+        addresses: [...(n.podCIDR ? [n.underlayIP, n.underlayIP6] : [n.underlayIP6, n.underlayIP]).filter(Boolean).map((address) => ({ type: 'InternalIP', address })), { type: 'Hostname', address: n.name }],
         conditions: [{ type: 'Ready', status: 'True', reason: 'TwillLabNodeReady', message: 'the lab node is up', lastHeartbeatTime: now, lastTransitionTime: now }],
         nodeInfo: NODE_INFO, // the machine's: every lab node shares its kernel; no kubelet, no container runtime
         capacity: CAPACITY, allocatable: CAPACITY, // the machine's too, as every node would report it
@@ -85,7 +90,8 @@ export class LabKube {
     return this.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
   }
 
-  async pod(namespace: string, name: string, node: string, ip: string, labels: Record<string, string>, ports: ContainerPort[], hostIP?: string): Promise<void> {
+  /** A Pod, then its status as the kubelet writes it; `six.ip6` (and `six.hostIP6`) make it dual-stack: podIPs [IPv4, IPv6]. */
+  async pod(namespace: string, name: string, node: string, ip: string, labels: Record<string, string>, ports: ContainerPort[], hostIP?: string, six: { ip6?: string; hostIP6?: string } = {}): Promise<void> {
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`;
     await this.create(path, {
       apiVersion: 'v1', kind: 'Pod', metadata: { namespace, name, labels },
@@ -95,7 +101,8 @@ export class LabKube {
     const cond = (type: string) => ({ type, status: 'True', lastProbeTime: null, lastTransitionTime: now });
     await this.client.mergePatch(`${path}/${encodeURIComponent(name)}/status`, {
       status: {
-        phase: 'Running', podIP: ip, podIPs: [{ ip }], ...(hostIP ? { hostIP, hostIPs: [{ ip: hostIP }] } : {}), startTime: now,
+        phase: 'Running', podIP: ip, podIPs: [{ ip }, ...(six.ip6 ? [{ ip: six.ip6 }] : [])],
+        ...(hostIP ? { hostIP, hostIPs: [{ ip: hostIP }, ...(six.hostIP6 ? [{ ip: six.hostIP6 }] : [])] } : {}), startTime: now,
         conditions: ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map(cond),
         containerStatuses: [{ name: 'workload', image: 'twill-lab-workload', imageID: '', ready: true, started: true, restartCount: 0, state: { running: { startedAt: now } } }],
       },

@@ -58,18 +58,18 @@ const SERVICE_PROBE = `
 const net = require('net'), dgram = require('dgram'); const [ip, tp, up] = process.argv.slice(1);
 const tcp = new Promise((res) => { const c = net.connect(+tp, ip); const t = setTimeout(() => { c.destroy(); res(false); }, 3000);
   c.on('connect', () => c.write('twill')); c.on('data', (d) => { clearTimeout(t); const from = c.remoteAddress; c.destroy(); res(String(d) === 'twill' && from === ip); }); c.on('error', () => { clearTimeout(t); res(false); }); });
-const udp = new Promise((res) => { const u = dgram.createSocket('udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res(false); }, 3000);
+const udp = new Promise((res) => { const u = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res(false); }, 3000);
   u.on('message', (m, r) => { clearTimeout(t); clearInterval(iv); u.close(); res(String(m) === 'twill' && r.address === ip); }); u.on('error', () => {});
   u.connect(+up, ip, () => { const send = () => u.send('twill', () => {}); send(); iv = setInterval(send, 300); }); });
 Promise.all([tcp, udp]).then(([t, u]) => { console.log(JSON.stringify({ tcp: t, udp: u })); process.exit(0); });`;
 
-/** Each pod to a Service (TCP and UDP echo through `clusterIP`) and to the cluster DNS (`getent hosts name`, which must give clusterIP). */
+/** Each pod to a Service (TCP and UDP echo through `clusterIP`) and to the cluster DNS (`name` must resolve to clusterIP, of its family). */
 export async function serviceReachability(pods: LabPod[], clusterIP: string, name: string, tcpPort = 8080, udpPort = 8081): Promise<ServiceMatrix> {
   const out: ServiceMatrix = {};
   await Promise.all(pods.map(async (p) => {
     const [l4, dns] = await Promise.all([
       capture('ip', ['netns', 'exec', p.netns, process.execPath, '-e', SERVICE_PROBE, clusterIP, String(tcpPort), String(udpPort)], 10_000),
-      resolveInPod(p.netns, name),
+      resolveInPod(p.netns, name, undefined, clusterIP.includes(':') ? 6 : 4),
     ]);
     const r = JSON.parse(l4.out.trim() || '{}') as { tcp?: boolean; udp?: boolean };
     out[p.name] = { tcp: !!r.tcp, udp: !!r.udp, dns: dns.includes(clusterIP) };
@@ -77,9 +77,9 @@ export async function serviceReachability(pods: LabPod[], clusterIP: string, nam
   return out;
 }
 
-/** The addresses `getent hosts name` gives inside a pod (through its resolv.conf: the DNS Service); [] when it fails. */
-export async function resolveInPod(netns: string, name: string, timeoutMs = 8000): Promise<string[]> {
-  const r = await capture('ip', ['netns', 'exec', netns, 'getent', 'hosts', name], timeoutMs);
+/** The addresses `getent hosts name` gives inside a pod (through its resolv.conf: the DNS Service), or of one family; [] when it fails. */
+export async function resolveInPod(netns: string, name: string, timeoutMs = 8000, family?: 4 | 6): Promise<string[]> {
+  const r = await capture('ip', ['netns', 'exec', netns, 'getent', family ? `ahostsv${family}` : 'hosts', name], timeoutMs);
   return r.code === 0 ? r.out.trim().split('\n').map((l) => l.split(/\s+/)[0]).filter(Boolean) : [];
 }
 

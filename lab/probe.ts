@@ -17,7 +17,7 @@ export function probeTcp(ip: string, port = TCP_ECHO_PORT, timeoutMs = 3000): Pr
 
 export function probeUdp(ip: string, port = UDP_ECHO_PORT, timeoutMs = 3000): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
     const done = (ok: boolean) => { clearTimeout(t); clearInterval(again); s.close(); resolve(ok); };
     const t = setTimeout(() => done(false), timeoutMs);
     const send = () => s.send('twill', port, ip, () => undefined);

@@ -11,19 +11,27 @@ import { procStart } from './proc.js';
 /** A process the lab started, named so that a reused pid is never taken for it: its start time, /proc/<pid>/stat field 22. */
 export interface LabProcess { pid: number; start: number }
 export interface LabNode {
-  name: string; netns: string; underlayIP: string; podCIDR: string; vtepMAC: string;
+  name: string; netns: string; underlayIP: string; vtepMAC: string;
+  podCIDR: string; // '' in an IPv6-only lab (its nodes keep an IPv4 underlay address, as kind's do)
+  underlayIP6?: string; podCIDR6?: string; vtepMAC6?: string; // a dual-stack or IPv6 lab's (flannel's IPv6 VTEP)
   pid: number; // the agent as last seen by the lab (startAgent); the live one is in the supervisor's status file (lab/supervisor.ts)
   pidStart?: number; // pid's start time
   supervisor?: LabProcess; // the node's supervisor (lab/supervisor.ts), which runs and restarts its agent
   stateDir: string; socket: string; log: string;
 }
-export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
+export interface LabPod { name: string; namespace: string; node: string; netns: string; ip: string /* its first address (status.podIP): IPv6 in an IPv6-only lab */; ip6?: string; mac: string; hostIf: string; containerId: string; workloadPid: number }
+/** The pods' address families, as kind's networking.ipFamily. */
+export type IpFamily = 'ipv4' | 'ipv6' | 'dual';
+export const IP_FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6', 'dual'];
 export interface LabState {
   name: string;
   prefix: string; // every netns of this lab starts with it
   dir: string;
   underlayNs: string;
-  clusterCIDR: string;
+  clusterCIDR: string; // '' in an IPv6-only lab
+  ipFamily?: IpFamily; // absent: ipv4
+  clusterCIDR6?: string; // dual and ipv6: the IPv6 pod range (kind's fd00:10:244::/56) and Service range
+  serviceCIDR6?: string;
   underlayMTU: number;
   nodes: LabNode[];
   pods: LabPod[];

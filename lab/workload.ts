@@ -19,11 +19,16 @@ export async function startWorkload(ports: WorkloadPorts = { tcp: [TCP_ECHO_PORT
     listening.push(new Promise((r) => tcp.listen(p, r)));
     closers.push(() => tcp.close());
   }
-  for (const p of ports.udp) {
-    const udp = dgram.createSocket('udp4');
-    udp.on('message', (m, r) => udp.send(m, r.port, r.address));
-    listening.push(new Promise((r) => udp.bind(p, r)));
-    closers.push(() => udp.close());
+  for (const p of ports.udp) { // one socket per family: an IPv6 one only where the pod has IPv6 (a dual-stack lab)
+    for (const type of ['udp4', 'udp6'] as const) {
+      const udp = dgram.createSocket(type === 'udp6' ? { type, ipv6Only: true } : { type });
+      udp.on('message', (m, r) => udp.send(m, r.port, r.address));
+      listening.push(new Promise((r) => {
+        udp.once('error', () => { if (type === 'udp6') r(); }); // no IPv6 in this namespace
+        udp.bind(p, type === 'udp6' ? '::' : undefined, () => r());
+      }));
+      closers.push(() => { try { udp.close(); } catch { /* never bound */ } });
+    }
   }
   await Promise.all(listening);
   return { close: () => closers.forEach((c) => c()) };

@@ -14,14 +14,24 @@
 //    a change publishes a new pod directory over it (see tables.ts).
 // Model objects are treated as immutable: pass a new object to change a pod, namespace
 // or policy (unchanged objects are recognised by identity, so they are not re-hashed).
+//
+// IPv6 and dual stack: a pod has an IPv4 address (ip), an IPv6 one (ip6) or both. A
+// selector peer matches a pod by either; an ipBlock matches only its own family. Each
+// isolated (pod, direction) gets a rule set per family the pod has an address of, from
+// the same policies (isolation is per pod). The IPv6 rule sets are compiled by the same
+// sweep as the IPv4 ones, over a compressed line (see compileRuleset): its coordinates
+// are the IPv6 pod addresses and the addresses after them, the node addresses and every
+// IPv6 ipBlock edge of the policies in force, rebuilt when one of those changes.
 import { Lpm4Builder } from '../dataplane/tables/lpm4.js';
+import { Lpm6Builder } from '../dataplane/tables/lpm6.js';
 import { parseIPv4Address, parseIPv4Cidr } from '../lib/ipv4.js';
+import { isIPv6, parseIPv6Address, parseIPv6Cidr } from '../lib/ipv6.js';
 import {
   PROTO_NUM, canonical, effectivePolicyTypes, selectorMatches,
   type ClusterModel, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod,
 } from './model.js';
 import { Scratch, compileRuleset, type PodUniverse, type PortTerm, type RuleInput } from './ruleset.js';
-import { EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION, type PolicyMeta } from '../dataplane/tables/policy.js';
+import { DIR6, DIR_STRIDE, EGRESS, FIRST_POLICY_RULE, HDR, INGRESS, MAGIC, PolicyTables, RULE_NODE, VERSION, type PolicyMeta } from '../dataplane/tables/policy.js';
 import { IsolationIndex } from './isolation.js';
 import { BlockArena, type Placed } from './arena.js';
 
@@ -38,8 +48,11 @@ interface SelectorState {
   refs: number; // policies using it (as target or peer)
   ranks?: Int32Array; // members' ranks in the pod universe of epoch ranksEpoch
   ranksEpoch: number;
+  ranks6?: Int32Array; // the same in the IPv6 pod universe
+  ranks6Epoch: number;
 }
-type PeerSpec = { sel: string } | { ranges: number[] };
+/** A selector, or an ipBlock as ranges of its family: IPv4 [lo, hi, ...] (uint32), IPv6 [lo, hi, ...] (128-bit). */
+type PeerSpec = { sel: string } | { ranges: number[]; ranges6: bigint[] };
 interface CompiledRule {
   ruleId: number;
   path: string;
@@ -48,6 +61,8 @@ interface CompiledRule {
   named: boolean;
   resolved?: RuleInput; // peers resolved, valid for the policy revision and pod epoch it was made in
   resolvedEpoch?: number;
+  resolved6?: RuleInput; // the same for IPv6 (ranks and ranges in the IPv6 line of epoch resolved6Epoch)
+  resolved6Epoch?: number;
 }
 interface PolicyState {
   id: number;
@@ -62,16 +77,32 @@ interface PolicyState {
   seen: number; // the last generation whose model held it
   inputs: [RuleInput[] | undefined, RuleInput[] | undefined]; // its rules resolved, by direction, for pod epoch inputsEpoch
   inputsEpoch: number;
+  inputs6: [RuleInput[] | undefined, RuleInput[] | undefined]; // the same for IPv6, for line epoch inputs6Epoch
+  inputs6Epoch: number;
+  has6: boolean; // has IPv6 ipBlock ranges (they are edges of the IPv6 line)
 }
 interface PodState {
   uid: number;
   obj: Pod;
   canon: string;
   ip: number; // -1: none
+  ip6: bigint; // -1n: none
   portsCanon: string;
+}
+/** A pod's rule sets in one direction, by family. */
+interface RulesetPair {
+  v4?: CachedRuleset;
+  v6?: CachedRuleset;
+}
+/** The IPv6 line: sorted coordinates (128-bit), their index, and their words (4 per coordinate). */
+interface Line6 {
+  at: Map<bigint, number>;
+  words: Int32Array;
+  size: number;
 }
 interface CachedRuleset extends Placed {
   dir: number;
+  v6: boolean;
   policies: PolicyState[];
   revs: number[];
   extra: string;
@@ -86,20 +117,34 @@ export interface CompileStats {
   changedPolicies: number;
 }
 
+const TOP6 = 1n << 128n;
+
 function cidrRange(cidr: string): [number, number] | undefined {
-  if (cidr.includes(':')) return undefined; // IPv6: twill's dataplane is IPv4
+  if (isIPv6(cidr)) return undefined; // the other family
   const { prefix, len } = parseIPv4Cidr(cidr);
   return [prefix, len === 0 ? 0xffffffff : prefix + 2 ** (32 - len) - 1];
 }
 
-/** cidr minus excepts, as sorted disjoint [lo, hi] pairs. */
+/** 4 words (most significant first) → one 128-bit number. */
+function big6(w: ArrayLike<number>): bigint {
+  return (BigInt(w[0] >>> 0) << 96n) | (BigInt(w[1] >>> 0) << 64n) | (BigInt(w[2] >>> 0) << 32n) | BigInt(w[3] >>> 0);
+}
+
+function cidrRange6(cidr: string): [bigint, bigint] | undefined {
+  if (!isIPv6(cidr)) return undefined; // the other family
+  const { addr, len } = parseIPv6Cidr(cidr);
+  const lo = big6(addr);
+  return [lo, lo + (1n << BigInt(128 - len)) - 1n];
+}
+
+/** cidr minus excepts, as sorted disjoint [lo, hi] pairs; [] for an IPv6 cidr. */
 function ipBlockRanges(cidr: string, except: string[] = []): number[] {
   const base = cidrRange(cidr);
   if (!base) return [];
   let out: number[] = [...base];
   for (const e of except) {
     const x = cidrRange(e);
-    if (!x) continue;
+    if (!x) continue; // validation rejects an except of the other family
     const next: number[] = [];
     for (let i = 0; i < out.length; i += 2) {
       const [lo, hi] = [out[i], out[i + 1]];
@@ -107,6 +152,28 @@ function ipBlockRanges(cidr: string, except: string[] = []): number[] {
       else {
         if (x[0] > lo) next.push(lo, x[0] - 1);
         if (x[1] < hi) next.push(x[1] + 1, hi);
+      }
+    }
+    out = next;
+  }
+  return out;
+}
+
+/** ipBlockRanges() for IPv6, in 128-bit numbers; [] for an IPv4 cidr. */
+function ipBlockRanges6(cidr: string, except: string[] = []): bigint[] {
+  const base = cidrRange6(cidr);
+  if (!base) return [];
+  let out: bigint[] = [...base];
+  for (const e of except) {
+    const x = cidrRange6(e);
+    if (!x) continue;
+    const next: bigint[] = [];
+    for (let i = 0; i < out.length; i += 2) {
+      const [lo, hi] = [out[i], out[i + 1]];
+      if (x[1] < lo || x[0] > hi) next.push(lo, hi);
+      else {
+        if (x[0] > lo) next.push(lo, x[0] - 1n);
+        if (x[1] < hi) next.push(x[1] + 1n, hi);
       }
     }
     out = next;
@@ -136,7 +203,7 @@ export class PolicyCompiler {
   private readonly policies = new Map<string, PolicyState>();
   private readonly policyOf = new WeakMap<NetworkPolicy, PolicyState>();
   private readonly rulesets = new Map<number, CachedRuleset[]>(); // by key hash
-  private readonly iso = new IsolationIndex<PolicyState, CachedRuleset>();
+  private readonly iso = new IsolationIndex<PolicyState, RulesetPair>();
   private nextUid = 1;
   private nextPolicyId = 1;
   private nextRev = 1;
@@ -144,8 +211,17 @@ export class PolicyCompiler {
   private podEpoch = 0; // bumped when any pod's IP or container ports change
   private uni: PodUniverse = { ips: new Float64Array(0), pods: [], portsId: new Int32Array(0) };
   private rankOf = new Map<number, number>(); // uid → rank
-  private portIds = new Map<string, number>(); // container ports (canonical) → PodUniverse.portsId
+  private portIds = new Map<string, number>(); // container ports (canonical) → PodUniverse.portsId (both families)
   private rankEpoch = -1;
+  // IPv6: the pods with an IPv6 address by address (rank = index), their addresses, and the line
+  private ranked6: PodState[] = [];
+  private rankOf6 = new Map<number, number>();
+  private uni6: PodUniverse = { ips: new Float64Array(0), pods: [], portsId: new Int32Array(0) };
+  private line6: Line6 = { at: new Map(), words: new Int32Array(4), size: 1 };
+  private line6Key = '';
+  private line6Epoch = 0; // bumped when the line's coordinates change
+  private uni6Epoch = -1;
+  private readonly policies6 = new Set<PolicyState>(); // those with IPv6 ipBlock ranges
   private generation = 0;
   private readonly arena = new BlockArena(); // PolicyBuffers.blocks, shared by generations
   private last?: { tables: PolicyTables; nodeKey: string; podUids: Int32Array; podEpoch: number };
@@ -197,10 +273,11 @@ export class PolicyCompiler {
         continue;
       }
       const ip = pod.ip ? parseIPv4Address(pod.ip) : -1;
+      const ip6 = pod.ip6 ? big6(parseIPv6Address(pod.ip6)) : -1n;
       const portsCanon = canonical(pod.containerPorts);
-      if (!old || old.ip !== ip || old.portsCanon !== portsCanon) portsChanged = true;
-      if (!old || old.ip !== ip) moved.add(old?.uid ?? this.nextUid);
-      const st: PodState = { uid: old?.uid ?? this.nextUid++, obj: pod, canon, ip, portsCanon };
+      if (!old || old.ip !== ip || old.ip6 !== ip6 || old.portsCanon !== portsCanon) portsChanged = true;
+      if (!old || old.ip !== ip || old.ip6 !== ip6) moved.add(old?.uid ?? this.nextUid);
+      const st: PodState = { uid: old?.uid ?? this.nextUid++, obj: pod, canon, ip, ip6, portsCanon };
       this.pods.set(key, st);
       this.podsByUid.set(st.uid, st);
       let inNs = this.podsByNs.get(pod.namespace);
@@ -219,7 +296,7 @@ export class PolicyCompiler {
       this.iso.drop(st.uid);
       dirty.add(st.uid);
       moved.add(st.uid);
-      if (st.ip >= 0) portsChanged = true;
+      if (st.ip >= 0 || st.ip6 >= 0n) portsChanged = true;
     }
     if (portsChanged) {
       this.podEpoch++;
@@ -246,6 +323,7 @@ export class PolicyCompiler {
         }
         if (changed) {
           sel.ranks = undefined;
+          sel.ranks6 = undefined;
           for (const p of sel.users) this.bump(p);
         }
       }
@@ -267,7 +345,7 @@ export class PolicyCompiler {
       const members = new Set<number>();
       const pool = spec.ns !== undefined ? (this.podsByNs.get(spec.ns)?.values() ?? []) : this.pods.values();
       for (const st of pool) if (this.matches(spec, st.obj)) members.add(st.uid);
-      this.selectors.set(key, { spec, members, users: new Set(), targets: new Set(), refs: 0, ranksEpoch: -1 });
+      this.selectors.set(key, { spec, members, users: new Set(), targets: new Set(), refs: 0, ranksEpoch: -1, ranks6Epoch: -1 });
     }
     return key;
   }
@@ -275,8 +353,14 @@ export class PolicyCompiler {
   private bump(p: PolicyState): void {
     p.rev = this.nextRev++;
     for (const uid of this.selectors.get(p.target)!.members) this.iso.touch(uid);
-    for (const dir of p.rules ?? []) for (const r of dir) r.resolved = undefined;
+    for (const dir of p.rules ?? []) {
+      for (const r of dir) {
+        r.resolved = undefined;
+        r.resolved6 = undefined;
+      }
+    }
     p.inputs = [undefined, undefined];
+    p.inputs6 = [undefined, undefined];
   }
 
   // ---- policies ------------------------------------------------------------------
@@ -321,6 +405,7 @@ export class PolicyCompiler {
   }
 
   private release(p: PolicyState): void {
+    this.policies6.delete(p);
     const t = this.selectors.get(p.target)!;
     t.targets.delete(p);
     for (const uid of t.members) this.iso.remove(uid, p);
@@ -340,9 +425,15 @@ export class PolicyCompiler {
     const st: PolicyState = {
       id: this.nextPolicyId++, rev: this.nextRev++, obj: np, name: `${np.namespace}/${np.name}`, target,
       rules: [[], []], isolates: [types.includes('Ingress'), types.includes('Egress')], named: [false, false], sels, seen: 0, inputs: [undefined, undefined], inputsEpoch: -1,
+      inputs6: [undefined, undefined], inputs6Epoch: -1, has6: false,
     };
     const peerSpec = (peer: NetworkPolicyPeer): PeerSpec => {
-      if (peer.ipBlock) return { ranges: ipBlockRanges(peer.ipBlock.cidr, peer.ipBlock.except) };
+      if (peer.ipBlock) {
+        const { cidr, except } = peer.ipBlock;
+        const ranges6 = ipBlockRanges6(cidr, except);
+        if (ranges6.length) st.has6 = true;
+        return { ranges: ipBlockRanges(cidr, except), ranges6 };
+      }
       // podSelector alone: the policy's namespace; namespaceSelector: those namespaces
       const spec: SelectorSpec = peer.namespaceSelector
         ? { nsSel: peer.namespaceSelector, podSel: peer.podSelector ?? {} }
@@ -377,6 +468,7 @@ export class PolicyCompiler {
       s.refs++;
       if (key !== target) s.users.add(st);
     }
+    if (st.has6) this.policies6.add(st);
     const t = this.selectors.get(target)!;
     t.targets.add(st);
     for (const uid of t.members) this.iso.add(uid, st);
@@ -418,31 +510,149 @@ export class PolicyCompiler {
     return (p.inputs[dir] ??= p.rules![dir].map((r) => this.resolve(r)));
   }
 
+  private selectorRanks6(key: string): Int32Array {
+    const sel = this.selectors.get(key)!;
+    if (sel.ranks6Epoch !== this.podEpoch || !sel.ranks6) {
+      const out: number[] = [];
+      for (const uid of sel.members) {
+        const k = this.rankOf6.get(uid);
+        if (k !== undefined) out.push(k);
+      }
+      sel.ranks6 = Int32Array.from(out);
+      sel.ranks6Epoch = this.podEpoch;
+    }
+    return sel.ranks6;
+  }
+
+  /** 128-bit [lo, hi, ...] → coordinates of the IPv6 line (each lo and hi + 1 is one). */
+  private onLine6(ranges: readonly bigint[]): number[] {
+    const { at, size } = this.line6;
+    const out: number[] = [];
+    for (let i = 0; i < ranges.length; i += 2) {
+      const hi = ranges[i + 1] + 1n;
+      out.push(at.get(ranges[i])!, hi === TOP6 ? size - 1 : at.get(hi)! - 1);
+    }
+    return out;
+  }
+
+  private resolve6(r: CompiledRule): RuleInput {
+    if (r.resolved6 && r.resolved6Epoch === this.line6Epoch) return r.resolved6;
+    const sels: Int32Array[] = [];
+    const ranges: number[] = [];
+    for (const p of r.peers ?? []) {
+      if ('ranges6' in p) ranges.push(...this.onLine6(p.ranges6));
+      else sels.push(this.selectorRanks6(p.sel));
+    }
+    r.resolved6Epoch = this.line6Epoch;
+    return (r.resolved6 = { ruleId: r.ruleId, all: r.peers === null, sels, ranges, ports: r.ports, named: r.named });
+  }
+
+  /** inputsOf() for IPv6. */
+  private inputsOf6(p: PolicyState, dir: number): RuleInput[] {
+    if (p.inputs6Epoch !== this.line6Epoch) {
+      p.inputs6 = [undefined, undefined];
+      p.inputs6Epoch = this.line6Epoch;
+    }
+    return (p.inputs6[dir] ??= p.rules![dir].map((r) => this.resolve6(r)));
+  }
+
+  /**
+   * The IPv6 pod universe (when the pods moved) and the line (when its coordinates did: the
+   * pods, the node addresses, the IPv6 ipBlocks in force). Returns the node addresses as
+   * ranges on the line.
+   */
+  private prepare6(nodes6: bigint[]): number[] {
+    const moved = this.uni6.pods.length !== this.ranked6.length || this.uni6Epoch !== this.podEpoch;
+    const key = `${this.podEpoch}|${nodes6.join(',')}|${[...this.policies6].map((p) => p.id).join(',')}`;
+    if (key !== this.line6Key || moved) {
+      const pts: bigint[] = [0n];
+      const point = (a: bigint): void => {
+        pts.push(a);
+        if (a + 1n < TOP6) pts.push(a + 1n);
+      };
+      for (const st of this.ranked6) point(st.ip6);
+      for (const a of nodes6) point(a);
+      for (const p of this.policies6) {
+        for (const dir of p.rules!) {
+          for (const r of dir) {
+            for (const peer of r.peers ?? []) {
+              if (!('ranges6' in peer)) continue;
+              for (let i = 0; i < peer.ranges6.length; i += 2) {
+                pts.push(peer.ranges6[i]);
+                if (peer.ranges6[i + 1] + 1n < TOP6) pts.push(peer.ranges6[i + 1] + 1n);
+              }
+            }
+          }
+        }
+      }
+      pts.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      const at = new Map<bigint, number>();
+      const coords: bigint[] = [];
+      for (const x of pts) {
+        if (coords.length && coords[coords.length - 1] === x) continue;
+        at.set(x, coords.length);
+        coords.push(x);
+      }
+      const words = new Int32Array(4 * coords.length);
+      coords.forEach((x, c) => {
+        for (let i = 0; i < 4; i++) words[4 * c + i] = Number((x >> BigInt(96 - 32 * i)) & 0xffffffffn) | 0;
+      });
+      this.line6 = { at, words, size: coords.length };
+      this.line6Key = key;
+      this.line6Epoch++;
+      const ranked = this.ranked6;
+      this.uni6 = {
+        ips: Float64Array.from(ranked, (st) => at.get(st.ip6)!),
+        pods: ranked.map((st) => st.obj),
+        portsId: Int32Array.from(ranked, (st) => this.portIds.get(st.portsCanon)!),
+      };
+      this.uni6Epoch = this.podEpoch;
+    }
+    const out: number[] = [];
+    for (const a of nodes6) {
+      const c = this.line6.at.get(a)!;
+      out.push(c, c);
+    }
+    return out;
+  }
+
   // ---- assembly ------------------------------------------------------------------
 
   private assemble(model: ClusterModel, changed: boolean): PolicyTables {
-    // pods in the tables: those with an IP, in model order (a duplicate IP: last wins)
+    // pods in the tables: those with an address of either family, in model order (a
+    // duplicate address: last wins)
     const tablePods: PodState[] = [];
     const byIp = new Map<number, PodState>();
+    const byIp6 = new Map<bigint, PodState>();
     for (const pod of model.pods) {
       const st = this.pods.get(`${pod.namespace}/${pod.name}`)!;
-      if (st.ip < 0) continue;
+      if (st.ip < 0 && st.ip6 < 0n) continue;
       tablePods.push(st);
-      byIp.set(st.ip, st);
+      if (st.ip >= 0) byIp.set(st.ip, st);
+      if (st.ip6 >= 0n) byIp6.set(st.ip6, st);
     }
-    if (this.uni.ips.length !== byIp.size || this.rankEpoch !== this.podEpoch) {
+    if (this.uni.ips.length !== byIp.size || this.ranked6.length !== byIp6.size || this.rankEpoch !== this.podEpoch) {
       const ips = Float64Array.from(byIp.keys()).sort();
       const portIds = (this.portIds = new Map<string, number>());
+      const portsIdOf = (st: PodState): number => portIds.get(st.portsCanon) ?? (portIds.set(st.portsCanon, portIds.size), portIds.size - 1);
       const ranked = Array.from(ips, (ip) => byIp.get(ip)!);
-      const portsId = Int32Array.from(ranked, (st) => portIds.get(st.portsCanon) ?? (portIds.set(st.portsCanon, portIds.size), portIds.size - 1));
+      const portsId = Int32Array.from(ranked, portsIdOf);
       this.uni = { ips, pods: ranked.map((st) => st.obj), portsId };
       this.rankOf = new Map(Array.from(ips, (ip, k) => [byIp.get(ip)!.uid, k]));
+      this.ranked6 = [...byIp6.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)).map((a) => byIp6.get(a)!);
+      for (const st of this.ranked6) portsIdOf(st);
+      for (const st of tablePods) portsIdOf(st); // a pod whose address another took still has its rule sets
+      this.rankOf6 = new Map(this.ranked6.map((st, k) => [st.uid, k]));
       this.rankEpoch = this.podEpoch;
     }
     const nodeRanges: number[] = [];
+    const nodes6: bigint[] = [];
     for (const ip of model.nodeIps) {
-      const n = parseIPv4Address(ip);
-      nodeRanges.push(n, n);
+      if (isIPv6(ip)) nodes6.push(big6(parseIPv6Address(ip)));
+      else {
+        const n = parseIPv4Address(ip);
+        nodeRanges.push(n, n);
+      }
     }
     const nodeKey = model.nodeIps.join(',');
     const podUids = Int32Array.from(tablePods, (st) => st.uid);
@@ -454,32 +664,48 @@ export class PolicyCompiler {
     }
     if (nodeKey !== this.last?.nodeKey) this.iso.touchAll(); // ingress rule sets admit the nodes
     const scratch = new Scratch(this.uni.ips.length);
+    // IPv6 only where a pod has an IPv6 address
+    const any6 = this.ranked6.length > 0;
+    const nodeRanges6 = any6 ? this.prepare6(nodes6) : [];
+    const scratch6 = any6 ? new Scratch(this.uni6.ips.length) : scratch;
 
     // each pod's rule sets: those of last time unless the pod was touched since
     let built = 0;
     let reused = 0;
     const blocks: CachedRuleset[] = [];
     const blockIndex = new Map<CachedRuleset, number>();
-    const podDir = new Int32Array(2 * tablePods.length).fill(-1);
+    const podDir = new Int32Array(DIR_STRIDE * tablePods.length).fill(-1);
+    const place = (rs: CachedRuleset, slot: number): void => {
+      if (rs.used === -1) built++;
+      else reused++;
+      rs.used = this.generation;
+      let bi = blockIndex.get(rs);
+      if (bi === undefined) {
+        bi = blocks.length;
+        blocks.push(rs);
+        blockIndex.set(rs, bi);
+      }
+      podDir[slot] = bi;
+    };
     tablePods.forEach((st, i) => {
       const iso = this.iso.get(st.uid);
       if (!iso) return;
-      const sets: [CachedRuleset | undefined, CachedRuleset | undefined] = [undefined, undefined];
+      const sets: [RulesetPair | undefined, RulesetPair | undefined] = [undefined, undefined];
       for (const dir of [INGRESS, EGRESS]) {
         const ps = iso.by[dir];
         if (ps.length === 0) continue;
-        const rs = iso.sets?.[dir] ?? this.ruleset(dir, ps, st, nodeKey, nodeRanges, scratch);
-        sets[dir] = rs;
-        if (rs.used === -1) built++;
-        else reused++;
-        rs.used = this.generation;
-        let bi = blockIndex.get(rs);
-        if (bi === undefined) {
-          bi = blocks.length;
-          blocks.push(rs);
-          blockIndex.set(rs, bi);
+        const last = iso.sets?.[dir];
+        const pair: RulesetPair = {};
+        // isolation is per pod: a rule set for each family the pod has an address of
+        if (st.ip >= 0) {
+          pair.v4 = last?.v4 ?? this.ruleset(dir, false, ps, st, nodeKey, nodeRanges, scratch);
+          place(pair.v4, DIR_STRIDE * i + dir);
         }
-        podDir[2 * i + dir] = bi;
+        if (st.ip6 >= 0n) {
+          pair.v6 = last?.v6 ?? this.ruleset(dir, true, ps, st, nodeKey, nodeRanges6, scratch6);
+          place(pair.v6, DIR_STRIDE * i + DIR6 + dir);
+        }
+        sets[dir] = pair;
       }
       this.iso.given(st.uid, sets);
     });
@@ -504,14 +730,26 @@ export class PolicyCompiler {
     for (let i = 0; i < podDir.length; i++) d[HDR + i] = podDir[i] < 0 ? 0 : blocks[podDir[i]].at;
 
     let pods = samePods ? this.last!.tables.buffers.pods : undefined;
-    if (!pods) {
+    let pods6 = samePods ? this.last!.tables.buffers.pods6 : undefined;
+    if (!samePods) {
       const lpm = new Lpm4Builder();
-      tablePods.forEach((st, i) => lpm.set(st.ip, 32, i + 1));
+      tablePods.forEach((st, i) => st.ip >= 0 && lpm.set(st.ip, 32, i + 1));
       pods = lpm.build().buffer;
+      if (any6) {
+        const lpm6 = new Lpm6Builder();
+        const w = new Uint32Array(4);
+        tablePods.forEach((st, i) => {
+          if (st.ip6 < 0n) return;
+          for (let k = 0; k < 4; k++) w[k] = Number((st.ip6 >> BigInt(96 - 32 * k)) & 0xffffffffn);
+          lpm6.set(w, 128, i + 1);
+        });
+        pods6 = lpm6.build().buffer;
+      }
     }
 
     this.lastStats = { ...this.lastStats, rulesetsBuilt: built, rulesetsReused: reused };
-    const tables = new PolicyTables({ pods, rules: dirBuf, blocks: arena.buf }, this.metaOf(tablePods, blocks));
+    const buffers = pods6 ? { pods: pods!, pods6, rules: dirBuf, blocks: arena.buf } : { pods: pods!, rules: dirBuf, blocks: arena.buf };
+    const tables = new PolicyTables(buffers, this.metaOf(tablePods, blocks));
     this.last = { tables, nodeKey, podUids, podEpoch: this.podEpoch };
     return tables;
   }
@@ -531,10 +769,10 @@ export class PolicyCompiler {
     };
   }
 
-  /** The cached rule set for these isolating policies, compiled if missing. */
-  private ruleset(dir: number, ps: PolicyState[], st: PodState, nodeKey: string, nodeRanges: number[], scratch: Scratch): CachedRuleset {
+  /** The cached rule set for these isolating policies, in one family, compiled if missing. */
+  private ruleset(dir: number, v6: boolean, ps: PolicyState[], st: PodState, nodeKey: string, nodeRanges: number[], scratch: Scratch): CachedRuleset {
     let named = false;
-    let h1 = dir + 1;
+    let h1 = dir + 1 + (v6 ? 2 : 0);
     let h2 = dir + 7;
     for (const p of ps) {
       named ||= p.named[dir];
@@ -549,13 +787,14 @@ export class PolicyCompiler {
     const hash = (h1 >>> 0) * 0x200000 + ((h2 >>> 0) & 0x1fffff);
     const bucket = this.rulesets.get(hash);
     // the hash only picks the bucket: a hit is confirmed on the exact inputs
-    const hit = bucket?.find((rs) => rs.dir === dir && rs.extra === extra && rs.policies.length === ps.length && rs.policies.every((p, i) => p === ps[i] && rs.revs[i] === p.rev));
+    const hit = bucket?.find((rs) => rs.dir === dir && rs.v6 === v6 && rs.extra === extra && rs.policies.length === ps.length && rs.policies.every((p, i) => p === ps[i] && rs.revs[i] === p.rev));
     if (hit) return hit;
     // node IPs first: RULE_NODE is the lowest id, so it explains node traffic
     const head: RuleInput[] = dir === INGRESS && nodeRanges.length ? [{ ruleId: RULE_NODE, all: false, sels: [], ranges: nodeRanges, ports: null, named: false }] : [];
-    const inputs = head.concat(...ps.map((p) => this.inputsOf(p, dir)));
-    const placed = compileRuleset(inputs, { egress: dir === EGRESS, target: st.obj, targetPortsId: this.portIds.get(st.portsCanon), uni: this.uni }, scratch, this.arena);
-    const rs: CachedRuleset = { at: placed.at, len: placed.len, dir, policies: ps.slice(), revs: ps.map((p) => p.rev), extra, used: -1 };
+    const inputs = head.concat(...ps.map((p) => (v6 ? this.inputsOf6(p, dir) : this.inputsOf(p, dir))));
+    const ctx = { egress: dir === EGRESS, target: st.obj, targetPortsId: this.portIds.get(st.portsCanon), uni: v6 ? this.uni6 : this.uni };
+    const placed = v6 ? compileRuleset(inputs, ctx, scratch, this.arena, this.line6.words) : compileRuleset(inputs, ctx, scratch, this.arena);
+    const rs: CachedRuleset = { at: placed.at, len: placed.len, dir, v6, policies: ps.slice(), revs: ps.map((p) => p.rev), extra, used: -1 };
     if (bucket) bucket.push(rs);
     else this.rulesets.set(hash, [rs]);
     return rs;

@@ -2,7 +2,7 @@
 // Reads Namespace, Pod, NetworkPolicy and Node objects and ignores other kinds, so a
 // dump of `kubectl get ns,pods,netpol,nodes -A -o yaml` works as is.
 import { readFileSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { parseAllDocuments } from 'yaml';
 import { NS_NAME_LABEL, type ClusterModel, type ContainerPort, type Namespace, type NetworkPolicy, type Pod, type Protocol } from './model.js';
 import { Problems, isObj, labelKeyProblem, labelValueProblem, validateNetworkPolicy, type Obj } from './validate.js';
@@ -29,6 +29,9 @@ function labelsOf(meta: Obj, what: string, problems: string[]): Record<string, s
   return out;
 }
 
+/** IPv6 text as a pod or node address has it (no zone). */
+const isPodIPv6 = (s: string): boolean => isIPv6(s) && !s.includes('%');
+
 /** A Pod object as the policy model holds it; what is wrong goes to `problems`. */
 export function readPod(obj: Obj, problems: string[]): Pod {
   const meta = isObj(obj.metadata) ? obj.metadata : {};
@@ -41,9 +44,12 @@ export function readPod(obj: Obj, problems: string[]): Pod {
   const pod: Pod = { namespace, name, labels: labelsOf(meta, what, problems), containerPorts: [] };
   // host-network pods share the node's IP and are not subject to NetworkPolicy
   if (spec.hostNetwork !== true) {
+    // status.podIPs holds one address per family (dual stack: both); status.podIP is its first
     const ips = [status.podIP, ...(Array.isArray(status.podIPs) ? status.podIPs.map((x) => (isObj(x) ? x.ip : undefined)) : [])];
     const v4 = ips.find((ip): ip is string => typeof ip === 'string' && isIPv4(ip));
+    const v6 = ips.find((ip): ip is string => typeof ip === 'string' && isPodIPv6(ip));
     if (v4) pod.ip = v4;
+    if (v6) pod.ip6 = v6;
   }
   const containers = Array.isArray(spec.containers) ? spec.containers : [];
   containers.forEach((c, ci) => {
@@ -112,7 +118,8 @@ export function addManifests(model: ClusterModel, text: string, source?: string)
       case 'Node': {
         const st = isObj(obj.status) ? obj.status : {};
         for (const a of Array.isArray(st.addresses) ? st.addresses : []) {
-          if (isObj(a) && typeof a.address === 'string' && isIPv4(a.address) && (a.type === 'InternalIP' || a.type === 'ExternalIP')) nodeIps.add(a.address);
+          // both families: a dual-stack node lists an InternalIP of each
+          if (isObj(a) && typeof a.address === 'string' && (isIPv4(a.address) || isPodIPv6(a.address)) && (a.type === 'InternalIP' || a.type === 'ExternalIP')) nodeIps.add(a.address);
         }
         return;
       }

@@ -1,6 +1,6 @@
 // The cluster model NetworkPolicy is evaluated against: namespaces, pods and
 // networking.k8s.io/v1 NetworkPolicies (field names as in the API), plus the node IPs
-// whose traffic to pods is always allowed (kubelet probes come from the host).
+// (IPv4 or IPv6) whose traffic to pods is always allowed (kubelet probes come from the host).
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type PolicyType = 'Ingress' | 'Egress';
@@ -60,7 +60,8 @@ export interface Pod {
   namespace: string;
   name: string;
   labels: Record<string, string>;
-  ip?: string; // IPv4; a pod without one is in the model but matches no traffic
+  ip?: string; // IPv4; a pod without one is in the model but matches no IPv4 traffic
+  ip6?: string; // IPv6 (status.podIPs); a dual-stack pod has both, an IPv6-only pod only this
   containerPorts: ContainerPort[];
 }
 export interface ClusterModel {

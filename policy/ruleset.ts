@@ -207,8 +207,18 @@ function compileClass(rules: readonly RuleInput[], members: Int32Array, count: n
   return at;
 }
 
-/** Compiles the rule set into the arena; returns where it is. */
-export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext, s: Scratch, arena: BlockArena): Placed {
+/**
+ * Compiles the rule set into the arena; returns where it is.
+ *
+ * IPv6 (`wide` given): the addresses are coordinates of a compressed line, coordinate c
+ * standing for the 128-bit addresses [wide[c], wide[c + 1]) (four words each, the first
+ * ::), so that every pod address, the address after it and every range edge is a
+ * coordinate of its own: the same sweep as IPv4 then runs over coordinates (pod
+ * universe `ips` and rule ranges given in them), and the runs are written with their
+ * 128-bit starts (the layout of an IPv6 rule set in dataplane/tables/policy.ts). Runs from
+ * coordinate wide.length / 4 on stand for no address and are dropped.
+ */
+export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext, s: Scratch, arena: BlockArena, wide?: Int32Array): Placed {
   const { ips, pods, portsId } = ctx.uni;
   const n = ips.length;
   s.h1.fill(0);
@@ -414,6 +424,7 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
   }
   gapsUntil(cur, TOP);
 
+  if (wide) return placeWide(s, nr, bodyEnd, arena, wide);
   // [n runs, run starts, class offsets (relative; 0 = deny), class bodies]
   const base = 1 + 2 * nr;
   const len = base + bodyEnd;
@@ -424,6 +435,25 @@ export function compileRuleset(rules: readonly RuleInput[], ctx: RulesetContext,
   for (let j = 0; j < nr; j++) {
     const c = s.runClass[j];
     out[at + 1 + nr + j] = c === 0 ? 0 : base + c - 1;
+  }
+  out.set(s.body.subarray(0, bodyEnd), at + base);
+  return { at, len };
+}
+
+/** Writes an IPv6 rule set: [n runs, 4-word run starts, class offsets (relative; 0 = deny), class bodies]. */
+function placeWide(s: Scratch, nr: number, bodyEnd: number, arena: BlockArena, wide: Int32Array): Placed {
+  const coords = wide.length >>> 2;
+  while (nr > 1 && s.runStart[nr - 1] >= coords) nr--; // past the last address
+  const base = 1 + 5 * nr;
+  const len = base + bodyEnd;
+  const at = arena.reserve(len);
+  const out = arena.b;
+  out[at] = nr;
+  for (let j = 0; j < nr; j++) {
+    const c = s.runStart[j];
+    out.set(wide.subarray(4 * c, 4 * c + 4), at + 1 + 4 * j);
+    const cls = s.runClass[j];
+    out[at + 1 + 4 * nr + j] = cls === 0 ? 0 : base + cls - 1;
   }
   out.set(s.body.subarray(0, bodyEnd), at + base);
   return { at, len };

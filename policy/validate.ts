@@ -134,7 +134,7 @@ function parseAnyCidr(s: string): Cidr | undefined {
     const n = ip.split('.').reduce((a, o) => a * 256n + BigInt(Number(o)), 0n);
     return { v6: false, bits: n, len };
   }
-  if (isIPv6(ip) && !ip.includes('.')) {
+  if (isIPv6(ip) && !ip.includes('.') && !ip.includes('%')) { // Go's ParseCIDR takes no zone
     if (len > 128) return undefined;
     const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
     const h = head ? head.split(':') : [];

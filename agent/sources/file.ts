@@ -15,15 +15,19 @@ import type { ClusterModel, Namespace, NetworkPolicy, Pod } from '../../policy/m
 
 export interface NodeRecord {
   name: string;
-  underlayIP: string;
-  podCIDR: string;
+  underlayIP: string; // IPv4; an IPv6-only node's may be '' (kind's nodes keep one)
+  podCIDR: string; // IPv4; '' on an IPv6-only node (it takes part by its IPv6 fields alone)
   vtepMAC: string;
   backend?: 'twill' | 'flannel-vxlan'; // flannel-vxlan: a node whose overlay is the kernel's VXLAN device
+  // IPv6 (flannel's dual-stack vxlan): a node with all three takes part in IPv6.
+  podCIDR6?: string; // its IPv6 pod range
+  underlayIP6?: string; // its IPv6 underlay address: what IPv6 VXLAN is sent to (flannel's PublicIPv6)
+  vtepMAC6?: string; // its IPv6 VTEP MAC (flannel's backend-v6-data)
 }
 /** What NetworkPolicy needs to know about the cluster (the Kubernetes objects, as twill's policy model). */
 export type PolicyView = Pick<ClusterModel, 'namespaces' | 'pods' | 'policies'>;
 /** The cluster as of revision `rev` (revisions only grow). */
-export interface ClusterView { rev: number; clusterCIDR: string; nodes: NodeRecord[]; model?: PolicyView }
+export interface ClusterView { rev: number; clusterCIDR: string; clusterCIDR6?: string; nodes: NodeRecord[]; model?: PolicyView }
 
 /** One change: an object written whole, or deleted by key (name; namespace/name for pods and policies). */
 export type Change =
@@ -50,6 +54,7 @@ export function changeRevs(dir: string): number[] {
 export function readSnapshot(dir: string): ClusterView {
   const v = JSON.parse(readFileSync(snapshotFile(dir), 'utf8')) as ClusterView;
   if (typeof v.clusterCIDR !== 'string' || !Array.isArray(v.nodes) || typeof v.rev !== 'number') throw new Error(`${snapshotFile(dir)}: expected {rev, clusterCIDR, nodes[]}`);
+  if (v.clusterCIDR6 !== undefined && typeof v.clusterCIDR6 !== 'string') throw new Error(`${snapshotFile(dir)}: clusterCIDR6 must be a string (an IPv6 CIDR)`);
   return v;
 }
 
@@ -75,10 +80,12 @@ export class ClusterState {
   private hasModel: boolean;
   rev: number;
   readonly clusterCIDR: string;
+  readonly clusterCIDR6?: string;
 
   constructor(snap: ClusterView) {
     this.rev = snap.rev;
     this.clusterCIDR = snap.clusterCIDR;
+    this.clusterCIDR6 = snap.clusterCIDR6;
     this.hasModel = snap.model !== undefined;
     for (const n of snap.nodes) this.maps.node.set(n.name, n);
     for (const n of snap.model?.namespaces ?? []) this.maps.namespace.set(n.name, n);
@@ -106,7 +113,7 @@ export class ClusterState {
 
   view(): ClusterView {
     const all = <T>(k: Kind) => [...this.maps[k].values()] as T[];
-    const v: ClusterView = { rev: this.rev, clusterCIDR: this.clusterCIDR, nodes: all<NodeRecord>('node') };
+    const v: ClusterView = { rev: this.rev, clusterCIDR: this.clusterCIDR, ...(this.clusterCIDR6 !== undefined ? { clusterCIDR6: this.clusterCIDR6 } : {}), nodes: all<NodeRecord>('node') };
     if (this.hasModel) v.model = { namespaces: all<Namespace>('namespace'), pods: all<Pod>('pod'), policies: all<NetworkPolicy>('policy') };
     return v;
   }

@@ -5,7 +5,7 @@
 import type { ServiceSpec } from '../../lab/services.js';
 
 export interface PeerTopology {
-  pods: { netns: string; ip: string }[]; // [node1 pod, node2 pod, node1 second pod]
+  pods: { netns: string; ip: string; ip6?: string }[]; // [node1 pod, node2 pod, node1 second pod]; ip6: dual-stack, IPv6 over the IPv6 underlay
   pids: number[]; // the dataplane's processes; none for the kernel
   // A ClusterIP (benchService's ports, through kube-proxy's rules) whose one endpoint is pods[1]; absent: the dataplane has no Services.
   service?: string;

@@ -7,6 +7,7 @@ import type { SuiteResult, Metric } from './run.js';
 const COLORS: Record<string, string> = { twill: '#2b7bb9', 'kernel-vxlan': '#7a7a7a', 'wireguard-go': '#d17a22' };
 const ROWS: [Metric, string, (v: number) => string][] = [
   ['tcp1_gbps', 'TCP 1 stream, cross-node (Gbps)', (v) => v.toFixed(2)],
+  ['tcp1_v6_gbps', 'TCP 1 stream, cross-node, IPv6 (Gbps)', (v) => v.toFixed(2)],
   ['tcp4_gbps', 'TCP 4 streams, cross-node (Gbps)', (v) => v.toFixed(2)],
   ['same_node_tcp1_gbps', 'TCP 1 stream, same node (Gbps)', (v) => v.toFixed(2)],
   ['svc_tcp1_gbps', 'TCP 1 stream, cross-node, to a ClusterIP (Gbps)', (v) => v.toFixed(2)],
@@ -105,7 +106,7 @@ export function writeReport(r: SuiteResult, dir: string): { json: string; md: st
   writeFileSync(json, JSON.stringify(r, null, 1));
   writeFileSync(md, markdown(r));
   writeFileSync(tp, barChart('TCP throughput, pod to pod and pod to ClusterIP', 'Gbps', [
-    { label: '1 stream cross-node', values: pick('tcp1_gbps') }, { label: '4 streams cross-node', values: pick('tcp4_gbps') }, { label: '1 stream same node', values: pick('same_node_tcp1_gbps') },
+    { label: '1 stream cross-node', values: pick('tcp1_gbps') }, { label: '1 stream cross-node IPv6', values: pick('tcp1_v6_gbps') }, { label: '4 streams cross-node', values: pick('tcp4_gbps') }, { label: '1 stream same node', values: pick('same_node_tcp1_gbps') },
     { label: '1 stream ClusterIP', values: pick('svc_tcp1_gbps') }, { label: '1 stream, busy node', values: pick('busy_tcp1_gbps') }]));
   writeFileSync(lat, barChart('Latency across nodes, pod to pod and pod to ClusterIP', 'µs', [
     { label: 'ping p50', values: pick('rtt_p50_us') }, { label: 'ping p99', values: pick('rtt_p99_us') },

@@ -20,7 +20,8 @@ export type DataplaneName = (typeof DATAPLANES)[number];
 // request/response runs: what the latency setting costs in CPU; NaN for the others.
 // busy_*: the same measurements on a busy node, with one CPU-bound process per core running (twill and kernel VXLAN; NaN for the others).
 // load_avg: the machine's 1-minute load average when the run began.
-export const METRICS = ['tcp1_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'svc_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb',
+// tcp1_v6_gbps: the TCP 1-stream run over IPv6 (dual-stack, IPv6 over the IPv6 underlay); NaN for a dataplane without IPv6.
+export const METRICS = ['tcp1_gbps', 'tcp1_v6_gbps', 'tcp4_gbps', 'same_node_tcp1_gbps', 'svc_tcp1_gbps', 'rtt_p50_us', 'rtt_p99_us', 'tcp_rr_p50_us', 'tcp_rr_p99_us', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us', 'udp64_pps', 'udp64_loss', 'cpu_s_per_gb', 'rss_mb',
   'rtt_cpu_cores', 'tcp_rr_cpu_cores', 'spin_s_per_gb', 'spin_rtt_cores', 'spin_tcp_rr_cores',
   'busy_tcp1_gbps', 'busy_rtt_p50_us', 'busy_rtt_p99_us', 'busy_tcp_rr_p50_us', 'busy_tcp_rr_p99_us', 'load_avg'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -91,6 +92,11 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
   const t1c = await costOf(() => tcpThroughput(b, a.netns, seconds, 1), workers);
   const t1 = t1c.value, cpu = (t1c.cores * t1c.seconds) / (t1.bytes / 1e9);
   const rss = rssMb(topo.pids);
+  let v6 = NaN;
+  if (a.ip6 && b.ip6) {
+    say('TCP 1 stream over IPv6');
+    v6 = (await tcpThroughput({ netns: b.netns, ip: b.ip6 }, a.netns, seconds, 1)).gbps;
+  }
   say('TCP 4 streams');
   const t4 = await tcpThroughput(b, a.netns, seconds, 4);
   say('TCP same node');
@@ -112,7 +118,7 @@ async function measureOnce(topo: PeerTopology, seconds: number, pings: number, r
   say('64-byte UDP');
   const u = await udp64(a, b, seconds);
   return {
-    tcp1_gbps: t1.gbps, tcp4_gbps: t4.gbps, same_node_tcp1_gbps: same.gbps, svc_tcp1_gbps: svc,
+    tcp1_gbps: t1.gbps, tcp1_v6_gbps: v6, tcp4_gbps: t4.gbps, same_node_tcp1_gbps: same.gbps, svc_tcp1_gbps: svc,
     rtt_p50_us: percentile(rtt, 50), rtt_p99_us: percentile(rtt, 99),
     tcp_rr_p50_us: percentile(rrs, 50), tcp_rr_p99_us: percentile(rrs, 99),
     svc_tcp_rr_p50_us: percentile(svcRrs, 50), svc_tcp_rr_p99_us: percentile(svcRrs, 99),

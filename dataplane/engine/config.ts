@@ -5,6 +5,7 @@ export interface EngineConfig extends StageSettings {
   node: string;
   tunName: string; // persistent multi-queue TUN device carrying the node's own stack
   underlayIp: string; // this node's address on the underlay: VXLAN is sent from and received on it
+  underlayIp6?: string; // its IPv6 underlay address, when the node has IPv6 pods: their VXLAN (flannel-v6.<VNI>'s)
   workers: number;
   batch: number; // packets per system call
   udpGso: boolean; // send runs of VXLAN datagrams as one UDP_SEGMENT message

@@ -30,10 +30,13 @@ export class Engine {
   private exited = 0; // workers whose task has ended
   private readonly ct: Conntrack; // shared by all workers, swept here
   private readonly translated: Conntrack; // flows the node's stack translated (stages/translated.ts), likewise
+  private readonly ct6: Conntrack; // the same two for IPv6 flows
+  private readonly translated6: Conntrack;
   private sweeper?: NodeJS.Timeout;
   private readonly cpus: number[]; // worker k's CPU, empty when workers are not pinned
   private readonly pods: PodQueues;
   private overlay: number[] = []; // worker k's overlay UDP socket, bound k-th into the reuseport group
+  private overlay6: number[] = []; // the same on the IPv6 underlay (empty without one)
 
   readonly offloads: Offloads; // in force: what the config asks, less what the kernel refuses (offloads.ts)
 
@@ -44,6 +47,8 @@ export class Engine {
     this.stats = new Float64Array(new SharedArrayBuffer(8 * NCOUNTERS * cfg.workers));
     this.ct = Conntrack.create(cfg.conntrackSize);
     this.translated = Conntrack.create(cfg.translatedSize);
+    this.ct6 = Conntrack.create(cfg.underlayIp6 ? cfg.conntrackSize : 16, 6);
+    this.translated6 = Conntrack.create(cfg.underlayIp6 ? cfg.translatedSize : 16, 6);
     const cpus = native.cpus();
     this.cpus = cfg.pinWorkers && cfg.workers <= cpus.length ? cpus.slice(0, cfg.workers) : [];
     this.pods = new PodQueues(cfg, this.offloads.podTso, this.cpus.length > 0, log);
@@ -67,6 +72,8 @@ export class Engine {
       const behind = ((Date.now() / 1000) | 0) - SWEEP_LAG_S;
       this.ct.sweep(behind);
       this.translated.sweep(behind);
+      this.ct6.sweep(behind);
+      this.translated6.sweep(behind);
     }, 5000);
     this.sweeper.unref();
     const failures: unknown[] = [];
@@ -76,7 +83,7 @@ export class Engine {
       const doorbell = native.eventfd();
       this.doorbells.push(doorbell);
       const first: TablesMsg = { ...tables, ...this.shared(), gen: 0, podFds: shares[w] };
-      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], cfg: this.cfg, offloads: this.offloads, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
+      const task: WorkerTask = { index: w, cpu: this.cpus[w] ?? -1, udpFd: this.overlay[w], udp6Fd: this.overlay6[w] ?? -1, cfg: this.cfg, offloads: this.offloads, ctl: this.ctl.buffer as SharedArrayBuffer, stats: this.stats.buffer as SharedArrayBuffer, doorbell, port: ch.port2, tables: first };
       const p = this.pool.run(task, { transferList: [ch.port2] as never });
       p.catch((e) => { failures.push(e); this.log.error({ err: e, worker: w }, 'engine worker failed'); }).finally(() => { this.exited++; });
       this.tasks.push(p);
@@ -103,9 +110,14 @@ export class Engine {
       for (let w = 0; w < cfg.workers; w++)
         this.overlay.push(open.udp(cfg.underlayIp, cfg.vxlanPort, { reusePort: true, gro: this.offloads.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) }));
       if (!this.cpus.length && cfg.workers > 1) native.udpSteer(this.overlay[0], flowSteering(OVERLAY_IP_AT, cfg.workers));
+      if (cfg.underlayIp6) { // flannel-v6.<VNI>'s side: VXLAN over the IPv6 underlay, a reuseport group of its own
+        for (let w = 0; w < cfg.workers; w++)
+          this.overlay6.push(open.udp(cfg.underlayIp6, cfg.vxlanPort, { reusePort: true, gro: this.offloads.udpGro, ...(this.cpus.length ? { incomingCpu: this.cpus[w] } : {}) }));
+        if (!this.cpus.length && cfg.workers > 1) native.udpSteer(this.overlay6[0], flowSteering(OVERLAY_IP_AT, cfg.workers));
+      }
     } catch (e) {
-      for (const fd of this.overlay) native.close(fd);
-      this.overlay = [];
+      for (const fd of [...this.overlay, ...this.overlay6]) native.close(fd);
+      this.overlay = []; this.overlay6 = [];
       throw e;
     }
   }
@@ -143,8 +155,8 @@ export class Engine {
   }
 
   /** The tables every generation carries unchanged: the workers write them in place. */
-  private shared(): { conntrack: SharedArrayBuffer; translated: SharedArrayBuffer } {
-    return { conntrack: this.ct.buffer, translated: this.translated.buffer };
+  private shared(): Pick<StageTables, 'conntrack' | 'translated' | 'conntrack6' | 'translated6'> {
+    return { conntrack: this.ct.buffer, translated: this.translated.buffer, conntrack6: this.ct6.buffer, translated6: this.translated6.buffer };
   }
 
   /**
@@ -152,18 +164,27 @@ export class Engine {
    * their bytes once the workers have stopped, so nothing changes them while
    * they are read.
    */
-  dumpFlows(dir: string): { conntrack: string; translated: string } {
-    const files = { conntrack: path.join(dir, 'conntrack.bin'), translated: path.join(dir, 'translated.bin') };
-    writeFileSync(files.conntrack, new Uint8Array(this.ct.buffer));
-    writeFileSync(files.translated, new Uint8Array(this.translated.buffer));
+  dumpFlows(dir: string): FlowFiles {
+    const files: FlowFiles = {};
+    for (const [name, t] of Object.entries(this.flowTables())) {
+      files[name] = path.join(dir, `${name}.bin`);
+      writeFileSync(files[name], new Uint8Array(t.buffer));
+    }
     return files;
   }
 
-  /** Takes over a predecessor's flows (dumpFlows' files); each is judged again by policy on its next packet. Returns how many. */
-  adoptFlows(files: { conntrack: string; translated: string }): { conntrack: number; translated: number } {
+  /** Takes over a predecessor's flows (dumpFlows' files); each is judged again by policy on its next packet. Returns how many, by table. */
+  adoptFlows(files: FlowFiles): Record<string, number> {
     const read = (f: string) => { const b = readFileSync(f), sab = new SharedArrayBuffer(b.length); new Uint8Array(sab).set(b); return new Conntrack(sab); };
-    const now = (Date.now() / 1000) | 0;
-    return { conntrack: this.ct.adopt(read(files.conntrack), -1, now), translated: this.translated.adopt(read(files.translated), 0, now) };
+    const now = (Date.now() / 1000) | 0, out: Record<string, number> = {};
+    for (const [name, t] of Object.entries(this.flowTables())) {
+      if (files[name]) out[name] = t.adopt(read(files[name]), name.startsWith('conntrack') ? -1 : 0, now); // a predecessor without IPv6 has no such file
+    }
+    return out;
+  }
+
+  private flowTables(): Record<string, Conntrack> {
+    return { conntrack: this.ct, translated: this.translated, conntrack6: this.ct6, translated6: this.translated6 };
   }
 
   /** Held workers start reading their queues. */
@@ -176,10 +197,10 @@ export class Engine {
   running(): boolean { return this.tasks.length === this.cfg.workers && this.exited === 0 && this.allReady(); }
 
   /** Flows the node's stack translated, tracked for their replies (expired ones count until the next sweep). */
-  translatedFlows(): number { return this.translated.count(); }
+  translatedFlows(): number { return this.translated.count() + this.translated6.count(); }
 
-  /** Live connection-tracking entries (expired ones count until the next sweep). */
-  conntrackEntries(): number { return this.ct.count(); }
+  /** Live connection-tracking entries, both families (expired ones count until the next sweep). */
+  conntrackEntries(): number { return this.ct.count() + this.ct6.count(); }
 
   async stop(): Promise<void> {
     clearInterval(this.sweeper);
@@ -190,8 +211,8 @@ export class Engine {
     // them that nobody reads (a successor in the same groups takes them once
     // they are closed: agent/handover.ts).
     this.pods.closeAll();
-    for (const fd of this.overlay) native.close(fd);
-    this.overlay = [];
+    for (const fd of [...this.overlay, ...this.overlay6]) native.close(fd);
+    this.overlay = []; this.overlay6 = [];
     await this.pool?.destroy();
     for (const d of this.doorbells) native.close(d);
     for (const p of this.ports) p.close();
@@ -200,6 +221,9 @@ export class Engine {
 }
 
 const SWEEP_LAG_S = 2;
+
+/** dumpFlows' files by table name (conntrack, translated, conntrack6, translated6). */
+export type FlowFiles = Record<string, string>;
 
 /**
  * V8 optimizes a function after it has run about 67 KB of bytecode per tick,

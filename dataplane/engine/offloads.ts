@@ -10,7 +10,7 @@ import { native, opener } from '../native/index.js';
 import type { Offloads } from '../stages/context.js';
 import type { EngineConfig } from './config.js';
 
-export const TUN_OFFLOADS = 1 | 2; // TUN_F_CSUM | TUN_F_TSO4: what the node's stack may hand the TUN device (IPv4 only)
+export const TUN_OFFLOADS = 1 | 2 | 4; // TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6: what the node's stack may hand the TUN device
 
 export function probeOffloads(cfg: EngineConfig, log: Logger): Offloads {
   const open = opener(cfg.netns);

@@ -4,10 +4,11 @@
 // The kernel's own choices do not agree with each other: PACKET_FANOUT_HASH
 // hashes the pod's frame, reuseport hashes the outer UDP header (one fixed
 // tuple per peer node). So both get the same classic BPF program, a symmetric
-// hash of the inner IPv4 addresses and ports, run where each hook sees the
-// inner IP header: at offset 0 on a pod's veth, after VXLAN and the inner
-// Ethernet header in an overlay datagram. Classic BPF is the socket filter
-// every kernel has; it needs neither the bpf() syscall nor CAP_BPF.
+// hash of the inner IP addresses and ports (IPv4 or IPv6, by the version
+// nibble), run where each hook sees the inner IP header: at offset 0 on a pod's
+// veth, after VXLAN and the inner Ethernet header in an overlay datagram (IPv4
+// or IPv6 underlay alike). Classic BPF is the socket filter every kernel has;
+// it needs neither the bpf() syscall nor CAP_BPF.
 import { ETH_HLEN } from '../packet/ethernet.js';
 import { VXLAN_HLEN } from '../packet/vxlan.js';
 
@@ -21,62 +22,135 @@ const IMM = 0x00, ABS = 0x20, IND = 0x40, MEM = 0x60, MSH = 0xa0;
 const AND = 0x50, RSH = 0x70, MOD = 0x90, XOR = 0xa0, K = 0x00, X = 0x08;
 const JA = 0x00, JEQ = 0x10, JSET = 0x40, TAX = 0x00, RET_A = 0x10;
 
-type Insn = [code: number, jt: number, jf: number, k: number];
+/** BPF_MAXINSNS (linux/bpf_common.h): the kernel refuses a longer classic program. */
+export const BPF_MAXINSNS = 4096;
 
 /**
- * The program: (src ^ dst ^ (sport ^ dport)) folded to 16 bits, mod `workers`.
- * Ports count for TCP, UDP and SCTP first fragments only; ICMP and fragments
- * hash on the addresses. Whatever is not IPv4 (ARP) still gets some worker.
+ * An instruction; a jump names its targets by label (jt/jf for conditional
+ * jumps, k for JA), a string alone is a label for the next instruction.
  */
-export function flowSteering(ipAt: number, workers: number): Int32Array {
-  if (!Number.isInteger(workers) || workers < 1) throw new RangeError('workers must be >= 1');
-  const p: Insn[] = [
-    [LD | B | ABS, 0, 0, ipAt + 9], // 0: A = protocol
-    [JMP | JEQ | K, 3, 0, 6], // 1: TCP → 5
-    [JMP | JEQ | K, 2, 0, 17], // 2: UDP → 5
-    [JMP | JEQ | K, 1, 0, 132], // 3: SCTP → 5
-    [JMP | JA, 0, 0, 10], // 4: → 15 (no ports)
-    [LD | H | ABS, 0, 0, ipAt + 6], // 5: A = flags + fragment offset
-    [JMP | JSET | K, 8, 0, 0x3fff], // 6: a fragment → 15
-    [LDX | B | MSH, 0, 0, ipAt], // 7: X = IP header length
-    [LD | H | IND, 0, 0, ipAt], // 8: A = source port
-    [ST, 0, 0, 0], // 9: M[0] = A
-    [LD | H | IND, 0, 0, ipAt + 2], // 10: A = destination port
-    [LDX | W | MEM, 0, 0, 0], // 11: X = M[0]
-    [ALU | XOR | X, 0, 0, 0], // 12: A = sport ^ dport
-    [ST, 0, 0, 0], // 13: M[0] = A
-    [JMP | JA, 0, 0, 2], // 14: → 17
-    [LD | W | IMM, 0, 0, 0], // 15: A = 0
-    [ST, 0, 0, 0], // 16: M[0] = 0
-    [LD | W | ABS, 0, 0, ipAt + 12], // 17: A = source address
-    [ST, 0, 0, 1], // 18: M[1] = A
-    [LD | W | ABS, 0, 0, ipAt + 16], // 19: A = destination address
-    [LDX | W | MEM, 0, 0, 1], // 20: X = M[1]
-    [ALU | XOR | X, 0, 0, 0], // 21: A ^= source
-    [LDX | W | MEM, 0, 0, 0], // 22: X = M[0]
-    [ALU | XOR | X, 0, 0, 0], // 23: A ^= ports
-    [MISC | TAX, 0, 0, 0], // 24: X = A
-    [ALU | RSH | K, 0, 0, 16], // 25: A >>= 16
-    [ALU | XOR | X, 0, 0, 0], // 26: A ^= X
-    [ALU | AND | K, 0, 0, 0xffff], // 27
-    [ALU | MOD | K, 0, 0, workers], // 28
-    [RET | RET_A, 0, 0, 0], // 29: the worker's index
-  ];
-  const out = new Int32Array(p.length * 2);
-  p.forEach(([code, jt, jf, k], i) => { out[2 * i] = code | (jt << 16) | (jf << 24); out[2 * i + 1] = k | 0; });
+type Insn = [code: number, jt: number | string, jf: number | string, k: number | string];
+
+/** Resolves labels into relative offsets and packs the program as sock_filter pairs. */
+function assemble(src: (Insn | string)[]): Int32Array {
+  const at = new Map<string, number>();
+  const prog: Insn[] = [];
+  for (const x of src) {
+    if (typeof x === 'string') { if (at.has(x)) throw new Error(`label ${x} twice`); at.set(x, prog.length); } else prog.push(x);
+  }
+  if (prog.length > BPF_MAXINSNS) throw new RangeError(`steering program of ${prog.length} instructions`);
+  const rel = (i: number, t: number | string, max: number): number => {
+    if (typeof t === 'number') return t;
+    const to = at.get(t);
+    if (to === undefined || to <= i || to - i - 1 > max) throw new Error(`bad jump to ${t} at ${i}`); // forward only
+    return to - i - 1;
+  };
+  const out = new Int32Array(prog.length * 2);
+  prog.forEach(([code, jt, jf, k], i) => {
+    out[2 * i] = code | (rel(i, jt, 255) << 16) | (rel(i, jf, 255) << 24);
+    out[2 * i + 1] = rel(i, k, 0x7fffffff) | 0;
+  });
   return out;
 }
 
-/** The same hash in TypeScript (tests check the program against it). */
+/**
+ * The program: (src ^ dst ^ (sport ^ dport)) folded to 16 bits, mod `workers`.
+ * IPv4 (first nibble not 6): the 2 address words; ports count for TCP, UDP and
+ * SCTP first fragments only, after the header's IHL; ICMP and fragments hash on
+ * the addresses. Whatever is neither (ARP) takes the IPv4 path and still gets
+ * some worker. IPv6 (first nibble 6): all 8 address words; ports at +40/+42
+ * when the next header (+6) is TCP, UDP or SCTP, so a packet with extension
+ * headers (a fragment header among them) hashes on the addresses only.
+ * XOR makes both ways of a flow (addresses and ports swapped) one value.
+ * A load past the packet's end ends the program with 0, the first worker.
+ */
+export function flowSteering(ipAt: number, workers: number): Int32Array {
+  if (!Number.isInteger(workers) || workers < 1) throw new RangeError('workers must be >= 1');
+  const v6Addresses: Insn[] = [];
+  for (let w = 0; w < 8; w++) // A ^= each word of source and destination
+    v6Addresses.push([MISC | TAX, 0, 0, 0], [LD | W | ABS, 0, 0, ipAt + 8 + 4 * w], [ALU | XOR | X, 0, 0, 0]);
+  return assemble([
+    [LD | B | ABS, 0, 0, ipAt], // A = version, IHL
+    [ALU | AND | K, 0, 0, 0xf0],
+    [JMP | JEQ | K, 'v6', 0, 0x60],
+    // IPv4 (and whatever is not IPv6), as before IPv6 came.
+    [LD | B | ABS, 0, 0, ipAt + 9], // A = protocol
+    [JMP | JEQ | K, 'v4ports', 0, 6], // TCP
+    [JMP | JEQ | K, 'v4ports', 0, 17], // UDP
+    [JMP | JEQ | K, 'v4ports', 0, 132], // SCTP
+    [JMP | JA, 0, 0, 'v4none'],
+    'v4ports',
+    [LD | H | ABS, 0, 0, ipAt + 6], // A = flags + fragment offset
+    [JMP | JSET | K, 'v4none', 0, 0x3fff], // a fragment: no ports
+    [LDX | B | MSH, 0, 0, ipAt], // X = IP header length
+    [LD | H | IND, 0, 0, ipAt], // A = source port
+    [ST, 0, 0, 0], // M[0] = A
+    [LD | H | IND, 0, 0, ipAt + 2], // A = destination port
+    [LDX | W | MEM, 0, 0, 0], // X = M[0]
+    [ALU | XOR | X, 0, 0, 0], // A = sport ^ dport
+    [ST, 0, 0, 0], // M[0] = A
+    [JMP | JA, 0, 0, 'v4addr'],
+    'v4none',
+    [LD | W | IMM, 0, 0, 0],
+    [ST, 0, 0, 0], // M[0] = 0
+    'v4addr',
+    [LD | W | ABS, 0, 0, ipAt + 12], // A = source address
+    [ST, 0, 0, 1], // M[1] = A
+    [LD | W | ABS, 0, 0, ipAt + 16], // A = destination address
+    [LDX | W | MEM, 0, 0, 1], // X = M[1]
+    [ALU | XOR | X, 0, 0, 0], // A ^= source
+    [LDX | W | MEM, 0, 0, 0], // X = M[0]
+    [ALU | XOR | X, 0, 0, 0], // A ^= ports
+    [JMP | JA, 0, 0, 'fold'], // (classic BPF jumps forward only: IPv6's block, then the fold both share)
+    'v6',
+    [LD | B | ABS, 0, 0, ipAt + 6], // A = next header
+    [JMP | JEQ | K, 'v6ports', 0, 6], // TCP
+    [JMP | JEQ | K, 'v6ports', 0, 17], // UDP
+    [JMP | JEQ | K, 'v6ports', 0, 132], // SCTP
+    [LD | W | IMM, 0, 0, 0], // anything else (ICMPv6, extension headers): no ports
+    [JMP | JA, 0, 0, 'v6addr'],
+    'v6ports',
+    [LD | H | ABS, 0, 0, ipAt + 40], // A = source port
+    [MISC | TAX, 0, 0, 0], // X = A
+    [LD | H | ABS, 0, 0, ipAt + 42], // A = destination port
+    [ALU | XOR | X, 0, 0, 0], // A = sport ^ dport
+    'v6addr',
+    ...v6Addresses, // A ^= the 8 words at +8 .. +39
+    'fold',
+    [MISC | TAX, 0, 0, 0], // X = A
+    [ALU | RSH | K, 0, 0, 16], // A >>= 16
+    [ALU | XOR | X, 0, 0, 0], // A ^= X
+    [ALU | AND | K, 0, 0, 0xffff],
+    [ALU | MOD | K, 0, 0, workers],
+    [RET | RET_A, 0, 0, 0], // the worker's index
+  ]);
+}
+
+/**
+ * The same hash in TypeScript (tests check the program against it): the
+ * worker's index for the IP packet at `ipAt` in `b` (b ends where the packet
+ * does: a read past the end gives 0, as the program's load does).
+ */
 export function flowWorker(b: Uint8Array, ipAt: number, workers: number): number {
-  const rd16 = (o: number) => (b[o] << 8) | b[o + 1];
-  const rd32 = (o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
-  const proto = b[ipAt + 9];
-  let ports = 0;
-  if ((proto === 6 || proto === 17 || proto === 132) && (rd16(ipAt + 6) & 0x3fff) === 0) {
-    const l4 = ipAt + ((b[ipAt] & 15) << 2);
-    ports = rd16(l4) ^ rd16(l4 + 2);
+  let short = false;
+  const rd8 = (o: number) => { if (o + 1 > b.length) { short = true; return 0; } return b[o]; };
+  const rd16 = (o: number) => { if (o + 2 > b.length) { short = true; return 0; } return (b[o] << 8) | b[o + 1]; };
+  const rd32 = (o: number) => { if (o + 4 > b.length) { short = true; return 0; } return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0; };
+  let a: number;
+  if ((rd8(ipAt) & 0xf0) === 0x60) {
+    const next = rd8(ipAt + 6);
+    a = next === 6 || next === 17 || next === 132 ? rd16(ipAt + 40) ^ rd16(ipAt + 42) : 0;
+    for (let w = 0; w < 8; w++) a ^= rd32(ipAt + 8 + 4 * w);
+  } else {
+    const proto = rd8(ipAt + 9);
+    let ports = 0;
+    if ((proto === 6 || proto === 17 || proto === 132) && (rd16(ipAt + 6) & 0x3fff) === 0) {
+      const l4 = ipAt + ((rd8(ipAt) & 15) << 2);
+      ports = rd16(l4) ^ rd16(l4 + 2);
+    }
+    a = rd32(ipAt + 12) ^ rd32(ipAt + 16) ^ ports;
   }
-  const a = (rd32(ipAt + 12) ^ rd32(ipAt + 16) ^ ports) >>> 0;
-  return (((a ^ (a >>> 16)) & 0xffff) >>> 0) % workers;
+  if (short) return 0;
+  a >>>= 0;
+  return ((a ^ (a >>> 16)) & 0xffff) % workers;
 }

@@ -11,7 +11,7 @@ import { Batch, GEN_ENTRIES } from '../stages/batch.js';
 import { pino } from 'pino';
 import { StageContext } from '../stages/context.js';
 import { forward } from '../stages/forward.js';
-import { SOURCES, RECEIVED, FROM_POD, FROM_TUN, FROM_VXLAN } from '../stages/graph.js';
+import { SOURCES, RECEIVED, FROM_POD, FROM_TUN, FROM_VXLAN, FROM_VXLAN6 } from '../stages/graph.js';
 import { egress, type Outputs } from '../stages/egress.js';
 import { CTL_ACK, CTL_GEN, CTL_HOLD, CTL_READY, CTL_STOP } from './control.js';
 import { C } from '../stages/counters.js';
@@ -24,6 +24,7 @@ export interface WorkerTask {
   index: number;
   cpu: number; // pin to this CPU; -1: not pinned
   udpFd: number; // this worker's overlay socket (the engine's: opened and closed there)
+  udp6Fd: number; // the same over the IPv6 underlay; -1 without one
   cfg: EngineConfig;
   offloads: Offloads; // as the engine decided them (engine/offloads.ts)
   ctl: SharedArrayBuffer;
@@ -69,9 +70,13 @@ export default function runWorker(task: WorkerTask): { index: number } {
     ? Array.from({ length: cfg.vxlanSourcePorts }, () => open.udp(cfg.underlayIp, 0, {}))
     : [task.udpFd];
   ctx.udpSources = sources.length;
+  const sources6 = task.udp6Fd < 0 ? [] : cfg.vxlanSourcePorts > 1
+    ? Array.from({ length: cfg.vxlanSourcePorts }, () => open.udp(cfg.underlayIp6!, 0, {}))
+    : [task.udp6Fd];
   const out: Outputs = {
     tun: open.tun(cfg.tunName, { multiQueue: true, vnetHdr: offloads.tunTso }),
     udpTx: sources,
+    udp6Tx: sources6,
     pod: open.packet('', {}),
     podVnet: -1,
   };
@@ -104,9 +109,10 @@ export default function runWorker(task: WorkerTask): { index: number } {
     Atomics.store(ctl, CTL_ACK + index, gen);
   };
   const rebuild = () => {
-    const list = [task.doorbell, out.tun, task.udpFd, ...pods.values()];
+    const six = task.udp6Fd >= 0 ? [task.udp6Fd] : [];
+    const list = [task.doorbell, out.tun, task.udpFd, ...six, ...pods.values()];
     fds = Int32Array.from(list);
-    kinds = Int32Array.from(list, (_, i) => (i === 0 ? DOORBELL : i === 1 ? FROM_TUN : i === 2 ? FROM_VXLAN : FROM_POD));
+    kinds = Int32Array.from(list, (_, i) => (i === 0 ? DOORBELL : i === 1 ? FROM_TUN : i === 2 ? FROM_VXLAN : i === 3 && six.length ? FROM_VXLAN6 : FROM_POD));
     ready = new Int32Array(list.length);
   };
 
@@ -167,6 +173,7 @@ export default function runWorker(task: WorkerTask): { index: number } {
   }
   native.close(out.tun); native.close(out.pod);
   if (sources[0] !== task.udpFd) for (const fd of sources) native.close(fd);
+  if (sources6.length && sources6[0] !== task.udp6Fd) for (const fd of sources6) native.close(fd);
   if (out.podVnet >= 0) native.close(out.podVnet);
   return { index };
 }

@@ -52,22 +52,41 @@ export interface Native {
   /** sendmmsg; a frame goes out of interface ifindex[j] of its first entry j. Returns the number of entries sent. */
   packetSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, ifindex: Int32Array, more?: Uint8Array): number;
 
-  /** UDP/IPv4 socket bound to addr:port ("0.0.0.0" for any); non-blocking. */
+  /**
+   * UDP socket bound to addr:port; non-blocking. IPv4 text ("0.0.0.0" for any) opens an AF_INET socket;
+   * text with a ':' ("::" for any, "fc00::11") an AF_INET6 one with IPV6_V6ONLY=1 (no zone ids: "fe80::1%eth0"
+   * is refused). Every option works on both. The other udp* calls take the socket's family from the fd
+   * (recorded here, forgotten by close(); an fd not made by udpOpen/udpOpenIn costs a getsockopt per call):
+   * on an IPv6 socket each address is 4 int32 words, the address's 32-bit words most significant first, in
+   * host order (word k as unsigned hex is groups 2k and 2k+1), where an IPv4 socket has one host-order int32.
+   * Close these fds with close() below, so a later socket that reuses the number is not taken for this one.
+   */
   udpOpen(addr: string, port: number, opts: UdpOptions): number;
-  /** recvmmsg(MSG_DONTWAIT); src[i] = source IPv4 as a host-order int32; meta[i] = GRO segment size (0 if none). */
+  /**
+   * recvmmsg(MSG_DONTWAIT); meta[i] = GRO segment size (0 if none). Source address: IPv4 socket, src[i] =
+   * host-order int32; IPv6 socket, src[4i..4i+3] = its 4 words (src must then hold at least 4 * max, else TypeError).
+   */
   udpRecv(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, src: Int32Array, meta: Int32Array, max: number, cap: number): number;
-  /** sendmmsg; a datagram goes to dst[j] (host-order IPv4) : dport[j] of its first entry j. Returns the number of entries sent. */
+  /**
+   * sendmmsg; a datagram goes to the destination of its first entry j: dst[j] (host-order IPv4) : dport[j];
+   * on an IPv6 socket dst[4j..4j+3] (4 words) : dport[j], and dst must hold at least 4 * (largest idx + 1)
+   * (else TypeError). Returns the number of entries sent.
+   */
   udpSend(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, more?: Uint8Array): number;
-  /** One sendmsg with UDP_SEGMENT=segSize: the kernel cuts arena[off, off+len) into datagrams of segSize. */
-  udpSendGso(fd: number, arena: Uint8Array, off: number, len: number, segSize: number, dst: number, dport: number): void;
+  /**
+   * One sendmsg with UDP_SEGMENT=segSize: the kernel cuts arena[off, off+len) into datagrams of segSize.
+   * dst: a host-order IPv4 number on an IPv4 socket; an Int32Array of (at least) 4 words on an IPv6 one (else TypeError).
+   */
+  udpSendGso(fd: number, arena: Uint8Array, off: number, len: number, segSize: number, dst: number | Int32Array, dport: number): void;
   /**
    * sendmmsg of runs: idx[0..count) splits into nruns consecutive runs of runs[r] entries (1..1024 each,
    * whole packets). A run of one packet is a plain datagram; a longer run is one UDP_SEGMENT message whose
    * segments are its packets (same destination, each the first one's length but the last, which may be
    * shorter; a packet's length is the sum of its chain's). Returns the number of entries sent (whole runs only).
+   * dst as udpSend: a run goes to its first entry's destination (4 words per entry on an IPv6 socket).
    */
   udpSendRuns(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, idx: Int32Array, count: number, dst: Int32Array, dport: Int32Array, runs: Int32Array, nruns: number, more?: Uint8Array): number;
-  /** Whether this kernel accepts UDP_SEGMENT / UDP_GRO on this socket. */
+  /** Whether this kernel accepts UDP_SEGMENT / UDP_GRO on this socket (IPv4 or IPv6). */
   udpOffloads(fd: number): { gso: boolean; gro: boolean };
 
   /**
@@ -77,7 +96,10 @@ export interface Native {
    * monotonic clock in ms at entry, [2] at return, [3] the CPU time the spin used in µs.
    */
   poll(fds: Int32Array, n: number, ready: Int32Array, timeoutMs: number, spinUs?: number, wait?: Float64Array): number;
-  /** Attaches the classic BPF program (engine/steering.ts) that picks a reuseport group's socket. */
+  /**
+   * Attaches the classic BPF program (engine/steering.ts) that picks a reuseport group's socket. IPv4 or IPv6
+   * group alike: the program sees the UDP payload (the VXLAN header) from offset 0.
+   */
   udpSteer(fd: number, prog: Int32Array): void;
   /** Attaches the classic BPF program that picks a PACKET_FANOUT_CBPF group's member. */
   packetSteer(fd: number, prog: Int32Array): void;
@@ -101,7 +123,7 @@ export interface Native {
   eventfd(): number;
   eventfdSignal(fd: number): void;
   eventfdDrain(fd: number): void;
-  close(fd: number): void;
+  close(fd: number): void; // also forgets the family udpOpen recorded for fd
   ifIndex(name: string): number; // if_nametoindex; throws ENODEV when missing
 
   /** Run one open call inside the network namespace at nsPath (setns on a thread of its own); the fd stays bound to that netns. */

@@ -28,7 +28,9 @@ const GRO_HEADROOM = 64;
 const GRO_STRIDE = GRO_SLOT + GRO_HEADROOM;
 export const BIG_SLOT = 65536 + 512; // virtio_net_hdr + Ethernet + a 64 KB IP packet, after HEADROOM
 export const GEN_ENTRIES = 4096; // entries for made packets (segment headers and payloads) per batch
-export const DF = 1, OVERSIZED = 2; // bt.flags: don't-fragment set; longer than the pod MTU and not a super-packet (ingress-vxlan.ts)
+// bt.flags: don't-fragment set (always for IPv6: routers never fragment it); longer than the pod MTU and not a
+// super-packet (ingress-vxlan.ts); an IPv6 packet (addresses in src6/dst6).
+export const DF = 1, OVERSIZED = 2, V6 = 4;
 
 export interface BigRegions { bigSlots: number; outBytes: number }
 
@@ -39,11 +41,14 @@ export class Batch {
   readonly groBase: number;
   readonly offs: Int32Array; // where the bytes to send (or just received) start
   readonly lens: Int32Array;
-  readonly meta: Int32Array; // receive metadata: ingress ifindex (pods) or source IPv4 (VXLAN)
+  readonly meta: Int32Array; // receive metadata: ingress ifindex (pods), source IPv4 (VXLAN over IPv4) or receive index (over IPv6: from6)
   readonly aux: Int32Array; // receive metadata: GRO segment size
   readonly l3: Int32Array; // IP header offset, set by the ingress stages
-  readonly src: Int32Array; // parsed inner IPv4 source
-  readonly dst: Int32Array; // parsed inner IPv4 destination
+  readonly src: Int32Array; // parsed IPv4 source; IPv6: its words xor-folded (a flow hash's input only)
+  readonly dst: Int32Array; // parsed IPv4 destination; IPv6: likewise
+  readonly src6: Int32Array; // IPv6 (flags V6): the addresses, 4 words per entry at 4*i
+  readonly dst6: Int32Array;
+  readonly from6: Int32Array; // overlay receives over IPv6: the sender's address, 4 words per receive (meta holds the receive's index)
   readonly l3len: Int32Array; // IP total length; 0 = nothing for the forward stage
   readonly flags: Int32Array; // DF, OVERSIZED
   readonly proto: Int32Array; // parsed upper protocol
@@ -54,11 +59,13 @@ export class Batch {
   // Outputs: per-entry destination, and one index list per output.
   readonly outIf: Int32Array;
   readonly outDst: Int32Array;
+  readonly outDst6: Int32Array; // the IPv6 underlay destination, 4 words per entry at 4*i
   readonly outPort: Int32Array;
   readonly outSock: Int32Array; // overlay send socket (outer source port) of the entry's flow
   readonly tunIdx: Int32Array;
   readonly podIdx: Int32Array;
   readonly udpIdx: Int32Array;
+  readonly udp6Idx: Int32Array; // the overlay over IPv6
   readonly runs: Int32Array; // UDP send runs (see egress)
   // Offloads (pods with PACKET_VNET_HDR): per-entry virtio_net_hdr facts.
   readonly gso: Int32Array; // gso_size, 0 = not a super-frame
@@ -77,6 +84,7 @@ export class Batch {
   nTun = 0;
   nPod = 0;
   nUdp = 0;
+  nUdp6 = 0;
 
   constructor(readonly slots: number, readonly slotSize: number, readonly groSlots: number, readonly entries: number, big?: BigRegions) {
     if (entries < slots) throw new Error('a batch needs at least one entry per slot');
@@ -92,7 +100,9 @@ export class Batch {
     this.base = a(); this.offs = a(); this.lens = a(); this.meta = a(); this.aux = a(); this.l3 = a();
     this.src = a(); this.dst = a(); this.l3len = a(); this.flags = a(); this.proto = a(); this.sport = a(); this.dport = a(); this.tcpFlags = a();
     this.outIf = a(); this.outDst = a(); this.outPort = a(); this.outSock = a();
-    this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.runs = a();
+    this.tunIdx = a(); this.podIdx = a(); this.udpIdx = a(); this.udp6Idx = a(); this.runs = a();
+    this.src6 = new Int32Array(4 * entries); this.dst6 = new Int32Array(4 * entries); this.outDst6 = new Int32Array(4 * entries);
+    this.from6 = new Int32Array(4 * groSlots);
     this.more = new Uint8Array(entries);
     this.gso = a(); this.vflags = a(); this.csumStart = a(); this.csumOff = a(); this.podVnet = a(); this.scratch = a();
     for (let i = 0; i < slots; i++) this.base[i] = i * slotSize;
@@ -123,7 +133,7 @@ export class Batch {
   /** Forget the packets made so far (after they were sent, or at a batch's start). */
   resetMade(): void { this.top = this.n; this.outTop = this.outBase; }
 
-  clearOutputs(): void { this.nTun = 0; this.nPod = 0; this.nUdp = 0; }
+  clearOutputs(): void { this.nTun = 0; this.nPod = 0; this.nUdp = 0; this.nUdp6 = 0; }
   // Queue entry i on an output. `more` = 1: the packet goes on in the entry
   // queued next on the same output (a chain; the last piece has more = 0).
   toTun(i: number, more = 0): void { this.more[i] = more; this.tunIdx[this.nTun++] = i; }
@@ -131,6 +141,12 @@ export class Batch {
   /** offs[i] points at a virtio_net_hdr: the frame leaves on the vnet socket. */
   toPodVnet(i: number, ifindex: number, more = 0): void { this.outIf[i] = ifindex; this.podVnet[i] = 1; this.more[i] = more; this.podIdx[this.nPod++] = i; }
   toUdp(i: number, dst: number, port: number, more = 0): void { this.outDst[i] = dst; this.outPort[i] = port; this.more[i] = more; this.udpIdx[this.nUdp++] = i; }
+  /** To the IPv6 underlay address in words w[at..at+3]. */
+  toUdp6(i: number, w: Int32Array, at: number, port: number, more = 0): void {
+    const o = 4 * i, d = this.outDst6;
+    d[o] = w[at]; d[o + 1] = w[at + 1]; d[o + 2] = w[at + 2]; d[o + 3] = w[at + 3];
+    this.outPort[i] = port; this.more[i] = more; this.udp6Idx[this.nUdp6++] = i;
+  }
 }
 
 /**
@@ -146,7 +162,7 @@ export function splitGro(bt: Batch, n: number): number {
   if (total > bt.entries) throw new Error(`GRO receive of ${total} datagrams exceeds the batch (${bt.entries})`);
   let w = total;
   for (let i = n - 1; i >= 0; i--) {
-    const seg = bt.aux[i], len = bt.lens[i], off = bt.offs[i], src = bt.meta[i];
+    const seg = bt.aux[i], len = bt.lens[i], off = bt.offs[i], src = bt.meta[i]; // the source (IPv4) or the receive's index (IPv6)
     const parts = pieces(seg, len);
     if (parts === 1) { w--; bt.offs[w] = off; bt.lens[w] = len; bt.meta[w] = src; continue; }
     for (let k = parts - 1; k >= 0; k--) {

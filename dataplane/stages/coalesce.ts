@@ -14,11 +14,12 @@
 // pod's; the host's stack routes it on itself),
 // the last segment's flags, and in place of the TCP checksum the pseudo-header
 // sum: virtio NEEDS_CSUM (csum_start at TCP, csum_offset 16), GSO_TCPV4 with
-// gso_size = MSS. It leaves as a chain (stages/batch.ts): those headers, in
+// gso_size = MSS. IPv6 likewise (GSO_TCPV6): same traffic class and flow label,
+// hop limit, no extension headers; the payload length instead of the total. It leaves as a chain (stages/batch.ts): those headers, in
 // front of the virtio_net_hdr, written to the out region in a made entry,
 // then the segments' own entries, pointed at their payloads where they were
 // received.
-import { csumAdd, csumFold, pseudoHeaderSum4 } from '../packet/checksum.js';
+import { csumAdd, csumFold, pseudoHeaderSum4, pseudoHeaderSum6 } from '../packet/checksum.js';
 import { C } from './counters.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
@@ -29,6 +30,13 @@ const ACK = 0x10, PSH = 0x08;
 const { VNET_HLEN: VNET } = virtio, { ETH_HLEN: ETH } = ethernet; // module-level consts V8 folds
 const MAX_IP = 65535;
 const MAX_SEGS = 64; // segments per frame, as the kernel's GRO: bounds the chain the addon hands over
+
+// Same version, traffic class, flow label, next header (TCP), hop limit and addresses.
+function sameHeader6(b: Uint8Array, q: number, l3: number): boolean {
+  if (b[q] !== b[l3] || b[q + 1] !== b[l3 + 1] || b[q + 2] !== b[l3 + 2] || b[q + 3] !== b[l3 + 3] || b[q + 6] !== 6 || b[q + 7] !== b[l3 + 7]) return false;
+  for (let k = 8; k < 40; k++) if (b[q + k] !== b[l3 + k]) return false;
+  return true;
+}
 
 function rd32(b: Uint8Array, o: number): number { return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]; }
 
@@ -42,17 +50,17 @@ export const TO_TUN = -1; // coalesce's ifindex for the host
 export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: number, macHi: number, macLo: number): number {
   const b = bt.arena, n = bt.n;
   if (i + 1 >= n || bt.proto[i] !== 6) return 0;
-  const l3 = bt.l3[i];
-  if (b[l3] !== 0x45 || (b[l3 + 6] & 0x3f) !== 0 || b[l3 + 7] !== 0 || b[l3 + 8] <= 1) return 0;
-  const th = l3 + 20, thl = (b[th + 12] >>> 4) << 2, hdr = 20 + thl;
+  const l3 = bt.l3[i], six = b[l3] >> 4 === 6, ih = six ? 40 : 20;
+  if (six ? b[l3 + 6] !== 6 || b[l3 + 7] <= 1 : b[l3] !== 0x45 || (b[l3 + 6] & 0x3f) !== 0 || b[l3 + 7] !== 0 || b[l3 + 8] <= 1) return 0;
+  const th = l3 + ih, thl = (b[th + 12] >>> 4) << 2, hdr = ih + thl;
   const mss = bt.l3len[i] - hdr;
   if (mss <= 0 || b[th + 13] !== ACK) return 0;
   const src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
   let seq = (rd32(b, th + 4) + mss) | 0, total = hdr + mss, j = i + 1;
   for (; j < n; j++) {
     if (bt.l3len[j] === 0 || bt.vflags[j] !== 0 || bt.src[j] !== src || bt.dst[j] !== dst || bt.sport[j] !== sport || bt.dport[j] !== dport || bt.proto[j] !== 6) break;
-    const q = bt.l3[j], tq = q + 20;
-    if (b[q] !== 0x45 || b[q + 1] !== b[l3 + 1] || b[q + 6] !== b[l3 + 6] || b[q + 7] !== 0 || b[q + 8] !== b[l3 + 8]) break;
+    const q = bt.l3[j], tq = q + ih;
+    if (six ? !sameHeader6(b, q, l3) : b[q] !== 0x45 || b[q + 1] !== b[l3 + 1] || b[q + 6] !== b[l3 + 6] || b[q + 7] !== 0 || b[q + 8] !== b[l3 + 8]) break;
     const f = b[tq + 13];
     if ((f & ~PSH) !== ACK || b[tq + 12] !== b[th + 12] || rd32(b, tq + 4) !== seq || rd32(b, tq + 8) !== rd32(b, th + 8) ||
       b[tq + 14] !== b[th + 14] || b[tq + 15] !== b[th + 15]) break;
@@ -73,25 +81,33 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
     ctx.flush?.();
     if (bt.top >= bt.entries || bt.outTop + need > bt.outEnd) return 0;
   }
-  const w = bt.outTop, eth = w + VNET, ip = eth + lead, tcp = ip + 20;
-  // virtio_net_hdr: NEEDS_CSUM, GSO_TCPV4, hdr_len, gso_size, csum_start, csum_offset (little-endian)
-  b[w] = 1; b[w + 1] = 1; b[w + 2] = hl & 0xff; b[w + 3] = hl >>> 8;
-  b[w + 4] = mss & 0xff; b[w + 5] = mss >>> 8; b[w + 6] = lead + 20; b[w + 7] = 0; b[w + 8] = 16; b[w + 9] = 0;
+  const w = bt.outTop, eth = w + VNET, ip = eth + lead, tcp = ip + ih;
+  // virtio_net_hdr: NEEDS_CSUM, GSO_TCPV4 (GSO_TCPV6), hdr_len, gso_size, csum_start, csum_offset (little-endian)
+  b[w] = 1; b[w + 1] = six ? 4 : 1; b[w + 2] = hl & 0xff; b[w + 3] = hl >>> 8;
+  b[w + 4] = mss & 0xff; b[w + 5] = mss >>> 8; b[w + 6] = lead + ih; b[w + 7] = 0; b[w + 8] = 16; b[w + 9] = 0;
   if (!tun) {
     b[eth] = macHi >>> 8; b[eth + 1] = macHi & 0xff;
     b[eth + 2] = macLo >>> 24; b[eth + 3] = (macLo >>> 16) & 0xff; b[eth + 4] = (macLo >>> 8) & 0xff; b[eth + 5] = macLo & 0xff;
     const gw = ctx.gwMac;
     b[eth + 6] = gw[0]; b[eth + 7] = gw[1]; b[eth + 8] = gw[2]; b[eth + 9] = gw[3]; b[eth + 10] = gw[4]; b[eth + 11] = gw[5];
-    b[eth + 12] = 0x08; b[eth + 13] = 0x00;
+    b[eth + 12] = six ? 0x86 : 0x08; b[eth + 13] = six ? 0xdd : 0x00;
   }
   b.copyWithin(ip, l3, l3 + hdr);
-  b[tcp + 13] = b[bt.l3[j - 1] + 33]; // the last segment's flags (PSH)
-  b[ip + 2] = total >>> 8; b[ip + 3] = total & 0xff;
-  if (!tun) b[ip + 8]--;
-  b[ip + 10] = 0; b[ip + 11] = 0;
-  const hc = csumFold(csumAdd(b, ip, 20, 0));
-  b[ip + 10] = hc >>> 8; b[ip + 11] = hc & 0xff;
-  const ph = ~csumFold(pseudoHeaderSum4(src, dst, 6, total - 20)) & 0xffff;
+  b[tcp + 13] = b[bt.l3[j - 1] + ih + 13]; // the last segment's flags (PSH)
+  let ph: number;
+  if (six) {
+    const plen = total - 40;
+    b[ip + 4] = plen >>> 8; b[ip + 5] = plen & 0xff;
+    if (!tun) b[ip + 7]--;
+    ph = ~csumFold(pseudoHeaderSum6(b, ip + 8, ip + 24, 6, plen)) & 0xffff;
+  } else {
+    b[ip + 2] = total >>> 8; b[ip + 3] = total & 0xff;
+    if (!tun) b[ip + 8]--;
+    b[ip + 10] = 0; b[ip + 11] = 0;
+    const hc = csumFold(csumAdd(b, ip, 20, 0));
+    b[ip + 10] = hc >>> 8; b[ip + 11] = hc & 0xff;
+    ph = ~csumFold(pseudoHeaderSum4(src, dst, 6, total - 20)) & 0xffff;
+  }
   b[tcp + 16] = ph >>> 8; b[tcp + 17] = ph & 0xff;
   const h = bt.top++;
   bt.offs[h] = w; bt.lens[h] = VNET + hl;

@@ -11,18 +11,20 @@ import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 // udpTx: the overlay send sockets, one per outer source port; a flow is sent
-// from bt.outSock's (forward.ts). podVnet: -1 when not open.
-export interface Outputs { tun: number; pod: number; udpTx: number[]; podVnet: number }
+// from bt.outSock's (forward.ts). udp6Tx: the same over the IPv6 underlay
+// (empty without one). podVnet: -1 when not open.
+export interface Outputs { tun: number; pod: number; udpTx: number[]; udp6Tx: number[]; podVnet: number }
 const MAX_SEGS = 64; // UDP_MAX_SEGMENTS on older kernels
 const MAX_GSO_BYTES = 65000; // one UDP datagram's worth of payload, under 65507
 const MAX_IOV = 1024; // UIO_MAXIOV: entries in one message
-const TUN = 0, POD = 1, UDP = 2, VNET = 3;
+const TUN = 0, POD = 1, UDP = 2, VNET = 3, UDP6 = 4;
 
 export function egress(ctx: StageContext, bt: Batch, out: Outputs): void {
   const c = ctx.counters;
   if (bt.nTun > 0) c[C.tx_tun] += sendAll(ctx, bt, out, TUN, bt.tunIdx, bt.nTun);
   if (bt.nPod > 0) c[C.tx_pod] += out.podVnet < 0 ? sendAll(ctx, bt, out, POD, bt.podIdx, bt.nPod) : sendPods(ctx, bt, out);
-  if (bt.nUdp > 0) c[C.tx_vxlan] += sendUdp(ctx, bt, out);
+  if (bt.nUdp > 0) c[C.tx_vxlan] += sendUdp(ctx, bt, out.udpTx, bt.udpIdx, bt.nUdp, false);
+  if (bt.nUdp6 > 0) c[C.tx_vxlan6] += sendUdp(ctx, bt, out.udp6Tx, bt.udp6Idx, bt.nUdp6, true);
   bt.clearOutputs();
 }
 
@@ -43,7 +45,7 @@ function send(bt: Batch, out: Outputs, kind: number, idx: Int32Array, n: number,
   if (kind === TUN) return native.tunWrite(out.tun, bt.arena, bt.offs, bt.lens, idx, n, bt.more);
   if (kind === POD) return native.packetSend(out.pod, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
   if (kind === VNET) return native.packetSend(out.podVnet, bt.arena, bt.offs, bt.lens, idx, n, bt.outIf, bt.more);
-  return native.udpSend(fd, bt.arena, bt.offs, bt.lens, idx, n, bt.outDst, bt.outPort, bt.more);
+  return native.udpSend(fd, bt.arena, bt.offs, bt.lens, idx, n, kind === UDP6 ? bt.outDst6 : bt.outDst, bt.outPort, bt.more);
 }
 
 // Sends idx[0..n) and returns the packets sent; on a short count or an error,
@@ -92,26 +94,38 @@ function sendPods(ctx: StageContext, bt: Batch, out: Outputs): number {
   return sent;
 }
 
-// The UDP list, one send per source socket in use. A flow (and so a chain)
-// stays on one socket, so each socket's share keeps the flow's order. The
-// usual batch (one flow, or one socket) goes out as it is, without a copy.
-function sendUdp(ctx: StageContext, bt: Batch, out: Outputs): number {
-  const tx = out.udpTx, idx = bt.udpIdx, n = bt.nUdp, sock = bt.outSock;
+// A UDP list (over the IPv4 or the IPv6 underlay), one send per source socket
+// in use. A flow (and so a chain) stays on one socket, so each socket's share
+// keeps the flow's order. The usual batch (one flow, or one socket) goes out as
+// it is, without a copy.
+function sendUdp(ctx: StageContext, bt: Batch, tx: number[], idx: Int32Array, n: number, six: boolean): number {
+  if (tx.length === 0) { ctx.counters[C.tx_errors] += n; return 0; } // no IPv6 underlay: fib.ts makes no such next hop
+  const sock = bt.outSock;
   let q = 1;
   while (q < n && sock[idx[q]] === sock[idx[0]]) q++;
-  if (q === n) return sendVia(ctx, bt, out, tx[sock[idx[0]]], idx, n);
+  if (q === n) return sendVia(ctx, bt, tx[sock[idx[0]] % tx.length], idx, n, six);
   const part = bt.scratch;
   let sent = 0;
   for (let s = 0; s < tx.length; s++) {
     let m = 0;
-    for (let q = 0; q < n; q++) if (sock[idx[q]] === s) part[m++] = idx[q];
-    if (m > 0) sent += sendVia(ctx, bt, out, tx[s], part, m);
+    for (let q = 0; q < n; q++) if (sock[idx[q]] % tx.length === s) part[m++] = idx[q];
+    if (m > 0) sent += sendVia(ctx, bt, tx[s], part, m, six);
   }
   return sent;
 }
 
-function sendVia(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: Int32Array, n: number): number {
-  return ctx.udpGso ? sendRuns(ctx, bt, out, fd, idx, n) : sendAll(ctx, bt, out, UDP, idx, n, fd);
+function sendVia(ctx: StageContext, bt: Batch, fd: number, idx: Int32Array, n: number, six: boolean): number {
+  return ctx.udpGso ? sendRuns(ctx, bt, fd, idx, n, six) : sendAll(ctx, bt, NO_OUTPUTS, six ? UDP6 : UDP, idx, n, fd);
+}
+
+const NO_OUTPUTS: Outputs = { tun: -1, pod: -1, udpTx: [], udp6Tx: [], podVnet: -1 }; // UDP sends take their socket as fd
+
+/** Whether entries j and k go to the same underlay address and port. */
+function sameDst(bt: Batch, j: number, k: number, six: boolean): boolean {
+  if (bt.outPort[j] !== bt.outPort[k]) return false;
+  if (!six) return bt.outDst[j] === bt.outDst[k];
+  const d = bt.outDst6, a = 4 * j, b = 4 * k;
+  return d[a] === d[b] && d[a + 1] === d[b + 1] && d[a + 2] === d[b + 2] && d[a + 3] === d[b + 3];
 }
 
 // UDP GSO: consecutive datagrams to one node, all the size of the first but a
@@ -120,8 +134,8 @@ function sendVia(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: In
 // sum of its entries'. runs[r] counts the entries of run r. If the kernel
 // refuses (an old kernel, a device without checksum offload), GSO is turned
 // off for this worker.
-function sendRuns(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: Int32Array, n: number): number {
-  const lens = bt.lens, more = bt.more, dst = bt.outDst, port = bt.outPort, runs = bt.runs;
+function sendRuns(ctx: StageContext, bt: Batch, fd: number, idx: Int32Array, n: number, six: boolean): number {
+  const lens = bt.lens, more = bt.more, dst = six ? bt.outDst6 : bt.outDst, port = bt.outPort, runs = bt.runs;
   let nr = 0, total = 0;
   for (let k = 0; k < n;) {
     const first = idx[k];
@@ -130,7 +144,7 @@ function sendRuns(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: I
     let segs = 1, bytes = seg;
     while (e < n && segs < MAX_SEGS) {
       const j = idx[e];
-      if (dst[j] !== dst[first] || port[j] !== port[first]) break;
+      if (!sameDst(bt, j, first, six)) break;
       const f = chainEnd(more, idx, e, n);
       let len = 0;
       for (let q = e; q < f; q++) len += lens[idx[q]];
@@ -153,6 +167,6 @@ function sendRuns(ctx: StageContext, bt: Batch, out: Outputs, fd: number, idx: I
   } catch (e) {
     ctx.udpGso = false;
     ctx.onOffloadRefused?.('udp-gso', e);
-    return sendAll(ctx, bt, out, UDP, idx, n, fd);
+    return sendAll(ctx, bt, NO_OUTPUTS, six ? UDP6 : UDP, idx, n, fd);
   }
 }

@@ -1,5 +1,6 @@
-// Stage: route each parsed IPv4 packet by longest-prefix match on its
-// destination, decide what it may do, and hand it to its next hop's handler
+// Stage: route each parsed packet by longest-prefix match on its destination
+// (IPv4 or IPv6: one next-hop array, stages/graph.ts), decide what it may do,
+// and hand it to its next hop's handler
 // (the graph is declared in stages/graph.ts):
 //   local pod → to-pod.ts; remote node → to-overlay.ts; this node's stack → to-host.ts.
 // Before that, in this order: a pod's UDP to a node's VXLAN port is dropped;
@@ -13,40 +14,43 @@ import * as fib from '../tables/fib.js';
 import { C } from './counters.js';
 import { admit, admitDeferred } from './policy.js';
 import { isTranslatedReply, recordTranslated } from './translated.js';
+import { V6 } from './batch.js';
 import { toPod } from './to-pod.js';
 import { toOverlay } from './to-overlay.js';
 import { toHost } from './to-host.js';
-import { FROM_POD, FROM_TUN, FROM_VXLAN } from './ids.js';
+import { FROM_POD, FROM_TUN, FROM_VXLAN, FROM_VXLAN6 } from './ids.js';
 import type { Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
 // module-cell load); module-level consts it does fold.
-const { NH_STRIDE, NH_KIND, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP, NH_SERVICE, NH_OUTSIDE, findPeer } = fib;
+const { NH_STRIDE, NH_KIND, NH_LOCAL, NH_REMOTE, NH_HOST, NH_DROP, NH_SERVICE, NH_OUTSIDE, findPeer, findPeer6, inRange6 } = fib;
 const UDP = 17;
 
 export function forward(ctx: StageContext, bt: Batch, from: number): void {
-  const c = ctx.counters, nh = ctx.nh, lpm = ctx.route4;
+  const c = ctx.counters, nh = ctx.nh, lpm = ctx.route4, s6 = bt.src6, d6 = bt.dst6;
   bt.resetMade();
-  const coalescing = from === FROM_VXLAN && ctx.podGso && ctx.vnetSend;
+  const overlay = from === FROM_VXLAN || from === FROM_VXLAN6;
+  const coalescing = overlay && ctx.podGso && ctx.vnetSend;
   // Replies of translated flows (T2) are looked for only while such flows exist,
   // once per run of one flow's packets (the verdict of the run's first holds).
   const replies = from !== FROM_TUN && ctx.translated.count() > 0;
+  const replies6 = from !== FROM_TUN && ctx.translated6.count() > 0;
   let rSrc = 0, rDst = 0, rPorts = -1, rProto = -1, rVia = false;
   for (let i = 0; i < bt.n; i++) {
     if (bt.l3len[i] === 0) continue;
-    const p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
+    const six = (bt.flags[i] & V6) !== 0, o = 4 * i;
+    const p = (six ? ctx.route6.lookup(d6[o], d6[o + 1], d6[o + 2], d6[o + 3]) : lpm.lookup(bt.dst[i])) * NH_STRIDE;
     let kind = nh[p + NH_KIND];
     let fromPod = from === FROM_POD;
-    if (fromPod && bt.dport[i] === ctx.vxlanPort && bt.proto[i] === UDP && isNode(ctx, kind, bt.dst[i])) {
+    if (fromPod && bt.dport[i] === ctx.vxlanPort && bt.proto[i] === UDP && isNode(ctx, bt, i, kind, six)) {
       c[C.drop_overlay_port]++; // a pod must not speak VXLAN to a node: it would forge what the overlay trusts
       continue;
     }
     if (kind === NH_OUTSIDE || kind === NH_SERVICE) {
-      if (from === FROM_VXLAN) { c[C.drop_overlay_dst]++; continue; } // no node sends these through the overlay
+      if (overlay) { c[C.drop_overlay_dst]++; continue; } // no node sends these through the overlay
     }
-    if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && (bt.src[i] & ctx.podMask) === ctx.podPrefix &&
-      bt.src[i] !== ctx.gatewayIp && nh[lpm.lookup(bt.src[i]) * NH_STRIDE + NH_KIND] === NH_LOCAL) {
+    if (from === FROM_TUN && (kind === NH_LOCAL || kind === NH_REMOTE) && localPodSource(ctx, bt, i, six)) {
       recordTranslated(ctx, bt, i); // T1: a local pod's packet, translated by the stack
       fromPod = true; // its egress is judged now, on the translated destination
     }
@@ -57,7 +61,9 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       if (kind === NH_OUTSIDE) kind = NH_HOST;
       if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, fromPod, kind === NH_LOCAL)) continue;
     }
-    if (replies && kind === NH_LOCAL) {
+    if (six) {
+      if (replies6 && kind === NH_LOCAL && isTranslatedReply(ctx, bt, i)) kind = NH_HOST; // T2, per packet
+    } else if (replies && kind === NH_LOCAL) {
       const ports = (bt.sport[i] << 16) | bt.dport[i];
       if (bt.src[i] !== rSrc || bt.dst[i] !== rDst || ports !== rPorts || bt.proto[i] !== rProto) {
         rSrc = bt.src[i]; rDst = bt.dst[i]; rPorts = ports; rProto = bt.proto[i];
@@ -74,7 +80,22 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
   }
 }
 
-/** Whether `dst` (whose next hop kind is `kind`) is a node's address: this node's own, or a peer's underlay address. */
-function isNode(ctx: StageContext, kind: number, dst: number): boolean {
-  return kind === NH_HOST || (kind === NH_OUTSIDE && findPeer(ctx.peers, dst) >= 0);
+/** Whether entry i's destination (whose next hop kind is `kind`) is a node's address: this node's own, or a peer's underlay address. */
+function isNode(ctx: StageContext, bt: Batch, i: number, kind: number, six: boolean): boolean {
+  if (kind === NH_HOST) return true;
+  if (kind !== NH_OUTSIDE) return false;
+  return six ? findPeer6(ctx.peers6, bt.dst6, 4 * i) >= 0 : findPeer(ctx.peers, bt.dst[i]) >= 0;
+}
+
+/** Whether entry i's source is one of this node's pods (T1): in its pod range, not the gateway, a local pod's next hop. */
+function localPodSource(ctx: StageContext, bt: Batch, i: number, six: boolean): boolean {
+  const nh = ctx.nh;
+  if (!six) {
+    const s = bt.src[i];
+    return (s & ctx.podMask) === ctx.podPrefix && s !== ctx.gatewayIp && nh[ctx.route4.lookup(s) * NH_STRIDE + NH_KIND] === NH_LOCAL;
+  }
+  const s6 = bt.src6, o = 4 * i, g = ctx.gatewayIp6;
+  if (!inRange6(s6, o, ctx.podPrefix6, ctx.podMask6)) return false;
+  if (s6[o] === g[0] && s6[o + 1] === g[1] && s6[o + 2] === g[2] && s6[o + 3] === g[3]) return false;
+  return nh[ctx.route6.lookup(s6[o], s6[o + 1], s6[o + 2], s6[o + 3]) * NH_STRIDE + NH_KIND] === NH_LOCAL;
 }

@@ -11,7 +11,7 @@ import type { StageContext } from './context.js';
 import * as vxlan from '../packet/vxlan.js';
 import * as fib from '../tables/fib.js';
 
-const { ETH_P_IP } = ethernet; // module-level consts V8 folds (imported bindings are module-cell loads)
+const { ETH_P_IP, ETH_P_IPV6 } = ethernet; // module-level consts V8 folds (imported bindings are module-cell loads)
 const { VNET_HLEN, VNET_F_NEEDS_CSUM, writeVnet } = virtio;
 const { writeVxlan, VXLAN_HLEN } = vxlan;
 const { NH_MAC_HI, NH_MAC_LO } = fib;
@@ -26,19 +26,33 @@ export function writeMac(b: Uint8Array, off: number, hi: number, lo: number): vo
   b[off + 2] = lo >>> 24; b[off + 3] = (lo >>> 16) & 0xff; b[off + 4] = (lo >>> 8) & 0xff; b[off + 5] = lo & 0xff;
 }
 
-export function writeEthType(b: Uint8Array, off: number): void { b[off + 12] = ETH_P_IP >> 8; b[off + 13] = ETH_P_IP & 0xff; }
+/** The EtherType of the Ethernet header at off, for the IP packet that follows it (its version nibble). */
+export function writeEthType(b: Uint8Array, off: number): void {
+  const t = b[off + 14] >> 4 === 6 ? ETH_P_IPV6 : ETH_P_IP;
+  b[off + 12] = t >> 8; b[off + 13] = t & 0xff;
+}
 
+/** Decrements the TTL (IPv6: hop limit, no header checksum); false, counted, when it runs out. */
 export function ttlOk(b: Uint8Array, l3: number, c: Float64Array): boolean {
+  if (b[l3] >> 4 === 6) {
+    if (b[l3 + 7] <= 1) { c[C.drop_ttl]++; return false; }
+    b[l3 + 7]--;
+    return true;
+  }
   if (b[l3 + 8] <= 1) { c[C.drop_ttl]++; return false; }
   decTtl(b, l3);
   return true;
 }
 
+/** The IP header's length and upper protocol (IPv6: the fixed header; offloads take no extension headers). */
+export function ipHeaderLen(b: Uint8Array, l3: number): number { return b[l3] >> 4 === 6 ? 40 : (b[l3] & 15) << 2; }
+export function ipProto(b: Uint8Array, l3: number): number { return b[l3] >> 4 === 6 ? b[l3 + 6] : b[l3 + 9]; }
+
 // Entry i's offload facts as a virtio_net_hdr right before `start` (its packet's
 // first byte: Ethernet for a pod's veth, IP for TUN), offsets counted from there.
 export function writeVnetFor(bt: Batch, i: number, start: number): void {
   const b = bt.arena, l3 = bt.l3[i], vf = bt.vflags[i], type = (vf >>> 8) & 0x7f, gso = bt.gso[i];
-  const ihl = (b[l3] & 15) << 2, l4hdr = b[l3 + 9] === 6 ? (b[l3 + ihl + 12] >>> 4) << 2 : 8;
+  const ihl = ipHeaderLen(b, l3), l4hdr = ipProto(b, l3) === 6 ? (b[l3 + ihl + 12] >>> 4) << 2 : 8;
   const partial = (vf & 1) !== 0;
   writeVnet(b, start - VNET_HLEN, partial ? VNET_F_NEEDS_CSUM : 0, gso > 0 ? type : 0, gso > 0 ? l3 - start + ihl + l4hdr : 0, gso,
     partial ? bt.csumStart[i] - start : 0, partial ? bt.csumOff[i] : 0);
@@ -57,8 +71,8 @@ export function finish(bt: Batch, i: number, c: Float64Array): boolean {
 export function encapHeaders(ctx: StageContext, bt: Batch, i: number, eth: number, p: number): void {
   const b = bt.arena, nh = ctx.nh;
   writeMac(b, eth, nh[p + NH_MAC_HI], nh[p + NH_MAC_LO]);
-  copyMac(b, eth + 6, ctx.vtepMac);
   writeEthType(b, eth);
+  copyMac(b, eth + 6, b[eth + 12] === 0x86 ? ctx.vtepMac6 : ctx.vtepMac);
   writeVxlan(b, eth - VXLAN_HLEN, ctx.vni);
   bt.outSock[i] = ctx.udpSources > 1 ? sourceOf(bt, i, ctx.udpSources) : 0;
 }

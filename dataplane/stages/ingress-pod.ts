@@ -1,13 +1,17 @@
-// Stage: frames from pods' veths (AF_PACKET). Answers ARP for any address but
-// the pod's own (the engine is every pod's router), enforces anti-spoofing
-// (source MAC and IPv4 must be the pod's), and parses the IPv4 header.
+// Stage: frames from pods' veths (AF_PACKET). Answers ARP and IPv6 neighbour
+// solicitations for any address but the pod's own (the engine is every pod's
+// router), enforces anti-spoofing (source MAC and IP must be the pod's; only
+// neighbour discovery may come from the pod's link-local address), and parses
+// the IPv4 or IPv6 header.
 import * as ethernet from '../packet/ethernet.js';
 import { parseArp, arpRequestToReply, ARPOP_REQUEST } from '../packet/arp.js';
 import { parseIPv4 } from '../packet/ipv4.js';
+import { parseIPv6 } from '../packet/ipv6.js';
+import { fromUnspecified, isLinkLocal, isNeighborSolicit, neighborSolicitToAdvert } from '../packet/ndp.js';
 import * as fields from '../packet/fields.js';
 import * as fib from '../tables/fib.js';
 import { C } from './counters.js';
-import { countParseDrop, takeIPv4 } from './parse.js';
+import { countParseDrop, takeIPv4, takeIPv6 } from './parse.js';
 import { takeVnet } from './vnet.js';
 import * as virtio from '../packet/virtio.js';
 import type { Batch } from './batch.js';
@@ -15,9 +19,10 @@ import type { StageContext } from './context.js';
 
 // V8 does not constant-fold imported bindings (every use in a hot loop is a
 // module-cell load); module-level consts it does fold.
-const { parseEthernet, ethReplyInPlace, ETH_HLEN, ETH_P_ARP, ETH_P_IP } = ethernet;
-const { F_ETHTYPE, F_L3OFF, F_SRC4, F_DST4, F_ICMP_TYPE } = fields;
-const { NH_STRIDE, NH_IP, NH_MAC_HI, NH_MAC_LO } = fib;
+const { parseEthernet, ethReplyInPlace, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6 } = ethernet;
+const { F_ETHTYPE, F_L3OFF, F_SRC4, F_DST4, F_SRC6, F_ICMP_TYPE, F_PROTO } = fields;
+const { NH_STRIDE, NH_IP, NH_IP6, NH_MAC_HI, NH_MAC_LO } = fib;
+const ICMPV6 = 58;
 const { VNET_HLEN } = virtio;
 
 function macIs(b: Uint8Array, off: number, hi: number, lo: number): boolean {
@@ -58,8 +63,34 @@ export function ingressPod(ctx: StageContext, bt: Batch): void {
       bt.lens[i] = ETH_HLEN + 28;
       bt.toPod(i, ifx);
       c[C.arp_replies]++;
+    } else if (type === ETH_P_IPV6) {
+      const l3 = off + ETH_HLEN;
+      r = parseIPv6(b, l3, len - ETH_HLEN, f);
+      if (r !== 0) { countParseDrop(c, r); continue; }
+      if (f[F_SRC6] === nh[p + NH_IP6] && f[F_SRC6 + 1] === nh[p + NH_IP6 + 1] && f[F_SRC6 + 2] === nh[p + NH_IP6 + 2] &&
+        f[F_SRC6 + 3] === nh[p + NH_IP6 + 3] && (nh[p + NH_IP6] | nh[p + NH_IP6 + 1] | nh[p + NH_IP6 + 2] | nh[p + NH_IP6 + 3]) !== 0) {
+        if (isNeighborSolicit(b, f)) { answerSolicit(ctx, bt, i, ifx); continue; }
+        if (b[l3 + 24] !== 0xff) { takeIPv6(bt, i, f); continue; } // multicast is not routed: below
+      } else if (!isLinkLocal(b, l3 + 8) && !fromUnspecified(b, l3)) { c[C.drop_spoofed]++; continue; }
+      // The pod's link-local traffic: solicitations from its link-local address
+      // are answered; duplicate address detection, router solicitations, MLD
+      // reports and the rest are not routed.
+      if (isNeighborSolicit(b, f) && !fromUnspecified(b, l3)) answerSolicit(ctx, bt, i, ifx);
+      else c[f[F_PROTO] === ICMPV6 ? C.nd_ignored : C.drop_no_route]++;
     } else {
-      c[C.drop_not_ipv4]++;
+      c[C.drop_not_ip]++;
     }
   }
+}
+
+// The gateway answers every solicitation with its own MAC, as it answers ARP:
+// on-link pods in the same /64 and the gateway address alike reach the engine.
+function answerSolicit(ctx: StageContext, bt: Batch, i: number, ifx: number): void {
+  const b = bt.arena, off = bt.offs[i];
+  const n = neighborSolicitToAdvert(b, ctx.f, ctx.gwMac);
+  ethReplyInPlace(b, off, ctx.gwMac);
+  b[off + 12] = ETH_P_IPV6 >> 8; b[off + 13] = ETH_P_IPV6 & 0xff;
+  bt.lens[i] = ETH_HLEN + n;
+  bt.toPod(i, ifx);
+  ctx.counters[C.nd_replies]++;
 }

@@ -14,6 +14,9 @@
 // other: it passes if either direction is allowed, and the entry is recorded
 // that way. Only a SYN opens a new connection, so this lets no new one through.
 //
+// IPv6 flows are tracked in their own table (ctx.conntrack6) and judged by
+// verdict6, with the same rules: a pod is isolated for both families at once.
+//
 // Services: a pod's packet to the Service range is not judged on its way into
 // the node's stack (admitDeferred): kube-proxy translates it there, and it is
 // judged when the stack hands it back with the pod's source and the endpoint
@@ -23,7 +26,7 @@
 import { INGRESS, EGRESS } from '../tables/policy.js';
 import { C } from './counters.js';
 import type { PolicyTables } from '../tables/policy.js';
-import type { Batch } from './batch.js';
+import { V6, type Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export const CT_TTL_S = 120;
@@ -37,8 +40,15 @@ function judge(pt: PolicyTables, src: number, dst: number, proto: number, port: 
   return 0;
 }
 
+function judge6(pt: PolicyTables, s: Int32Array, d: Int32Array, o: number, proto: number, port: number, fromPod: boolean, toPod: boolean): number {
+  if (fromPod && pt.verdict6(EGRESS, s, o, d, o, proto, port) < 0) return C.drop_policy_egress;
+  if (toPod && pt.verdict6(INGRESS, d, o, s, o, proto, port) < 0) return C.drop_policy_ingress;
+  return 0;
+}
+
 /** True when packet i may go on. fromPod: its source is a pod on this node; toPod: its destination is. */
 export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean, toPod: boolean): boolean {
+  if ((bt.flags[i] & V6) !== 0) return admit6(ctx, bt, i, fromPod, toPod);
   const pt = ctx.policy!, ct = ctx.conntrack!, now = ctx.now, gen = ctx.policyGen;
   const proto = bt.proto[i], src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
   let slot = ct.lookup(proto, src, dst, sport, dport, now);
@@ -66,8 +76,43 @@ export function admit(ctx: StageContext, bt: Batch, i: number, fromPod: boolean,
   return true;
 }
 
+// admit() for IPv6: the same steps on the IPv6 table, addresses as (array, index).
+function admit6(ctx: StageContext, bt: Batch, i: number, fromPod: boolean, toPod: boolean): boolean {
+  const pt = ctx.policy!, ct = ctx.conntrack6!, now = ctx.now, gen = ctx.policyGen;
+  const proto = bt.proto[i], s = bt.src6, d = bt.dst6, o = 4 * i, sport = bt.sport[i], dport = bt.dport[i];
+  let slot = ct.lookup6(proto, s, o, d, o, sport, dport, now);
+  let reply = false;
+  if (slot < 0) {
+    slot = ct.lookup6(proto, d, o, s, o, dport, sport, now);
+    reply = slot >= 0;
+  }
+  if (slot >= 0 && (ct.tag(slot) === gen || ct.state(slot) === DEFERRED)) {
+    ct.touch(slot, now, CT_TTL_S);
+    return true;
+  }
+  let drop = reply ? judge6(pt, d, s, o, proto, sport, toPod, fromPod) : judge6(pt, s, d, o, proto, dport, fromPod, toPod);
+  if (drop !== 0 && slot < 0 && proto === TCP && (bt.tcpFlags[i] & SYN) === 0 && judge6(pt, d, s, o, proto, sport, toPod, fromPod) === 0) {
+    reply = true;
+    drop = 0;
+  }
+  if (drop !== 0) {
+    ctx.counters[drop]++;
+    return false;
+  }
+  const stored = reply ? ct.upsert6(proto, d, o, s, o, dport, sport, JUDGED, gen, now, CT_TTL_S) : ct.upsert6(proto, s, o, d, o, sport, dport, JUDGED, gen, now, CT_TTL_S);
+  if (stored < 0) ctx.counters[C.conntrack_full]++;
+  return true;
+}
+
 /** A local pod's packet i to the Service range: passes unjudged, and its replies will too (see above). */
 export function admitDeferred(ctx: StageContext, bt: Batch, i: number): void {
+  if ((bt.flags[i] & V6) !== 0) {
+    const ct = ctx.conntrack6!, now = ctx.now, o = 4 * i, proto = bt.proto[i], sport = bt.sport[i], dport = bt.dport[i];
+    const slot = ct.lookup6(proto, bt.src6, o, bt.dst6, o, sport, dport, now);
+    if (slot >= 0 && ct.state(slot) === DEFERRED) { ct.touch(slot, now, CT_TTL_S); return; }
+    if (ct.upsert6(proto, bt.src6, o, bt.dst6, o, sport, dport, DEFERRED, ctx.policyGen, now, CT_TTL_S) < 0) ctx.counters[C.conntrack_full]++;
+    return;
+  }
   const ct = ctx.conntrack!, now = ctx.now;
   const proto = bt.proto[i], src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
   const slot = ct.lookup(proto, src, dst, sport, dport, now);

@@ -35,3 +35,11 @@ export function receiveOverlay(_ctx: StageContext, bt: Batch, fd: number): numbe
   bt.aimGro();
   return splitGro(bt, native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.meta, bt.aux, bt.groSlots, GRO_SLOT));
 }
+
+/** The overlay socket over IPv6: as receiveOverlay, each receive's source address in bt.from6 and its index in bt.meta. */
+export function receiveOverlay6(_ctx: StageContext, bt: Batch, fd: number): number {
+  bt.aimGro();
+  const n = native.udpRecv(fd, bt.arena, bt.offs, bt.lens, bt.from6, bt.aux, bt.groSlots, GRO_SLOT);
+  for (let k = 0; k < n; k++) bt.meta[k] = k;
+  return splitGro(bt, n);
+}

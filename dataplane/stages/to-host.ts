@@ -11,7 +11,7 @@ import { segment } from './segment.js';
 import { OVERSIZED, type Batch } from './batch.js';
 import { finish, writeVnetFor } from './headers.js';
 import { tooBig } from './too-big.js';
-import { FROM_TUN, FROM_VXLAN, OUT_TUN } from './ids.js';
+import { FROM_TUN, FROM_VXLAN, FROM_VXLAN6, OUT_TUN } from './ids.js';
 import type { StageContext } from './context.js';
 
 const { VNET_HLEN, VNET_GSO_UDP_L4, zeroVnet } = virtio; // module-level consts V8 folds
@@ -20,7 +20,7 @@ export function toHost(ctx: StageContext, bt: Batch, i: number, from: number): n
   const b = bt.arena, c = ctx.counters, l3 = bt.l3[i], l3len = bt.l3len[i], vf = bt.vflags[i];
   if (from === FROM_TUN) { c[C.drop_hairpin]++; return 0; }
   if ((bt.flags[i] & OVERSIZED) !== 0) { tooBig(ctx, bt, i, l3, from); return 0; } // the TUN device's MTU is the pods'
-  if (from === FROM_VXLAN && ctx.tunTso && vf === 0) {
+  if ((from === FROM_VXLAN || from === FROM_VXLAN6) && ctx.tunTso && vf === 0) {
     const k = coalesce(ctx, bt, i, TO_TUN, 0, 0);
     if (k > 0) return k - 1;
   }

@@ -27,11 +27,14 @@
 //     pods or the overlay, never from TUN with a pod source, so no entry exists.
 //     Its cost is one lookup per flow run in a batch while any entry exists.
 //
+// IPv6 flows go through kube-proxy's ip6tables (or ip6 nftables) rules the same
+// way and are kept in a second table (ctx.translated6) with the same rules.
+//
 // The table is a Conntrack (tables/conntrack.ts) of its own, shared by every
 // worker: a request and its reply are often read by different workers (TUN
 // queues and overlay sockets steer independently).
 import { C } from './counters.js';
-import type { Batch } from './batch.js';
+import { V6, type Batch } from './batch.js';
 import type { StageContext } from './context.js';
 
 export const TRANSLATED_TTL_S = 3600; // an idle connection through a Service keeps its way back this long
@@ -44,6 +47,13 @@ function ttlOf(bt: Batch, i: number): number {
 
 /** T1: records packet i (from TUN, source a local pod) as a translated flow. */
 export function recordTranslated(ctx: StageContext, bt: Batch, i: number): void {
+  if ((bt.flags[i] & V6) !== 0) {
+    const t = ctx.translated6, o = 4 * i, proto = bt.proto[i], sport = bt.sport[i], dport = bt.dport[i];
+    const slot = t.lookup6(proto, bt.src6, o, bt.dst6, o, sport, dport, ctx.now);
+    if (slot >= 0) { t.touch(slot, ctx.now, ttlOf(bt, i)); return; }
+    if (t.upsert6(proto, bt.src6, o, bt.dst6, o, sport, dport, 1, 0, ctx.now, ttlOf(bt, i)) < 0) ctx.counters[C.translated_full]++;
+    return;
+  }
   const t = ctx.translated, proto = bt.proto[i], src = bt.src[i], dst = bt.dst[i], sport = bt.sport[i], dport = bt.dport[i];
   const slot = t.lookup(proto, src, dst, sport, dport, ctx.now);
   if (slot >= 0) { t.touch(slot, ctx.now, ttlOf(bt, i)); return; }
@@ -52,8 +62,10 @@ export function recordTranslated(ctx: StageContext, bt: Batch, i: number): void 
 
 /** T2: true when packet i, headed for a local pod, is the reply of a translated flow (and renews it). */
 export function isTranslatedReply(ctx: StageContext, bt: Batch, i: number): boolean {
-  const t = ctx.translated;
-  const slot = t.lookup(bt.proto[i], bt.dst[i], bt.src[i], bt.dport[i], bt.sport[i], ctx.now);
+  const six = (bt.flags[i] & V6) !== 0, t = six ? ctx.translated6 : ctx.translated, o = 4 * i;
+  const slot = six
+    ? t.lookup6(bt.proto[i], bt.dst6, o, bt.src6, o, bt.dport[i], bt.sport[i], ctx.now)
+    : t.lookup(bt.proto[i], bt.dst[i], bt.src[i], bt.dport[i], bt.sport[i], ctx.now);
   if (slot < 0) return false;
   t.touch(slot, ctx.now, ttlOf(bt, i));
   ctx.counters[C.translated_replies]++;

@@ -10,7 +10,7 @@ import { C } from './counters.js';
 import type { Batch } from './batch.js';
 
 // Module-level consts V8 folds (imported bindings are module-cell loads).
-const { VNET_HLEN, VNET_GSO_TCPV4: GSO_TCPV4, VNET_GSO_UDP_L4: GSO_UDP_L4, VNET_GSO_ECN: GSO_ECN } = virtio;
+const { VNET_HLEN, VNET_GSO_TCPV4: GSO_TCPV4, VNET_GSO_TCPV6: GSO_TCPV6, VNET_GSO_UDP_L4: GSO_UDP_L4, VNET_GSO_ECN: GSO_ECN } = virtio;
 
 /** Takes entry i's header; false (counted) when the entry is to be dropped. `gsoCounter` counts super-packets. */
 export function takeVnet(bt: Batch, i: number, c: Float64Array, gsoCounter: number): boolean {
@@ -18,7 +18,7 @@ export function takeVnet(bt: Batch, i: number, c: Float64Array, gsoCounter: numb
   const flags = b[v] & 1, type = b[v + 1] & ~GSO_ECN;
   let gso = 0;
   if (type !== 0) {
-    if (type !== GSO_TCPV4 && type !== GSO_UDP_L4) { c[C.drop_gso_unsupported]++; return false; }
+    if (type !== GSO_TCPV4 && type !== GSO_TCPV6 && type !== GSO_UDP_L4) { c[C.drop_gso_unsupported]++; return false; }
     gso = b[v + 4] | (b[v + 5] << 8);
     if (gso === 0) { c[C.drop_malformed]++; return false; }
     c[gsoCounter]++;

@@ -5,7 +5,10 @@
 // what is announced; flannel's public-ip-overwrite and node-public-ip annotations
 // against the stand-in API server; and agents started in a namespace whose
 // underlay is 9001 bytes, with no underlayMTU in their config, report pod MTU 8951.
-// Nothing is sent anywhere: the addresses (TEST-NET) only sit on interfaces.
+// IPv6 beside it, as flanneld's dual stack picks it: the same interface, its first
+// global IPv6 address in flannel's order, publicIPv6 announced instead, flannel's
+// IPv6 annotations (node-public-ipv6, public-ipv6-overwrite) on the Node.
+// Nothing is sent anywhere: the addresses (TEST-NET, 2001:db8::/32, ULAs) only sit on interfaces.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -50,6 +53,7 @@ function node(name: string, mtu: number, address = '192.0.2.10'): string {
 }
 
 let sel: string; // the selection namespace
+let dual: string; // the same, dual stack
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'twt-underlay-'));
   sel = netns('sel');
@@ -58,6 +62,20 @@ beforeAll(() => {
   veth(sel, 'eth1', 1460, ['169.254.7.7/16', '172.16.1.5/24']); // link-local first: flannel prefers the global one
   veth(sel, 'bare0', 1500, []);
   ipn(sel, 'route', 'add', 'default', 'via', '198.51.100.1');
+
+  dual = netns('dual');
+  veth(dual, 'eth0', 1500, ['198.51.100.10/24']);
+  // the kernel lists an interface's addresses newest first: flannel's order must put the permanent one first
+  ipn(dual, 'addr', 'add', '2001:db8:1::10/64', 'dev', 'eth0', 'nodad');
+  ipn(dual, 'addr', 'add', '2001:db8:1::20/64', 'dev', 'eth0', 'nodad', 'valid_lft', '3600', 'preferred_lft', '3600'); // dynamic, as SLAAC's
+  ipn(dual, 'addr', 'add', '2001:db8:1::99/64', 'dev', 'eth0', 'nodad', 'preferred_lft', '0'); // deprecated: never
+  veth(dual, 'ens5', 9001, ['10.20.0.5/16']);
+  ipn(dual, 'addr', 'add', 'fc00:f853:ccd:e793::11/64', 'dev', 'ens5', 'nodad');
+  ipn(dual, 'addr', 'add', 'fc00:f853:ccd:e793::12/64', 'dev', 'ens5', 'nodad');
+  veth(dual, 'eth1', 1460, ['172.16.1.5/24']); // IPv6 link-local only
+  veth(dual, 'v6only0', 1500, []);
+  ipn(dual, 'addr', 'add', '2001:db8:9::9/64', 'dev', 'v6only0', 'nodad');
+  ipn(dual, 'route', 'add', 'default', 'via', '198.51.100.1');
 });
 afterAll(async () => {
   for (const p of pids) await stopPid(p);
@@ -118,6 +136,46 @@ describe('underlay interface and address, as flanneld picks them', () => {
     expect(chooseUnderlay({ iface: 'eth1', publicIP: '203.0.113.7' }, { netns: sel })).toMatchObject({ iface: 'eth1', address: '172.16.1.5', publicIP: '203.0.113.7', podMTU: 1410 });
     // the address a cluster source already holds for the node (the lab's datastore) picks its interface the same way
     expect(chooseUnderlay({}, { netns: sel, known: '172.16.1.5' })).toMatchObject({ iface: 'eth1', publicIP: '172.16.1.5', mtu: 1460 });
+  });
+});
+
+describe('the IPv6 underlay address, as flanneld\'s dual stack picks it', () => {
+  it('by default: the default route\'s interface, its first global IPv6 address (permanent before dynamic, never a deprecated one)', () => {
+    const u = chooseUnderlay({}, { netns: dual });
+    expect(u).toMatchObject({ iface: 'eth0', address: '198.51.100.10', publicIP: '198.51.100.10', address6: '2001:db8:1::10', publicIP6: '2001:db8:1::10', podMTU: 1450 });
+  });
+
+  it('the same interface as IPv4 however it was found; of two configured addresses, the kernel\'s first (the newest), as flannel takes it', () => {
+    expect(chooseUnderlay({ iface: 'ens5' }, { netns: dual })).toMatchObject({ iface: 'ens5', address: '10.20.0.5', address6: 'fc00:f853:ccd:e793::12', publicIP6: 'fc00:f853:ccd:e793::12' });
+    expect(chooseUnderlay({ iface: '10.20.0.5' }, { netns: dual })).toMatchObject({ iface: 'ens5', address6: 'fc00:f853:ccd:e793::12' });
+    // an IPv6 address in iface: the interface holding it, and that address (written another way too)
+    expect(chooseUnderlay({ iface: ['nosuch0', 'fc00:f853:ccd:e793:0::11'] }, { netns: dual })).toMatchObject({ iface: 'ens5', address: '10.20.0.5', address6: 'fc00:f853:ccd:e793:0::11', chosenBy: 'iface fc00:f853:ccd:e793:0::11' });
+    // a regex that chose by an IPv4 address picks the IPv6 address it matches too
+    expect(chooseUnderlay({ ifaceRegex: '^10\\.20\\.|::11$' }, { netns: dual })).toMatchObject({ iface: 'ens5', address: '10.20.0.5', address6: 'fc00:f853:ccd:e793::11' });
+    // an interface whose one IPv6 address is not global (kernel's link-local) gives no IPv6 underlay
+    const u = chooseUnderlay({ iface: 'eth1' }, { netns: dual });
+    expect(u).toMatchObject({ iface: 'eth1', address: '172.16.1.5' });
+    expect(u.address6).toBeUndefined();
+    expect(u.publicIP6).toBeUndefined();
+    // and an interface with IPv6 only is passed over, as one without IPv4 is
+    expect(() => chooseUnderlay({ iface: '2001:db8:9::9' }, { netns: dual })).toThrow(/v6only0 \(iface 2001:db8:9::9\) has no IPv4 address/);
+  });
+
+  it('a node whose interface has no IPv6 at all simply has none; IPv4 as before', () => {
+    const u = chooseUnderlay({}, { netns: sel });
+    expect(u).toMatchObject({ iface: 'eth0', address: '198.51.100.10', publicIP: '198.51.100.10' });
+    expect('address6' in u || 'publicIP6' in u).toBe(false);
+  });
+
+  it('publicIPv6 changes what is announced; one held here picks its interface (flanneld looks it up), on another interface than IPv4\'s it is refused', () => {
+    expect(chooseUnderlay({ publicIPv6: '2001:db8:ffff::1' }, { netns: dual })).toMatchObject({ iface: 'eth0', address6: '2001:db8:1::10', publicIP6: '2001:db8:ffff::1', publicIP: '198.51.100.10' });
+    expect(chooseUnderlay({ publicIPv6: 'fc00:f853:ccd:e793::11' }, { netns: dual })).toMatchObject({ iface: 'ens5', address: '10.20.0.5', address6: 'fc00:f853:ccd:e793::11', publicIP6: 'fc00:f853:ccd:e793::11', chosenBy: 'the interface holding fc00:f853:ccd:e793::11' });
+    expect(chooseUnderlay({ publicIP: '10.20.0.5', publicIPv6: 'fc00:f853:ccd:e793::11' }, { netns: dual })).toMatchObject({ iface: 'ens5', address6: 'fc00:f853:ccd:e793::11' });
+    expect(() => chooseUnderlay({ iface: 'eth0', publicIPv6: 'fc00:f853:ccd:e793::11' }, { netns: dual })).toThrow(/publicIPv6 fc00:f853:ccd:e793::11 is on interface ens5, not on eth0 \(iface eth0\)/);
+    expect(() => chooseUnderlay({ iface: 'eth1', publicIPv6: '2001:db8:ffff::1' }, { netns: dual })).toThrow(/publicIPv6 2001:db8:ffff::1 given, but interface eth1 \(iface eth1\) has no global IPv6 address/);
+    expect(() => chooseUnderlay({ publicIPv6: '10.0.0.1' }, { netns: dual })).toThrow(/publicIPv6 "10.0.0.1" is not an IPv6 address/);
+    // the IPv6 address a cluster source already holds for the node (the lab's datastore), when the interface has it
+    expect(chooseUnderlay({}, { netns: dual, known6: '2001:db8:1::20' })).toMatchObject({ iface: 'eth0', address6: '2001:db8:1::20', publicIP6: '2001:db8:1::20' });
   });
 });
 

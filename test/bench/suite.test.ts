@@ -25,13 +25,14 @@ test('the tiny suite measures twill, kernel VXLAN and wireguard-go and writes JS
       expect(Number.isFinite(f[k]) && f[k] > 0, `${d} ${k} = ${f[k]}`).toBe(true);
     }
   }
-  // Pod to ClusterIP, through kube-proxy's rules, where the dataplane has Services.
+  // Pod to ClusterIP, through kube-proxy's rules, where the dataplane has Services; IPv6 where it is dual-stack.
   for (const d of ['twill', 'kernel-vxlan'] as const) {
-    for (const k of ['svc_tcp1_gbps', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us'] as const) {
+    for (const k of ['tcp1_v6_gbps', 'svc_tcp1_gbps', 'svc_tcp_rr_p50_us', 'svc_tcp_rr_p99_us'] as const) {
       expect(Number.isFinite(r.summary[d][k]) && r.summary[d][k] > 0, `${d} ${k} = ${r.summary[d][k]}`).toBe(true);
     }
   }
   expect(r.summary['wireguard-go'].svc_tcp1_gbps).toBeNaN();
+  expect(r.summary['wireguard-go'].tcp1_v6_gbps).toBeNaN();
   // The busy node (one CPU-bound process per core, started and stopped by the suite), for twill and kernel VXLAN.
   for (const d of ['twill', 'kernel-vxlan'] as const) {
     for (const k of ['busy_tcp1_gbps', 'busy_rtt_p50_us', 'busy_rtt_p99_us', 'busy_tcp_rr_p50_us', 'busy_tcp_rr_p99_us', 'rtt_cpu_cores', 'tcp_rr_cpu_cores'] as const) {

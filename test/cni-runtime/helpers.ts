@@ -99,13 +99,13 @@ export function ipamHeld(dataDir: string, network: string): Held[] {
   if (!existsSync(d)) return [];
   const out: Held[] = [];
   for (const name of readdirSync(d)) {
-    if (!/^\d+\.\d+\.\d+\.\d+$/.test(name)) continue;
+    if (!/^\d+\.\d+\.\d+\.\d+$/.test(name) && !/^[0-9a-f:]*:[0-9a-f:]*$/.test(name)) continue; // IPv4 or IPv6 (both share the dir)
     for (const owner of readdirSync(path.join(d, name))) out.push({ ip: name, owner });
   }
   return out;
 }
 
-export interface AgentPod { containerId: string; name: string; namespace: string; ip: string; hostIf: string; netns: string }
+export interface AgentPod { containerId: string; name: string; namespace: string; ip: string; ip6?: string; hostIf: string; netns: string }
 export const agentPods = async (socket: string) => (await request(socket, { op: 'pods' })) as AgentPod[];
 
 export function linkExists(ns: string, dev: string): boolean {

@@ -36,6 +36,8 @@ let driver: string;
 let ipamDir: string;
 let network: string;
 const conflists: Record<string, string> = {};
+const dualConflists: Record<string, string> = {}; // the same network, dual-stack through ipam.subnet6 (the lab's agent is IPv4)
+const SUBNET6 = 'fd00:10:244:1::/64', GATEWAY6 = 'fd00:10:244:1::1';
 const nss = new RtNamespaces();
 const VERSIONS = ['0.3.1', '0.4.0', '1.0.0'] as const;
 
@@ -57,6 +59,10 @@ beforeAll(async () => {
     const f = path.join(path.dirname(cni.confFile), `20-twill-${v}.conflist`);
     writeFileSync(f, JSON.stringify({ ...list, cniVersion: v }, null, 1));
     conflists[v] = f;
+    const ds = path.join(path.dirname(cni.confFile), `30-twill-ds-${v}.conflist`);
+    const plugins = list.plugins.map((p, i) => (i === 0 ? { ...p, ipam: { ...p.ipam, subnet6: SUBNET6, gateway6: GATEWAY6 } } : p));
+    writeFileSync(ds, JSON.stringify({ ...list, cniVersion: v, plugins }, null, 1));
+    dualConflists[v] = ds;
   }
 }, 180_000);
 
@@ -171,4 +177,41 @@ test('libcni with the lab\'s 1.1.0 conflist: the VERSION check passes, ADD fails
   expect(ipamHeld(ipamDir, network).filter((h) => h.owner.startsWith(`${containerId}:`))).toEqual([]);
   expect((await agentPods(n1.socket)).some((p) => p.containerId === containerId)).toBe(false);
   nss.del(pod.name);
+});
+
+describe.each(VERSIONS)('cniVersion %s, dual-stack (ipam.subnet6): libcni parses both addresses, CHECK and DEL', (v) => {
+  test('ADD gives an IPv4 and an IPv6 address and a default route per family; CHECK passes and notices a missing ::/0; DEL frees both', async () => {
+    const containerId = `ds${v.replaceAll('.', '')}-${hex(4)}`;
+    const pod = nss.add();
+    const rt = { conf: dualConflists[v], containerId, netns: pod.path, args: [['IgnoreUnknown', '1'], ['K8S_POD_NAMESPACE', 'rt'], ['K8S_POD_NAME', containerId]] as [string, string][] };
+    const r = drive(v, 'add', rt);
+    expect(r.code, r.err).toBe(0);
+    const res = r.json!.result!;
+    const ips = res.ips as { address: string; gateway: string; interface: number; version?: string }[];
+    expect(ips.map((x) => x.version)).toEqual(v === '1.0.0' ? [undefined, undefined] : ['4', '6']);
+    expect(ips.map((x) => x.interface)).toEqual([1, 1]);
+    expect(ips[1]).toMatchObject({ address: expect.stringMatching(/^fd00:10:244:1::[0-9a-f]+\/64$/), gateway: GATEWAY6 });
+    expect((res.routes as { dst: string }[]).map((x) => x.dst)).toEqual(['0.0.0.0/0', '::/0']);
+    // libcni's conversion to 1.0.0 kept both.
+    expect((r.json!.current!.ips as { address: string }[]).map((x) => x.address)).toEqual(ips.map((x) => x.address));
+    const [ip4, ip6] = ips.map((x) => x.address.split('/')[0]);
+    expect(inCidr24(ip4, n1.podCIDR)).toBe(true);
+    expect(sh('ip', ['-n', pod.name, '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']).out).toContain(`${ip6}/64`);
+    expect(ipamHeld(ipamDir, network).filter((h) => h.owner === `${containerId}:eth0`).map((h) => h.ip).sort()).toEqual([ip4, ip6]);
+    expect((await agentPods(n1.socket)).find((p) => p.containerId === containerId)).toMatchObject({ ip: ip4, ip6 });
+    // IPv4 across nodes is unchanged with IPv6 on in the pod.
+    expect(ping(pod.name, peer.ip)).toBe(true);
+    if (v !== '0.3.1') {
+      expect(drive(v, 'check', rt).code).toBe(0);
+      expect(sh('ip', ['-n', pod.name, '-6', 'route', 'del', 'default']).code).toBe(0);
+      const bad = drive(v, 'check', rt);
+      expect(bad.code).toBe(1);
+      expect(bad.err).toMatch(/^code 100: .*no default route \(::\/0\) via fd00:10:244:1::1/);
+    }
+    const d = drive(v, 'del', rt);
+    expect(d.code, d.err).toBe(0);
+    expect(ipamHeld(ipamDir, network).filter((h) => h.owner.startsWith(`${containerId}:`))).toEqual([]);
+    expect(linkExists(n1.netns, hostIfName(containerId, 'eth0'))).toBe(false);
+    nss.del(pod.name);
+  });
 });

@@ -5,16 +5,18 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync, watch } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { labUp, labDown } from '../../lab/lab.js';
 import type { LabNode, LabState } from '../../lab/state.js';
+import type { ChildProcess } from 'node:child_process';
 import { request } from '../../agent/socket.js';
 import { hostIfName } from '../../cni/plugin.js';
+import { familyOf } from '../../cni/ipam.js';
 import { installNodeCni, cniAdd, cniDel } from '../../cni/runtime.js';
-import { BIN, cni, cniSync, ensureBinary, inNs, linkExists, percentile, pool, PodNamespaces, PATH_ENV, type CniCall } from './helpers.js';
+import { BIN, ROOT, cni, cniSync, ensureBinary, inNs, linkExists, percentile, pool, PodNamespaces, PATH_ENV, type CniCall } from './helpers.js';
 
 const LAB = `c${randomBytes(2).toString('hex')}`;
 let s: LabState;
@@ -22,6 +24,7 @@ let node: LabNode;
 let ipamRoot: string;
 const pods = new PodNamespaces();
 const fakeAgents: net.Server[] = [];
+const standIns: ChildProcess[] = []; // stand-in agents (test/cni/standin-agent.mjs), killed at the end
 
 beforeAll(async () => {
   ensureBinary();
@@ -32,6 +35,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const f of fakeAgents) f.close();
+  for (const ch of standIns) ch.kill('SIGKILL');
   pods.delAll();
   await labDown(LAB);
   rmSync(ipamRoot, { recursive: true, force: true });
@@ -47,9 +51,9 @@ const freshConf = (...a: Parameters<typeof conf>) => { nets++; return conf(...a)
 const run = (c: CniCall, stdin: unknown) => cniSync(node.netns, c, stdin);
 const ipamHeld = (network: string): string[] => {
   const d = path.join(ipamRoot, network);
-  return existsSync(d) ? readdirSync(d).filter((n) => /^\d/.test(n) && readdirSync(path.join(d, n)).length > 0 || n.startsWith('.tmp-')) : [];
+  return existsSync(d) ? readdirSync(d).filter((n) => familyOf(n) && readdirSync(path.join(d, n)).length > 0 || n.startsWith('.tmp-')) : [];
 };
-const agentPods = async () => (await request(node.socket, { op: 'pods' })) as { containerId: string; name: string; namespace: string; ip: string; hostIf: string }[];
+const agentPods = async (sock = node.socket) => (await request(sock, { op: 'pods' })) as { containerId: string; name: string; namespace: string; ip: string; ip6?: string; hostIf: string }[];
 const cid = () => randomBytes(8).toString('hex');
 
 function expectError(r: { code: number; json?: Record<string, unknown> }, code: number, msg?: RegExp): void {
@@ -386,6 +390,281 @@ describe('concurrency, crashes and latency', () => {
     for (const { id, p } of made) { run({ command: 'DEL', containerId: id, netns: p.path }, c); pods.del(p.name); }
     expect(p50).toBeLessThan(1000); // a sanity bound; the target (100 ms) is reported, not asserted, on shared machines
   }, 120_000);
+});
+
+// Dual-stack and IPv6-only. The lab's node is 10.244.1.0/24; its IPv6 range is fd00:10:244:1::/64
+// (kind's, one /64 per node), gateway ::1. When the lab's agent does not announce podCIDR6 itself,
+// a stand-in agent in this process answers `status` with the real one's plus podCIDR6/gatewayIP6
+// and forwards add/del/pods to the real agent (so the IPv4 path is the engine's, as before); the
+// IPv6-only node is a stand-in that serves add/del/pods from memory (the real node is IPv4).
+describe('dual-stack and IPv6-only', () => {
+  const V6 = { podCIDR6: 'fd00:10:244:1::/64', gatewayIP6: 'fd00:10:244:1::1' };
+  const V6ONLY = { node: 'six', mtu: 1450, ...V6 }; // an IPv6-only node's status (no podCIDR at all, or '')
+  type Res = { cniVersion: string; interfaces: { name: string; mac: string; mtu?: number; sandbox?: string }[]; ips: { version?: string; address: string; gateway: string; interface: number }[]; routes: { dst: string; gw: string }[] };
+  let dualSock = '';
+  let nativeV6 = false; // the lab's own agent announces podCIDR6 (its engine serves IPv6)
+
+  /** A stand-in agent (test/cni/standin-agent.mjs): with `forward`, status = the real one's + extra and other ops go to the real agent; without, status = extra and the rest is served from memory. */
+  async function standIn(extra: Record<string, unknown>, forward: boolean): Promise<{ sock: string; adds: () => Promise<Record<string, unknown>[]> }> {
+    const sock = path.join(s.dir, `standin-${randomBytes(3).toString('hex')}.sock`);
+    const ch = spawn(process.execPath, [path.join(ROOT, 'test/cni/standin-agent.mjs'), sock, JSON.stringify(extra), ...(forward ? [node.socket] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    standIns.push(ch);
+    await new Promise<void>((resolve, reject) => {
+      ch.stdout!.once('data', () => resolve());
+      ch.once('exit', (code) => reject(new Error(`stand-in agent exited with ${code}`)));
+    });
+    return { sock, adds: async () => (await request(sock, { op: 'standin-adds' })) as Record<string, unknown>[] };
+  }
+
+  beforeAll(async () => {
+    const st = (await request(node.socket, { op: 'status' })) as { podCIDR6?: string };
+    nativeV6 = !!st.podCIDR6;
+    dualSock = nativeV6 ? node.socket : (await standIn(V6, true)).sock;
+    if (nativeV6) expect(st.podCIDR6).toBe(V6.podCIDR6);
+  });
+
+  const dualConf = (version = '1.1.0', ipam: Record<string, unknown> = {}) => freshConf(version, { agentSocket: dualSock }, ipam);
+  const sysctl = (ns: string, k: string) => inNs(ns, ['cat', `/proc/sys/net/ipv6/conf/${k}`]).out.trim();
+  const defaultRoutes6 = (ns: string) => JSON.parse(inNs(ns, ['ip', '-j', '-6', 'route', 'show', 'default']).out) as { gateway?: string; dev?: string }[];
+
+  test('ADD: an IPv4 and an IPv6 address (::2 up), a default route per family, IPv6 usable at once, the node side without IPv6; CHECK; DEL frees both', async () => {
+    const p = pods.add();
+    const c = dualConf();
+    const id = cid();
+    const hostIf = hostIfName(id, 'eth0');
+    const r = run({ command: 'ADD', containerId: id, netns: p.path, args: 'K8S_POD_NAMESPACE=ds;K8S_POD_NAME=web-0' }, c);
+    expect(r.code, r.out + r.err).toBe(0);
+    const res = r.json as Res;
+    expect(res.ips).toHaveLength(2);
+    expect(res.ips[0]).toMatchObject({ gateway: '10.244.1.1', interface: 1 });
+    expect(res.ips[0].address).toMatch(/^10\.244\.1\.\d+\/24$/);
+    expect(res.ips[1]).toEqual({ address: 'fd00:10:244:1::2/64', gateway: 'fd00:10:244:1::1', interface: 1 });
+    expect(res.routes).toEqual([{ dst: '0.0.0.0/0', gw: '10.244.1.1' }, { dst: '::/0', gw: 'fd00:10:244:1::1' }]);
+    const [ip4, ip6] = res.ips.map((x) => x.address.split('/')[0]);
+    // In the pod: both addresses, the IPv6 one not tentative (nodad), ::/0 via the gateway, no RA, no DAD.
+    expect(inNs(p.name, ['ip', '-br', 'addr', 'show', 'dev', 'eth0']).out).toContain(res.ips[0].address);
+    expect(inNs(p.name, ['ip', '-6', '-br', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']).out).toContain('fd00:10:244:1::2/64');
+    expect(inNs(p.name, ['ip', '-6', 'addr', 'show', 'dev', 'eth0', 'tentative']).out.trim()).toBe('');
+    expect(defaultRoutes6(p.name)).toEqual([expect.objectContaining({ gateway: 'fd00:10:244:1::1', dev: 'eth0' })]);
+    expect([sysctl(p.name, 'eth0/accept_ra'), sysctl(p.name, 'eth0/accept_dad'), sysctl(p.name, 'eth0/disable_ipv6')]).toEqual(['0', '0', '0']);
+    // The node side: IPv6 off (no RS, MLD or DAD from the node's stack into the pod), so no IPv6 address at all.
+    expect(sysctl(node.netns, `${hostIf}/disable_ipv6`)).toBe('1');
+    expect(inNs(node.netns, ['ip', '-6', 'addr', 'show', 'dev', hostIf]).out.trim()).toBe('');
+    // The agent's record carries both.
+    expect((await agentPods(dualSock)).find((x) => x.containerId === id)).toMatchObject({ name: 'web-0', namespace: 'ds', ip: ip4, ip6, hostIf });
+    expect(ipamHeld(String(c.name)).sort()).toEqual([ip4, ip6]);
+    // IPv4 works as before with IPv6 on in the pod; IPv6 too once the engine serves it.
+    expect(inNs(p.name, ['ping', '-c', '1', '-W', '2', '10.244.1.1']).code).toBe(0);
+    if (nativeV6) expect(inNs(p.name, ['ping', '-6', '-c', '1', '-W', '2', 'fd00:10:244:1::1']).code).toBe(0);
+
+    // CHECK: both addresses and both routes.
+    const chk = run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res });
+    expect(chk.code, chk.out + chk.err).toBe(0);
+    expectError(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: { ...res, ips: [res.ips[0]] } }), 100, /prevResult does not match/);
+    expectError(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: { ...res, ips: [res.ips[0], { ...res.ips[1], address: 'fd00:10:244:1::99/64' }] } }), 100, /prevResult does not match/);
+    inNs(p.name, ['ip', '-6', 'route', 'del', 'default']);
+    expectError(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res }), 100, /default route \(::\/0\) via fd00:10:244:1::1/);
+    inNs(p.name, ['ip', '-6', 'route', 'add', 'default', 'via', 'fd00:10:244:1::1', 'dev', 'eth0']);
+    expect(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res }).code).toBe(0);
+    inNs(p.name, ['ip', '-6', 'addr', 'del', 'fd00:10:244:1::2/64', 'dev', 'eth0']);
+    expectError(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res }), 100, /does not have fd00:10:244:1::2\/64/);
+
+    // DEL frees both families; a second ADD gets ::3 (after the last reserved, as host-local).
+    const del = run({ command: 'DEL', containerId: id, netns: p.path }, { ...c, prevResult: res });
+    expect(del.code, del.out + del.err).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+    expect(linkExists(node.netns, hostIf)).toBe(false);
+    expect((await agentPods(dualSock)).some((x) => x.containerId === id)).toBe(false);
+    const id2 = cid();
+    const r2 = run({ command: 'ADD', containerId: id2, netns: p.path }, c);
+    expect((r2.json as Res).ips[1].address).toBe('fd00:10:244:1::3/64');
+    expect(run({ command: 'DEL', containerId: id2, netns: p.path }, c).code).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+  });
+
+  test('results in every version: 0.3.1 and 0.4.0 say version 4 and 6, 1.0.0 none', () => {
+    for (const v of ['0.3.1', '0.4.0', '1.0.0']) {
+      const p = pods.add();
+      const c = dualConf(v);
+      const id = cid();
+      const r = run({ command: 'ADD', containerId: id, netns: p.path }, c);
+      expect(r.code, r.out + r.err).toBe(0);
+      const res = r.json as Res;
+      expect(res.cniVersion).toBe(v);
+      expect(res.ips.map((x) => x.version)).toEqual(v === '1.0.0' ? [undefined, undefined] : ['4', '6']);
+      expect(res.ips.map((x) => x.interface)).toEqual([1, 1]);
+      expect(res.routes.map((x) => x.dst)).toEqual(['0.0.0.0/0', '::/0']);
+      if (v === '0.4.0') expect(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res }).code).toBe(0);
+      expect(run({ command: 'DEL', containerId: id, netns: p.path }, c).code).toBe(0);
+      expect(ipamHeld(String(c.name))).toEqual([]);
+      pods.del(p.name);
+    }
+  });
+
+  test('an IPv6-only node (podCIDR empty): one IPv6 address, ::/0 only, no IPv4; the agent gets ip "" and ip6; CHECK, GC', async () => {
+    const v6only = await standIn({ ...V6ONLY, podCIDR: '', gatewayIP: '' }, false);
+    const p = pods.add();
+    const c = freshConf('1.1.0', { agentSocket: v6only.sock });
+    const id = cid();
+    const r = run({ command: 'ADD', containerId: id, netns: p.path, args: 'K8S_POD_NAMESPACE=six;K8S_POD_NAME=only' }, c);
+    expect(r.code, r.out + r.err).toBe(0);
+    const res = r.json as Res;
+    expect(res.ips).toEqual([{ address: 'fd00:10:244:1::2/64', gateway: 'fd00:10:244:1::1', interface: 1 }]);
+    expect(res.routes).toEqual([{ dst: '::/0', gw: 'fd00:10:244:1::1' }]);
+    expect(inNs(p.name, ['ip', '-4', 'addr', 'show', 'dev', 'eth0']).out.trim()).toBe('');
+    expect(inNs(p.name, ['ip', '-4', 'route', 'show']).out.trim()).toBe('');
+    expect(defaultRoutes6(p.name)).toEqual([expect.objectContaining({ gateway: 'fd00:10:244:1::1', dev: 'eth0' })]);
+    expect(await v6only.adds()).toEqual([expect.objectContaining({ containerId: id, name: 'only', namespace: 'six', ip: '', ip6: 'fd00:10:244:1::2', hostIf: hostIfName(id, 'eth0') })]);
+    expect(run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: res }).code).toBe(0);
+    // podCIDR absent altogether: the same.
+    const absent = await standIn(V6ONLY, false);
+    const p2 = pods.add();
+    const id2 = cid();
+    const r2 = run({ command: 'ADD', containerId: id2, netns: p2.path }, { ...c, agentSocket: absent.sock });
+    expect(r2.code, r2.out + r2.err).toBe(0);
+    expect((r2.json as Res).ips.map((x) => x.address)).toEqual(['fd00:10:244:1::3/64']);
+    // Neither family: the agent has no range yet → 11 (the runtime retries), nothing made.
+    const none = await standIn({ node: 'nowhere', mtu: 1450, podCIDR: '', gatewayIP: '' }, false);
+    const p3 = pods.add();
+    expectError(run({ command: 'ADD', containerId: cid(), netns: p3.path }, { ...c, agentSocket: none.sock }), 11, /no pod CIDR/);
+    expect(linkExists(p3.name, 'eth0')).toBe(false);
+    // GC keeps the first, frees the second.
+    const gc = run({ command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [{ containerID: id, ifname: 'eth0' }] });
+    expect(gc.code, gc.out + gc.err).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual(['fd00:10:244:1::2']);
+    expect(linkExists(node.netns, hostIfName(id2, 'eth0'))).toBe(false);
+    expect(run({ command: 'DEL', containerId: id, netns: p.path }, c).code).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+    expect(linkExists(node.netns, hostIfName(id, 'eth0'))).toBe(false);
+  });
+
+  test('conf overrides: ipam.subnet6/gateway6/rangeStart6/rangeEnd6 make a pod dual-stack on an IPv4 node; an exhausted IPv6 range → 11 and the IPv4 address is rolled back', () => {
+    const c = freshConf('1.1.0', {}, { subnet6: 'fd00:10:244:1::/64', gateway6: 'fd00:10:244:1::1', rangeStart6: 'fd00:10:244:1::a0', rangeEnd6: 'fd00:10:244:1::a0' });
+    const a = pods.add(), b = pods.add();
+    const idA = cid();
+    const ra = run({ command: 'ADD', containerId: idA, netns: a.path }, c); // the real agent: IPv4 only
+    expect(ra.code, ra.out + ra.err).toBe(0);
+    expect((ra.json as Res).ips.map((x) => x.address)).toEqual([expect.stringMatching(/^10\.244\.1\.\d+\/24$/), 'fd00:10:244:1::a0/64']);
+    expect(ipamHeld(String(c.name))).toHaveLength(2);
+    const idB = cid();
+    expectError(run({ command: 'ADD', containerId: idB, netns: b.path }, c), 11, /no free address in fd00:10:244:1::\/64/);
+    expect(ipamHeld(String(c.name))).toHaveLength(2); // B's IPv4 address was taken, then released
+    expect(linkExists(b.name, 'eth0')).toBe(false);
+    expect(linkExists(node.netns, hostIfName(idB, 'eth0'))).toBe(false);
+    // STATUS says so too.
+    expectError(run({ command: 'STATUS' }, c), 50, /no free address in fd00:10:244:1::\/64/);
+    expect(run({ command: 'DEL', containerId: idA, netns: a.path }, c).code).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+    expect(run({ command: 'STATUS' }, c).code).toBe(0);
+    // Wrong families are refused with 7.
+    const p = pods.add();
+    expectError(run({ command: 'ADD', containerId: cid(), netns: p.path }, conf('1.1.0', {}, { subnet6: '10.244.9.0/24' })), 7, /ipam\.subnet6/);
+    expectError(run({ command: 'ADD', containerId: cid(), netns: p.path }, conf('1.1.0', {}, { subnet: 'fd00:10:244:1::/64' })), 7, /ipam\.subnet/);
+    expectError(run({ command: 'ADD', containerId: cid(), netns: p.path }, conf('1.1.0', {}, { subnet6: 'fd00:10:244:1::/64', rangeEnd6: 'fd00:10:244:2::9' })), 7, /not inside/);
+    expect(linkExists(p.name, 'eth0')).toBe(false);
+  });
+
+  test('STATUS, and GC releasing both addresses of each stale attachment', async () => {
+    const c = dualConf();
+    expect(run({ command: 'STATUS' }, c).code).toBe(0);
+    const ids = [cid(), cid(), cid()];
+    const ps = ids.map(() => pods.add());
+    for (let i = 0; i < 3; i++) expect(run({ command: 'ADD', containerId: ids[i], netns: ps[i].path }, c).code).toBe(0);
+    expect(ipamHeld(String(c.name))).toHaveLength(6);
+    const gc = run({ command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [{ containerID: ids[0], ifname: 'eth0' }] });
+    expect(gc.code, gc.out + gc.err).toBe(0);
+    const held = ipamHeld(String(c.name));
+    expect(held.map((n) => familyOf(n)).sort()).toEqual([4, 6]);
+    expect(gc.err.match(/GC: released/g)).toHaveLength(2); // once per attachment, both addresses together
+    expect(gc.err).toMatch(/GC: released 10\.244\.1\.\d+, fd00:10:244:1::[0-9a-f]+ of /);
+    const served = (await agentPods(dualSock)).map((x) => x.containerId);
+    expect(served).toContain(ids[0]);
+    expect(served).not.toContain(ids[1]);
+    expect(run({ command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [] }).code).toBe(0);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+  });
+
+  test('30 parallel dual-stack ADDs then DELs: no address twice in either family, none leaked', async () => {
+    const N = 30;
+    const c = dualConf();
+    const ps = Array.from({ length: N }, () => pods.add());
+    const ids = ps.map(() => cid());
+    const adds = await Promise.all(ps.map((p, i) => cni(node.netns, { command: 'ADD', containerId: ids[i], netns: p.path }, c)));
+    expect(adds.filter((r) => r.code !== 0).map((r) => r.out + r.err).slice(0, 3)).toEqual([]);
+    const res = adds.map((r) => r.json as Res);
+    expect(new Set(res.map((x) => x.ips[0].address)).size).toBe(N);
+    expect(new Set(res.map((x) => x.ips[1].address)).size).toBe(N);
+    expect(res.every((x) => x.ips[1].address !== 'fd00:10:244:1::1/64')).toBe(true);
+    expect(ipamHeld(String(c.name))).toHaveLength(2 * N);
+    const dels = await Promise.all(ps.map((p, i) => cni(node.netns, { command: 'DEL', containerId: ids[i], netns: p.path }, c)));
+    expect(dels.filter((r) => r.code !== 0).map((r) => r.out + r.err)).toEqual([]);
+    expect(ipamHeld(String(c.name))).toEqual([]);
+    for (const p of ps) pods.del(p.name);
+  }, 180_000);
+
+  test('kill -9 at random points of a dual-stack ADD, then a retried ADD or a DEL converges to a clean state', async () => {
+    const c = dualConf();
+    const rounds = 24;
+    let killedMidway = 0;
+    // How long an ADD takes here, so that the kills spread over all of it (and a little after).
+    const probe = pods.add(), probeId = cid();
+    const t = await cni(node.netns, { command: 'ADD', containerId: probeId, netns: probe.path }, c);
+    expect(t.code, t.out + t.err).toBe(0);
+    expect(run({ command: 'DEL', containerId: probeId, netns: probe.path }, c).code).toBe(0);
+    pods.del(probe.name);
+    const seen = new Map<string, number>(); // what a kill left: addresses held (families) and whether the veth was there
+    for (let i = 0; i < rounds; i++) {
+      const p = pods.add();
+      const id = cid();
+      let pid = 0;
+      // Two rounds in three: at a random moment (mostly process start-up, which is most of an ADD);
+      // one in three: the instant the IPAM dir shows an allocation being prepared (.tmp-…), or the
+      // IPv4 address taken (inotify), to land inside or between the two allocations.
+      const trigger = i % 6 === 2 ? (f: string) => f.startsWith('.tmp-') : (f: string) => familyOf(f) === 4;
+      const watcher = i % 3 === 2 ? watch(path.join(ipamRoot, String(c.name)), (_e, f) => { if (f && trigger(f)) try { process.kill(pid, 'SIGKILL'); } catch { /* done */ } }) : undefined;
+      const pending = cni(node.netns, { command: 'ADD', containerId: id, netns: p.path }, c, (x) => { pid = x; });
+      if (!watcher) {
+        await new Promise((r) => setTimeout(r, Math.random() * t.ms * 1.2));
+        try { process.kill(pid, 'SIGKILL'); } catch { /* already done */ }
+      }
+      if ((await pending).code !== 0) killedMidway++;
+      watcher?.close();
+      const left = `${ipamHeld(String(c.name)).map((n) => (n.startsWith('.tmp') ? 'tmp' : `v${familyOf(n)}`)).sort().join('+') || 'nothing'}${linkExists(node.netns, hostIfName(id, 'eth0')) ? '+veth' : ''}`;
+      seen.set(left, (seen.get(left) ?? 0) + 1);
+      if (i % 2 === 0) {
+        const r = run({ command: 'ADD', containerId: id, netns: p.path }, c);
+        expect(r.code, `round ${i}: ${r.out}${r.err}`).toBe(0);
+        expect(ipamHeld(String(c.name)).map((n) => familyOf(n)).sort(), `round ${i}`).toEqual([4, 6]);
+        const chk = run({ command: 'CHECK', containerId: id, netns: p.path }, { ...c, prevResult: r.json });
+        expect(chk.code, `round ${i}: ${chk.out}`).toBe(0);
+      }
+      const d = run({ command: 'DEL', containerId: id, netns: p.path }, c);
+      expect(d.code, `round ${i}: ${d.out}${d.err}`).toBe(0);
+      expect(ipamHeld(String(c.name)), `round ${i}`).toEqual([]);
+      expect(linkExists(node.netns, hostIfName(id, 'eth0')), `round ${i}`).toBe(false);
+      expect(linkExists(p.name, 'eth0'), `round ${i}`).toBe(false);
+      expect((await agentPods(dualSock)).some((x) => x.containerId === id), `round ${i}`).toBe(false);
+      pods.del(p.name);
+    }
+    console.log(`kill -9 during dual-stack ADD (one ADD: ${t.ms.toFixed(0)} ms): ${killedMidway}/${rounds} ADDs were killed before they finished; left behind: ${[...seen].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+    expect(killedMidway).toBeGreaterThan(0);
+  }, 180_000);
+
+  test('the lab runtime helper reports the IPv6 address of a dual-stack ADD', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'twill-cni-rt6-'));
+    try {
+      const rt = installNodeCni(dir, dualSock);
+      const a = pods.add();
+      const id = cid();
+      const ra = cniAdd(node.netns, rt, { containerId: id, netns: a.name });
+      expect(ra.ip).toMatch(/^10\.244\.1\.\d+$/);
+      expect(ra).toMatchObject({ prefixLen: 24, gateway: '10.244.1.1', ip6: expect.stringMatching(/^fd00:10:244:1::[0-9a-f]+$/), prefixLen6: 64, gateway6: 'fd00:10:244:1::1' });
+      cniDel(node.netns, rt, { containerId: id, netns: a.name });
+      expect(linkExists(node.netns, ra.hostIf)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the lab runtime helper (cni/runtime.ts)', () => {

@@ -15,7 +15,7 @@ export const PATH_ENV = process.env.PATH || '/usr/local/sbin:/usr/local/bin:/usr
 export function ensureBinary(): void {
   const srcs = [
     ...readdirSync(path.join(ROOT, 'cni')).filter((f) => f.endsWith('.ts') || f.endsWith('.mjs')).map((f) => path.join(ROOT, 'cni', f)),
-    path.join(ROOT, 'lib/sh.ts'), path.join(ROOT, 'agent/socket.ts'),
+    path.join(ROOT, 'lib/sh.ts'), path.join(ROOT, 'lib/ipv4.ts'), path.join(ROOT, 'lib/ipv6.ts'), path.join(ROOT, 'agent/socket.ts'),
   ];
   if (existsSync(BIN) && srcs.every((f) => statSync(f).mtimeMs < statSync(BIN).mtimeMs)) return;
   execFileSync(process.execPath, [path.join(ROOT, 'cni/build-sea.mjs')], { stdio: 'pipe' });

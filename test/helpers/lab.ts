@@ -97,7 +97,7 @@ export function connectedEcho(ns: string, ip: string, tcpPort = 8080, udpPort = 
     const tcp = new Promise((res) => { const c = net.connect(${tcpPort}, ip); const t = setTimeout(() => { c.destroy(); res({ ok: false, err: 'timeout' }); }, T);
       c.on('connect', () => c.write('twill-svc')); c.on('error', (e) => { clearTimeout(t); res({ ok: false, err: e.code }); });
       c.on('data', (d) => { clearTimeout(t); const from = c.remoteAddress; c.destroy(); res({ ok: String(d) === 'twill-svc', from }); }); });
-    const udp = new Promise((res) => { const u = dgram.createSocket('udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res({ ok: false, err: 'timeout' }); }, T);
+    const udp = new Promise((res) => { const u = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4'); let iv; const t = setTimeout(() => { clearInterval(iv); u.close(); res({ ok: false, err: 'timeout' }); }, T);
       u.on('error', (e) => { clearTimeout(t); clearInterval(iv); res({ ok: false, err: e.code }); });
       u.on('message', (m, r) => { clearTimeout(t); clearInterval(iv); u.close(); res({ ok: String(m) === 'twill-svc', from: r.address }); });
       u.connect(${udpPort}, ip, () => { const send = () => u.send('twill-svc', () => {}); send(); iv = setInterval(send, 250); }); });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { policyCommand } from '../../cli/policy-command.js';
-import { e2eModel, modelYaml, policy, PODS } from './fixture.js';
+import { e2eModel, ip6Of, modelYaml, policy, PODS } from './fixture.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'dist/cli/twill.js');
@@ -102,5 +102,106 @@ describe('policyCommand (in process)', () => {
     const lines = out.join('').split('\n').filter((l) => /^[xyz]\//.test(l));
     expect(lines).toHaveLength(9);
     for (const l of lines) expect(l.slice(4)).not.toContain('X');
+  });
+});
+
+describe('twill policy over IPv6 (dual-stack manifests)', () => {
+  const podSel = (pod: string) => ({ matchLabels: { pod } });
+  // x/a egress: y/b's IPv6 /128 only (upstream's CIDR case, in IPv6)
+  const cidrCase = () => e2eModel([policy('x', 'allow-client-a-via-cidr-egress-rule', podSel('a'), { egress: [{ to: [{ ipBlock: { cidr: `${ip6Of('y', 'b')}/128` } }] }] })], { dualStack: true });
+
+  it('matrix --ip-family IPv6 --json: the IPv6 matrix, with its family; without it, the IPv4 one as before', () => {
+    const f = write('cidr6.yaml', modelYaml(cidrCase()));
+    const r = run('matrix', '-f', f, '--json', '--ip-family', 'IPv6');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const six = JSON.parse(r.stdout);
+    expect(Object.keys(six)).toEqual(['family', 'pods', 'allowed']);
+    expect(six.family).toBe('IPv6');
+    expect(six.pods).toEqual(PODS);
+    expect(rows(six.allowed)[0]).toBe('.XXX.XXXX'); // x/a reaches y/b only
+    const four = JSON.parse(run('matrix', '-f', f, '--json').stdout);
+    expect(Object.keys(four)).toEqual(['pods', 'allowed']);
+    expect(rows(four.allowed)[0]).toBe('.XXXXXXXX'); // over IPv4 the IPv6 block matches no one; x/a is isolated all the same
+    expect(rows(four.allowed).slice(1).every((row) => row === '.........')).toBe(true);
+    const text = run('matrix', '-f', f, '--ip-family', 'ipv6');
+    expect(text.stdout).toContain('(. allowed, X denied; over IPv6)\n');
+  });
+
+  it('trace --ip-family IPv6: the pods\' IPv6 addresses, the deciding policy and rule', () => {
+    const f = write('trace6.yaml', modelYaml(cidrCase()));
+    const ok = run('trace', '-f', f, '--from', 'x/a', '--to', 'y/b', '--ip-family', 'IPv6');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`x/a (${ip6Of('x', 'a')}) -> y/b (${ip6Of('y', 'b')}) 80/TCP: ALLOWED`);
+    expect(ok.stdout).toMatch(/egress +allow \[x\/allow-client-a-via-cidr-egress-rule egress\[0\]\]/);
+    const no = JSON.parse(run('trace', '-f', f, '--from', 'x/a', '--to', 'y/c', '--ip-family', 'IPv6', '--json').stdout);
+    expect(no).toMatchObject({ from: 'x/a', to: 'y/c', family: 'IPv6', fromIP: ip6Of('x', 'a'), toIP: ip6Of('y', 'c'), allowed: false });
+    expect(no.egress.reason).toBe(`x/a is isolated for egress by x/allow-client-a-via-cidr-egress-rule and no rule allows ${ip6Of('y', 'c')} port 80/TCP`);
+    // the same pair over IPv4 (the default): denied, as the IPv4 trace always said it
+    const four = run('trace', '-f', f, '--from', 'x/a', '--to', 'y/b');
+    expect(four.stdout).toMatch(/^x\/a -> y\/b 80\/TCP: DENIED\n/);
+  });
+
+  it('trace from or to an IPv6 address: a pod\'s is that pod; another is judged as a peer outside the pods (ipBlock)', () => {
+    const m = e2eModel([policy('x', 'from-doc', podSel('a'), { ingress: [{ from: [{ ipBlock: { cidr: '2001:db8::/32', except: ['2001:db8:bad::/48'] } }] }] })], { dualStack: true });
+    const f = write('ext6.yaml', modelYaml(m));
+    const ok = run('trace', '-f', f, '--from', '2001:db8::5', '--to', ip6Of('x', 'a'), '--port', '443');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`2001:db8::5 -> x/a (${ip6Of('x', 'a')}) 443/TCP: ALLOWED`);
+    expect(ok.stdout).toMatch(/egress +allow: 2001:db8::5 is not a known pod: no policy applies/);
+    expect(ok.stdout).toMatch(/ingress +allow \[x\/from-doc ingress\[0\]\]/);
+    const no = JSON.parse(run('trace', '-f', f, '--from', '2001:db8:bad::5', '--to', 'x/a', '--port', '443', '--json').stdout);
+    expect(no).toMatchObject({ from: '2001:db8:bad::5', to: 'x/a', family: 'IPv6', allowed: false, ingress: { allowed: false, isolatedBy: ['x/from-doc'] } });
+    // a pod's address, in another spelling, is the pod
+    const pod = JSON.parse(run('trace', '-f', f, '--from', 'fd00:10:244:2:0:0:0:1', '--to', 'x/a', '--json').stdout);
+    expect(pod).toMatchObject({ from: 'y/a', to: 'x/a', allowed: false });
+  });
+
+  it('an IPv6-only pod is traced over IPv6 without asking; errors: no address of the family, mixed families', () => {
+    const m = e2eModel([policy('x', 'deny', {}, { ingress: [] })], { dualStack: true });
+    m.pods = m.pods.map((p) => (p.namespace === 'z' && p.name === 'a' ? { ...p, ip: undefined } : p.namespace === 'z' && p.name === 'b' ? { ...p, ip6: undefined } : p));
+    const f = write('single.yaml', modelYaml(m));
+    const six = run('trace', '-f', f, '--from', 'z/a', '--to', 'y/a');
+    expect(six.status, six.stderr).toBe(0);
+    expect(six.stdout).toContain(`z/a (${ip6Of('z', 'a')}) -> y/a (${ip6Of('y', 'a')}) 80/TCP: ALLOWED`);
+    const m4 = JSON.parse(run('matrix', '-f', f, '--json').stdout);
+    expect(m4.pods).toEqual(PODS.filter((k) => k !== 'z/a'));
+    const m6 = JSON.parse(run('matrix', '-f', f, '--json', '--ip-family', 'IPv6').stdout);
+    expect(m6.pods).toEqual(PODS.filter((k) => k !== 'z/b'));
+    const none = run('trace', '-f', f, '--from', 'z/b', '--to', 'x/a', '--ip-family', 'IPv6');
+    expect(none.status).toBe(1);
+    expect(none.stderr).toContain('pod z/b has no IPv6 address (status.podIPs): it is single-stack IPv4');
+    const mixed = run('trace', '-f', f, '--from', '10.0.0.1', '--to', ip6Of('x', 'a'));
+    expect(mixed.status).toBe(2);
+    expect(mixed.stderr).toContain('are of different IP families: a packet has one');
+    const bad = run('matrix', '-f', f, '--ip-family', 'IPv5');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--ip-family must be IPv4 or IPv6, not "IPv5"');
+  });
+
+  it('manifests without status: with --ip-family IPv6, IPv6 addresses from the cluster\'s /56, a /64 per node, said on stderr', async () => {
+    const f = write('nostatus.yaml', `apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Pod, metadata: {name: web, namespace: shop, labels: {app: web}}, spec: {containers: [{name: c}]}}
+- {apiVersion: v1, kind: Pod, metadata: {name: db, namespace: shop, labels: {app: db}}, spec: {containers: [{name: c}]}}
+- {apiVersion: v1, kind: Pod, metadata: {name: cache, namespace: shop, labels: {app: cache}}, spec: {containers: [{name: c}]}}
+- {apiVersion: v1, kind: Pod, metadata: {name: taken, namespace: shop, labels: {app: x}}, spec: {containers: [{name: c}]}, status: {podIP: "fd00:10:244:1::2"}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec: {podSelector: {matchLabels: {app: db}}, ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}
+`);
+    const r = run('matrix', '-f', f, '--ip-family', 'IPv6', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe('twill policy matrix: 3 pods without status.podIP given IPv6 addresses from fd00:10:244::/56, as `twill lab up -f` gives them: shop/web fd00:10:244:1::3, shop/db fd00:10:244:2::2, shop/cache fd00:10:244:1::4\n');
+    const m = JSON.parse(r.stdout);
+    expect(m.pods).toEqual(['shop/web', 'shop/db', 'shop/cache', 'shop/taken']);
+    expect(rows(m.allowed).map((row) => row[1]).join('')).toBe('..XX');
+    const other = run('matrix', '-f', f, '--ip-family', 'IPv6', '--cluster-cidr6', 'fd12:3456::/48');
+    expect(other.stderr).toContain('given IPv6 addresses from fd12:3456::/48, as `twill lab up -f` gives them: shop/web fd12:3456:0:1::2, shop/db fd12:3456:0:2::2, shop/cache fd12:3456:0:1::3\n');
+    expect(run('matrix', '-f', f, '--ip-family', 'IPv6', '--cluster-cidr6', 'fd00::/64').status).toBe(1);
+    expect(run('matrix', '-f', f, '--cluster-cidr6', 'fd00::').status).toBe(2);
   });
 });

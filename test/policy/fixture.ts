@@ -9,14 +9,17 @@ export const POD_NAMES = ['a', 'b', 'c'] as const;
 export const PODS = NAMESPACES.flatMap((ns) => POD_NAMES.map((p) => `${ns}/${p}`));
 
 export const ipOf = (ns: string, pod: string): string => `10.244.${NAMESPACES.indexOf(ns as 'x') + 1}.${POD_NAMES.indexOf(pod as 'a') + 1}`;
+/** The IPv6 address of a dual-stack fixture pod, laid out as ipOf's: fd00:10:244:<ns>::<pod>. */
+export const ip6Of = (ns: string, pod: string): string => `fd00:10:244:${NAMESPACES.indexOf(ns as 'x') + 1}::${POD_NAMES.indexOf(pod as 'a') + 1}`;
 
-export function e2ePods(): Pod[] {
+export function e2ePods(opts: { dualStack?: boolean } = {}): Pod[] {
   return NAMESPACES.flatMap((ns) =>
     POD_NAMES.map((name) => ({
       namespace: ns,
       name,
       labels: { pod: name },
       ip: ipOf(ns, name),
+      ...(opts.dualStack ? { ip6: ip6Of(ns, name) } : {}),
       containerPorts: [
         { name: 'serve-80-tcp', containerPort: 80, protocol: 'TCP' as const },
         { name: 'serve-80-udp', containerPort: 80, protocol: 'UDP' as const },
@@ -29,10 +32,10 @@ export function e2ePods(): Pod[] {
   );
 }
 
-export function e2eModel(policies: NetworkPolicy[] = []): ClusterModel {
+export function e2eModel(policies: NetworkPolicy[] = [], opts: { dualStack?: boolean } = {}): ClusterModel {
   return {
     namespaces: NAMESPACES.map((name) => ({ name, labels: { ns: name, [NS_NAME_LABEL]: name } })),
-    pods: e2ePods(),
+    pods: e2ePods(opts),
     policies,
     nodeIps: [],
   };
@@ -62,7 +65,7 @@ export function modelYaml(model: ClusterModel): string {
       kind: 'Pod',
       metadata: { namespace: p.namespace, name: p.name, labels: p.labels },
       spec: { containers: [{ name: 'c', image: 'agnhost', ports: p.containerPorts }] },
-      status: { podIP: p.ip, podIPs: [{ ip: p.ip }] },
+      status: { podIP: p.ip ?? p.ip6, podIPs: [p.ip, p.ip6].filter((ip) => ip !== undefined).map((ip) => ({ ip })) },
     })),
   ];
   const pols = model.policies.map((np) => stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: np.namespace, name: np.name }, spec: np.spec }));

@@ -59,6 +59,46 @@ ${np('  podSelector: {}\n  policyTypes: [Ingress]')}
     expect(m.policies).toEqual([{ namespace: 'x', name: 'deny', spec: { podSelector: {}, policyTypes: ['Ingress'] } }]);
   });
 
+  it('reads both families of status.podIPs: dual stack, IPv6-only (status.podIP IPv6), and nodes\' IPv6 addresses', () => {
+    const m = modelFromYaml(`apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: dual, namespace: x}
+  status: {podIP: 10.244.1.5, podIPs: [{ip: 10.244.1.5}, {ip: "fd00:10:244:1::5"}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: dual6first, namespace: x}
+  status: {podIP: "fd00:10:244:1::6", podIPs: [{ip: "fd00:10:244:1::6"}, {ip: 10.244.1.6}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: only6, namespace: x}
+  status: {podIP: "fd00:10:244:2::7", podIPs: [{ip: "fd00:10:244:2::7"}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: podip6, namespace: x}
+  status: {podIP: "fd00:10:244:2::8"}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: host, namespace: x}
+  spec: {hostNetwork: true}
+  status: {podIP: 172.18.0.2, podIPs: [{ip: 172.18.0.2}, {ip: "fc00:f853:ccd:e793::2"}]}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: n1}
+  status: {addresses: [{type: InternalIP, address: 172.18.0.2}, {type: InternalIP, address: "fc00:f853:ccd:e793::2"}, {type: Hostname, address: n1}]}
+`);
+    expect(m.pods.map((p) => [p.name, p.ip, p.ip6])).toEqual([
+      ['dual', '10.244.1.5', 'fd00:10:244:1::5'],
+      ['dual6first', '10.244.1.6', 'fd00:10:244:1::6'],
+      ['only6', undefined, 'fd00:10:244:2::7'],
+      ['podip6', undefined, 'fd00:10:244:2::8'],
+      ['host', undefined, undefined],
+    ]);
+    expect(m.nodeIps).toEqual(['172.18.0.2', 'fc00:f853:ccd:e793::2']);
+  });
+
   const invalid: [string, string, string][] = [
     ['bad port number', '  podSelector: {}\n  ingress:\n  - ports: [{port: 80}, {port: 70000}]', 'NetworkPolicy x/deny: spec.ingress[0].ports[1].port: must be 1-65535 or an IANA_SVC_NAME'],
     ['bad port name', '  podSelector: {}\n  ingress:\n  - ports: [{port: Not_A_Name}]', 'NetworkPolicy x/deny: spec.ingress[0].ports[0].port: must be 1-65535 or an IANA_SVC_NAME'],
@@ -71,6 +111,12 @@ ${np('  podSelector: {}\n  policyTypes: [Ingress]')}
     ['bad cidr', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR "10.0.0.0/33": must be a valid IPv4 or IPv6 CIDR such as 10.0.0.0/8'],
     ['except outside cidr', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.except[0]: must be a strict subset of `cidr` (10.0.0.0/8)'],
     ['except equal to cidr', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.except[0]: must be a strict subset of `cidr` (10.0.0.0/8)'],
+    ['IPv6 except outside the cidr', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: "fd00:10:244::/56", except: ["fd00:10:245::/64"]}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.except[0]: must be a strict subset of `cidr` (fd00:10:244::/56)'],
+    ['IPv6 except equal to the cidr', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: "fd00::/8", except: ["fd00::/8"]}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.except[0]: must be a strict subset of `cidr` (fd00::/8)'],
+    ['an IPv4 except in an IPv6 cidr', '  podSelector: {}\n  egress:\n  - to: [{ipBlock: {cidr: "::/0", except: [10.0.0.0/8]}}]', 'NetworkPolicy x/deny: spec.egress[0].to[0].ipBlock.except[0]: must be a strict subset of `cidr` (::/0)'],
+    ['an IPv6 except in an IPv4 cidr', '  podSelector: {}\n  egress:\n  - to: [{ipBlock: {cidr: 0.0.0.0/0, except: ["::ffff:0:0/96"]}}]', 'NetworkPolicy x/deny: spec.egress[0].to[0].ipBlock.except[0]: must be a strict subset of `cidr` (0.0.0.0/0)'],
+    ['an IPv6 prefix over 128', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: "fd00::/129"}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR "fd00::/129": must be a valid IPv4 or IPv6 CIDR such as 10.0.0.0/8'],
+    ['an IPv6 cidr with a zone', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: "fe80::%eth0/64"}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR "fe80::%eth0/64": must be a valid IPv4 or IPv6 CIDR such as 10.0.0.0/8'],
     ['ipBlock with a selector', '  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0]: may not specify both ipBlock and another peer'],
     ['empty peer', '  podSelector: {}\n  ingress:\n  - from: [{}]', 'NetworkPolicy x/deny: spec.ingress[0].from[0]: must specify a peer'],
     ['bad protocol', '  podSelector: {}\n  egress:\n  - ports: [{protocol: ICMP}]', 'NetworkPolicy x/deny: spec.egress[0].ports[0].protocol: unsupported value "ICMP": must be TCP, UDP or SCTP'],

@@ -28,7 +28,7 @@ export const VTEP = '02:00:00:00:01:01', PEER_VTEP = '02:00:00:00:02:01';
 
 export type Source = 'pod' | 'tun' | 'vxlan';
 export type Offload = 'plain' | 'partial' | 'gso'; // what the packet carries: finished checksums, a partial one, or a TCP super-packet
-export interface Sent { out: 'tun' | 'pod' | 'udp'; to: number; bytes: Uint8Array }
+export interface Sent { out: 'tun' | 'pod' | 'udp' | 'udp6'; to: number | string; bytes: Uint8Array }
 
 export interface Rig { cfg: EngineConfig; ctx: StageContext; bt: Batch; counters(): Record<string, number> }
 
@@ -109,8 +109,13 @@ export function pass(r: Rig, source: Source): Sent[] {
   if (source === 'pod') { ingressPod(ctx, bt); forward(ctx, bt, FROM_POD); }
   else if (source === 'tun') { ingressTun(ctx, bt); forward(ctx, bt, FROM_TUN); }
   else { ingressVxlan(ctx, bt); forward(ctx, bt, FROM_VXLAN); }
+  return sent(bt);
+}
+
+/** What each output of the batch holds, chains joined, as the egress stage would send it (udp6: the IPv6 overlay, to its address as dotted hex words). */
+export function sent(bt: Batch): Sent[] {
   const out: Sent[] = [];
-  const take = (name: Sent['out'], idx: Int32Array, n: number, to: (e: number) => number) => {
+  const take = (name: Sent['out'], idx: Int32Array, n: number, to: (e: number) => number | string) => {
     let parts: Uint8Array[] = [];
     for (let k = 0; k < n; k++) {
       const e = idx[k];
@@ -127,6 +132,7 @@ export function pass(r: Rig, source: Source): Sent[] {
   take('tun', bt.tunIdx, bt.nTun, () => 0);
   take('pod', bt.podIdx, bt.nPod, (e) => bt.outIf[e] * (bt.podVnet[e] ? -1 : 1)); // negative: with a virtio_net_hdr
   take('udp', bt.udpIdx, bt.nUdp, (e) => bt.outDst[e]);
+  take('udp6', bt.udp6Idx, bt.nUdp6, (e) => [...bt.outDst6.subarray(4 * e, 4 * e + 4)].map((w) => (w >>> 0).toString(16)).join('.'));
   return out;
 }
 

@@ -24,6 +24,21 @@ const pod = (name: string, ip: string): Pod => ({ namespace: 'x', name, labels: 
 const np = (name: string, port: number): NetworkPolicy => ({ namespace: 'x', name, spec: { podSelector: {}, ingress: [{ ports: [{ port }] }] } });
 
 describe('lab datastore', () => {
+  it('carries dual stack: clusterCIDR6 and the nodes\' IPv6 fields, through change sets and folds', () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'twill-ds-')), 'datastore');
+    dirs.push(path.dirname(dir));
+    const n1 = { name: 'node1', underlayIP: '172.30.0.11', podCIDR: '10.244.1.0/24', vtepMAC: '02:00:00:00:00:01', podCIDR6: 'fd00:10:244:1::/64', underlayIP6: 'fc00:f853:ccd:e793::11', vtepMAC6: '02:00:00:00:06:01' };
+    createDatastore(dir, { clusterCIDR: '10.244.0.0/16', clusterCIDR6: 'fd00:10:244::/56', nodes: [n1], model: { namespaces: [], pods: [], policies: [] } });
+    const n2 = { ...n1, name: 'node2', podCIDR: '10.244.2.0/24', podCIDR6: 'fd00:10:244:2::/64', underlayIP6: 'fc00:f853:ccd:e793::12' };
+    for (let i = 0; i < 70; i++) commitChanges(dir, [{ put: 'node', object: n2 }]); // past a fold
+    const v = readDatastore(dir);
+    expect(v.clusterCIDR6).toBe('fd00:10:244::/56');
+    expect(v.nodes).toEqual([n1, n2]);
+    expect(readSnapshot(dir).clusterCIDR6).toBe('fd00:10:244::/56');
+    // an IPv4-only datastore has no clusterCIDR6 at all
+    expect('clusterCIDR6' in readDatastore(fresh())).toBe(false);
+  });
+
   it('change sets put and delete objects; a put moves the object last; revisions count up', () => {
     const dir = fresh();
     expect(commitChanges(dir, [{ put: 'pod', object: pod('a', '10.244.1.2') }, { put: 'pod', object: pod('b', '10.244.1.3') }])).toBe(1);

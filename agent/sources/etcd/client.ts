@@ -213,6 +213,23 @@ export class EtcdClient {
     return r.succeeded === true;
   }
 
+  /**
+   * Puts every entry of `puts` in one transaction, only if each key of `absent` does
+   * not exist (with `prefix`: no key starting with it exists). etcd compares a range
+   * key by key, and an empty range as a missing key. Returns whether this call wrote
+   * them, and when it did not, which of `absent` were there (read in the same transaction).
+   */
+  async createAll(puts: { key: string; value: string }[], absent: { key: string; prefix?: boolean }[], lease?: string): Promise<{ ok: boolean; present: boolean[] }> {
+    const range = (a: { key: string; prefix?: boolean }) => ({ key: b64(a.key), ...(a.prefix ? { range_end: b64(prefixEnd(a.key)) } : {}) });
+    const r = await this.call<{ succeeded?: boolean; responses?: { response_range?: { count?: string } }[] }>('/v3/kv/txn', {
+      compare: absent.map((a) => ({ ...range(a), target: 'CREATE', result: 'EQUAL', create_revision: '0' })),
+      success: puts.map((p) => ({ request_put: { key: b64(p.key), value: b64(p.value), ...(lease ? { lease } : {}) } })),
+      failure: absent.map((a) => ({ request_range: { ...range(a), count_only: true } })),
+    });
+    if (r.succeeded === true) return { ok: true, present: absent.map(() => false) };
+    return { ok: false, present: absent.map((_, i) => Number(r.responses?.[i]?.response_range?.count ?? 0) > 0) };
+  }
+
   async grant(ttlSeconds: number): Promise<string> {
     return (await this.call<{ ID: string }>('/v3/lease/grant', { TTL: ttlSeconds })).ID;
   }

@@ -200,6 +200,7 @@ napi_value tw_close(napi_env env, napi_callback_info info) {
   TW_ARGS(1);
   int32_t fd;
   if (!tw_i32(env, argv[0], "fd", &fd)) return NULL;
+  tw_udp_forget(fd); // before close(): the number is not reused until then
   // No retry on EINTR: Linux has released the fd by then.
   if (close(fd) < 0 && errno != EINTR) return tw_throw_errno(env, "close", errno);
   return tw_undef(env);

@@ -79,9 +79,12 @@ struct pkt_args { char ifname[16]; int32_t fanout; bool fanout_cpu, fanout_cbpf,
 bool pkt_parse(napi_env env, napi_value ifname, napi_value opts, struct pkt_args *a);
 int pkt_open_fd(const void *args, const char **call);
 
-struct udp_args { uint32_t addr; uint16_t port; bool reuse_port, gro; int32_t incoming_cpu; }; // addr in network order; incoming_cpu -1: unset
+// family AF_INET: addr in network order; AF_INET6: addr6 (IPV6_V6ONLY). incoming_cpu -1: unset.
+struct udp_args { int family; uint32_t addr; uint8_t addr6[16]; uint16_t port; bool reuse_port, gro; int32_t incoming_cpu; };
 bool udp_parse(napi_env env, napi_value addr, napi_value port, napi_value opts, struct udp_args *a);
 int udp_open_fd(const void *args, const char **call);
+// close() of an fd: forget the family udp_open_fd recorded for it (udp.c).
+void tw_udp_forget(int fd);
 
 // sched_setattr's argument (linux/sched/types.h; glibc has no wrapper): poll.c's waitPolicy.
 struct tw_sched_attr {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { constants } from 'node:os';
 import { labUp, labDown, labPolicies, labPods, labUpgrade, nodeCni, ECHO_SERVICES } from '../lab/lab.js';
 import { PROXY_MODES, type ProxyMode } from '../lab/services.js';
-import { IP_FAMILIES, loadState, type IpFamily } from '../lab/state.js';
+import { IP_FAMILIES, loadState, type IpFamily, type LabPod } from '../lab/state.js';
 import { agentView } from '../lab/supervisor.js';
 import { labKubeconfigFile } from '../lab/kube-role.js';
 import type { EngineTuning } from '../dataplane/engine/config.js';
@@ -70,7 +70,7 @@ export const LAB: Command = {
     { name: 'twill lab down', summary: 'stop what the lab started and delete its namespaces and files', options: { ...NAME } },
     {
       name: 'twill lab demo', summary: 'what `npm run lab` runs: up, reachability matrix, iperf3 beside the kernel\'s VXLAN; leaves the lab up',
-      options: { ...NAME, ...PROXY },
+      options: { ...NAME, ...PROXY, 'ip-family': { type: 'string', value: 'FAMILY', help: 'ipv4, dual (default: both families shown) or ipv6' } },
     },
   ],
 };
@@ -170,7 +170,7 @@ async function labRun(p: Parsed): Promise<number> {
       return 0;
     }
     default: // demo
-      return demo(name, oneOf<ProxyMode>(p, 'proxy-mode', PROXY_MODES));
+      return demo(name, oneOf<ProxyMode>(p, 'proxy-mode', PROXY_MODES), oneOf<IpFamily>(p, 'ip-family', IP_FAMILIES, 'dual'));
   }
 }
 
@@ -186,36 +186,47 @@ async function withInterruptCleanup<T>(name: string, f: () => Promise<T>): Promi
   }
 }
 
-async function demo(name: string, mode?: ProxyMode): Promise<number> {
+async function demo(name: string, mode?: ProxyMode, family: IpFamily = 'dual'): Promise<number> {
   if (loadState(name)) { log('a lab is up already: tearing it down first'); await labDown(name); }
   const t0 = Date.now();
-  const s = await withInterruptCleanup(name, () => labUp({ name, nodes: 2, podsPerNode: 2, proxyMode: mode, progress: (m) => log(`  ${m}`) }));
-  const echo = ECHO_SERVICES[0];
-  log(`\nlab up in ${((Date.now() - t0) / 1000).toFixed(1)} s. Reachability between every pair of pods, then from each pod to the Service ${echo.namespace}/${echo.name} (ClusterIP ${echo.clusterIP}) and to ${echo.name}.${echo.namespace}.svc.cluster.local through the DNS Service:`);
-  const m = await reachability(s.pods);
-  const svc = await serviceReachability(s.pods, echo.clusterIP, `${echo.name}.${echo.namespace}.svc.cluster.local`);
-  log(formatMatrix(s.pods, m, svc));
-  const ok = allReachable(m) && allServicesReachable(svc);
+  const s = await withInterruptCleanup(name, () => labUp({ name, nodes: 2, podsPerNode: 2, proxyMode: mode, ipFamily: family, progress: (m) => log(`  ${m}`) }));
+  log(`\nlab up in ${((Date.now() - t0) / 1000).toFixed(1)} s.`);
+  const svc = s.services!.find((x) => x.name === ECHO_SERVICES[0].name)!;
+  const families = [...(family !== 'ipv6' ? [{ label: 'IPv4', ip: (p: LabPod) => p.ip, clusterIP: svc.clusterIP }] : []),
+    ...(family !== 'ipv4' ? [{ label: 'IPv6', ip: (p: LabPod) => p.ip6!, clusterIP: svc.clusterIP6 ?? svc.clusterIP }] : [])];
+  let ok = true;
+  for (const f of families) {
+    const pods = s.pods.map((p) => ({ ...p, ip: f.ip(p) }));
+    log(`\n${f.label}: reachability between every pair of pods, then from each pod to the Service ${svc.namespace}/${svc.name} (ClusterIP ${f.clusterIP}) and to ${svc.name}.${svc.namespace}.svc.cluster.local through the DNS Service:`);
+    const m = await reachability(pods);
+    const sm = await serviceReachability(pods, f.clusterIP, `${svc.name}.${svc.namespace}.svc.cluster.local`);
+    log(formatMatrix(pods, m, sm));
+    ok &&= allReachable(m) && allServicesReachable(sm);
+  }
   const a = s.pods.find((p) => p.node === 'node1')!, b = s.pods.find((p) => p.node === 'node2')!;
   log(`\ncross-node iperf3, TCP 1 stream, 5 s, ${a.name} → ${b.name}, and the kernel's VXLAN (set up as flannel does) in the same run:`);
-  const twill = (await tcpThroughput(b, a.netns, 5)).gbps;
-  const rtt = percentile(await pingRtts(a.netns, b.ip, 200), 50);
+  const rows: [string, number, number][] = [];
+  for (const f of families) rows.push([`twill ${f.label}`, (await tcpThroughput({ netns: b.netns, ip: f.ip(b) }, a.netns, 5)).gbps, percentile(await pingRtts(a.netns, f.ip(b), 200), 50)]);
   const k = await kernelVxlanPair('twkv-');
-  let kg = NaN, krtt = NaN;
   try {
-    kg = (await tcpThroughput(k.pods[1], k.pods[0].netns, 5)).gbps;
-    krtt = percentile(await pingRtts(k.pods[0].netns, k.pods[1].ip, 200), 50);
+    for (const f of families) {
+      const kb = k.pods[1], ip = f.label === 'IPv6' ? kb.ip6! : kb.ip;
+      rows.push([`kernel VXLAN ${f.label}`, (await tcpThroughput({ netns: kb.netns, ip }, k.pods[0].netns, 5)).gbps, percentile(await pingRtts(k.pods[0].netns, ip, 200), 50)]);
+    }
   } finally {
     await k.teardown();
   }
-  log(`  twill         ${twill.toFixed(2)} Gbps   ping p50 ${rtt.toFixed(0)} µs`);
-  log(`  kernel VXLAN  ${kg.toFixed(2)} Gbps   ping p50 ${krtt.toFixed(0)} µs`);
-  log(`  ratio         ${(twill / kg).toFixed(3)}`);
+  for (const [what, g, r] of rows) log(`  ${what.padEnd(18)} ${g.toFixed(2)} Gbps   ping p50 ${r.toFixed(0)} µs`);
+  for (const f of families) {
+    const t = rows.find((r) => r[0] === `twill ${f.label}`)![1], kv = rows.find((r) => r[0] === `kernel VXLAN ${f.label}`)![1];
+    log(`  ratio ${f.label}         ${(t / kv).toFixed(3)}`);
+  }
   log(`\n${ok ? 'every pod reaches every other pod, the Service and the DNS' : 'SOME PAIRS FAILED (see the matrix)'}. The lab stays up:`);
   const next: [string, string][] = [
     ['status', 'list nodes, pods and Services'],
     [`exec ${a.name} -- ping ${b.ip}`, ''],
-    [`exec ${a.name} -- getent hosts ${echo.name}`, ''],
+    ...(b.ip6 && b.ip6 !== b.ip ? [[`exec ${a.name} -- ping ${b.ip6}`, ''] as [string, string]] : []),
+    [`exec ${a.name} -- getent hosts ${svc.name}`, ''],
     [`metrics ${s.nodes[0].name}`, 'its engine\'s counters (Prometheus text)'],
     ['down', 'tear it all down'],
   ];

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { labUp, labDown } from '../../lab/lab.js';
 import type { LabState } from '../../lab/state.js';
 import { reachability, allReachable, formatMatrix, serviceReachability, allServicesReachable } from '../../lab/measure.js';
-import { connectedEcho, pingOk, probeTcpFrom, sh, testLabName, until } from '../helpers/lab.js';
+import { readSupervisorStatus } from '../../lab/supervisor.js';
+import { connectedEcho, counters, pingOk, probeTcpFrom, sh, testLabName, until } from '../helpers/lab.js';
 
 const name = testLabName(), kubeName = testLabName();
 let s: LabState;
@@ -57,6 +58,27 @@ describe('IPv6-only lab', () => {
     expect(r.tcp).toMatchObject({ ok: true, from: 'fd00:10:96::64' });
     expect(r.udp).toMatchObject({ ok: true, from: 'fd00:10:96::64' });
   });
+
+  test('Packet Too Big across nodes and anti-spoofing, as in a dual-stack lab', async () => {
+    const a = s.pods.find((p) => p.name === 'node1-p1')!, remote = s.pods.find((p) => p.name === 'node2-p2')!;
+    expect(sh(a.netns, ['ping', '-6', '-c', '2', '-i', '0.3', '-W', '1', '-M', 'do', '-s', '1392', remote.ip6!]).out).toMatch(/mtu[ =:]*1430/i);
+    const forged = 'fd00:10:244:1::77';
+    sh(a.netns, ['ip', '-6', 'addr', 'add', `${forged}/64`, 'dev', 'eth0', 'nodad']);
+    try {
+      const before = (await counters(s.nodes[0])).drop_spoofed;
+      expect(pingOk(a.netns, remote.ip6!, ['-I', forged])).toBe(false);
+      expect((await counters(s.nodes[0])).drop_spoofed).toBeGreaterThan(before);
+    } finally {
+      sh(a.netns, ['ip', '-6', 'addr', 'del', `${forged}/64`, 'dev', 'eth0']);
+    }
+  });
+
+  test('kill -9 of node1\'s agent: traffic comes back with no command typed', async () => {
+    const a = s.pods.find((p) => p.name === 'node1-p1')!, b = s.pods.find((p) => p.name === 'node2-p1')!;
+    process.kill(readSupervisorStatus(s.nodes[0])!.agent!.pid, 'SIGKILL');
+    expect(await until(() => pingOk(a.netns, b.ip6!, ['-W', '0.2']), 8000)).toBe(true);
+    expect(await probeTcpFrom(b.netns, a.ip6!)).toBe(true);
+  }, 30_000);
 
   test('with the Kubernetes API as the source: IPv6-only Nodes (spec.podCIDRs with one IPv6 range) reach each other', async () => {
     const k = await labUp({ name: kubeName, nodes: 2, podsPerNode: 1, ipFamily: 'ipv6', kubernetes: 'lab' });

@@ -1,7 +1,9 @@
 // Helpers for the NetworkPolicy lab tests: the upstream cluster as manifests, policy
 // manifests, probing every ordered pair of pods with real connections (TCP, UDP, and
 // SCTP as raw packets), the same matrix from `twill policy matrix --json`, and a
-// compact diff of two matrices.
+// compact diff of two matrices. Probes and matrices take an address family: 'IPv4'
+// (the default) uses each pod's `ip`, as the IPv4 tests always have; 'IPv6' uses a
+// dual-stack pod's `ip6` (and `twill policy matrix --ip-family IPv6`).
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -11,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { NetworkPolicy, Protocol } from '../../policy/model.js';
 import type { LabPod, LabState } from '../../lab/state.js';
-import { labModel } from '../../lab/lab.js';
+import { labModel, labPolicies } from '../../lab/lab.js';
+import { formatIPv6Address, parseIPv6Address } from '../../lib/ipv6.js';
 import { e2eModel, modelYaml } from '../policy/fixture.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -94,6 +97,19 @@ export function capture(cmd: string, args: string[], timeoutMs: number, input?: 
 export type Outcome = 'echo' | 'refused' | 'timeout' | 'error';
 export type Results = Record<string, Record<string, Record<string, Outcome>>>; // "TCP/80" → src pod → dst ip → outcome
 
+/** Which of a pod's addresses traffic uses: 'IPv4' its `ip` (its first address, as the IPv4 tests use it), 'IPv6' its `ip6`. */
+export type Family = 'IPv4' | 'IPv6';
+
+/** The pod's address in `family`; throws for a pod without an IPv6 address when IPv6 is asked. */
+export function addressOf(p: LabPod, family: Family = 'IPv4'): string {
+  if (family === 'IPv4') return p.ip;
+  if (!p.ip6) throw new Error(`pod ${podKey(p)} has no IPv6 address (not a dual-stack lab?)`);
+  return p.ip6;
+}
+
+/** One spelling per address (RFC 5952 for IPv6), so addresses printed by other tools compare equal. */
+const canonical = (ip: string): string => (ip.includes(':') ? formatIPv6Address(parseIPv6Address(ip)) : ip);
+
 /** A child process that answers in lines on stdout: each line goes to the caller waiting for one, else it queues. */
 class LineChild {
   private buf = '';
@@ -159,13 +175,16 @@ export class Prober {
     });
   }
 
-  /** Probes from every pod to every other pod, or only to the targets `only` names for a source ("ns/name" → IPs). */
-  async probe(specs: [number, 'TCP' | 'UDP'][], timeoutMs = 600, only?: Map<string, string[]>): Promise<Results> {
+  /**
+   * Probes from every pod to every other pod's address of `family`, or only to the
+   * targets `only` names for a source ("ns/name" → IPs).
+   */
+  async probe(specs: [number, 'TCP' | 'UDP'][], timeoutMs = 600, only?: Map<string, string[]>, family: Family = 'IPv4'): Promise<Results> {
     const res: Results = {};
     for (const [port, proto] of specs) res[`${proto}/${port}`] = {};
     if (!specs.length) return res;
     await Promise.all(this.pods.map(async (src) => {
-      const targets = only ? (only.get(podKey(src)) ?? []) : this.pods.filter((p) => p !== src).map((p) => p.ip);
+      const targets = only ? (only.get(podKey(src)) ?? []) : this.pods.filter((p) => p !== src).map((p) => addressOf(p, family));
       if (!targets.length) return;
       const st = this.procs.get(src)!;
       const answer = st.line(timeoutMs + 10_000);
@@ -186,13 +205,13 @@ export class Prober {
    * Waits until every pod answers every other on `specs` (the pods' echo servers are
    * started after the pod is wired, so the lab can be up a moment before they listen).
    */
-  async waitAllAnswer(specs: [number, 'TCP' | 'UDP'][], withinMs = 30_000): Promise<void> {
+  async waitAllAnswer(specs: [number, 'TCP' | 'UDP'][], withinMs = 30_000, family: Family = 'IPv4'): Promise<void> {
     const deadline = Date.now() + withinMs;
     for (;;) {
-      const r = await this.probe(specs, 1000);
+      const r = await this.probe(specs, 1000, undefined, family);
       const bad = Object.entries(r).flatMap(([k, bySrc]) => Object.entries(bySrc).flatMap(([src, byDst]) => Object.entries(byDst).filter(([, o]) => o !== 'echo').map(([ip, o]) => `${k} ${src}→${ip}: ${o}`)));
       if (!bad.length) return;
-      if (Date.now() > deadline) throw new Error(`pods do not all answer without policies:\n${bad.join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`pods do not all answer without policies${family === 'IPv6' ? ' over IPv6' : ''}:\n${bad.join('\n')}`);
       await new Promise((res) => setTimeout(res, 200));
     }
   }
@@ -211,15 +230,16 @@ export class Prober {
 
 /**
  * SCTP probes: an AF_PACKET capture in every pod, then every pod sends INIT chunks
- * (raw IP protocol 132) to every other pod on each port. Returns "SCTP/port" → src → dst ip → arrived.
+ * (raw IP protocol 132, or IPv6 next header 132) to every other pod's address of
+ * `family` on each port. Returns "SCTP/port" → src → dst ip → arrived.
  */
-export async function probeSctp(pods: LabPod[], ports: number[], sends = 3): Promise<Results> {
+export async function probeSctp(pods: LabPod[], ports: number[], sends = 3, family: Family = 'IPv4'): Promise<Results> {
   const res: Results = {};
   for (const port of ports) res[`SCTP/${port}`] = {};
   if (!ports.length) return res;
   const token = 20000 + Math.floor(Math.random() * 40000);
   const caps = pods.map((dst) => {
-    const c = spawn('ip', ['netns', 'exec', dst.netns, PYTHON, SCTP, 'capture', String(token), '15000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn('ip', ['netns', 'exec', dst.netns, PYTHON, SCTP, 'capture', String(token), '15000', ...(family === 'IPv6' ? ['6'] : [])], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const ready = new Promise<void>((resolve, reject) => {
@@ -245,7 +265,7 @@ export async function probeSctp(pods: LabPod[], ports: number[], sends = 3): Pro
   try {
     await Promise.all(caps.map((x) => x.ready));
     await Promise.all(pods.map(async (src) => {
-      const targets = pods.filter((p) => p !== src).map((p) => p.ip);
+      const targets = pods.filter((p) => p !== src).map((p) => addressOf(p, family));
       const r = await capture('ip', ['netns', 'exec', src.netns, PYTHON, SCTP, 'send', String(token), String(sends), '100', ports.join(','), ...targets], 10_000);
       if (r.code !== 0) throw new Error(`SCTP send from ${podKey(src)} exited ${r.code}: ${r.err}`);
     }));
@@ -253,24 +273,30 @@ export async function probeSctp(pods: LabPod[], ports: number[], sends = 3): Pro
   } finally {
     for (const x of caps) x.c.stdin.end(); // EOF: print what arrived and exit
   }
-  const seen = await Promise.all(caps.map((x) => x.done));
+  const captured = await Promise.all(caps.map((x) => x.done));
+  // "ip/port" → count, with the capture's spelling of an IPv6 source made canonical
+  const seen = family === 'IPv4' ? captured : captured.map((c) => Object.fromEntries(Object.entries(c).map(([k, n]) => {
+    const at = k.lastIndexOf('/');
+    return [`${canonical(k.slice(0, at))}${k.slice(at)}`, n];
+  })));
   for (const port of ports) {
     for (const src of pods) {
       res[`SCTP/${port}`][podKey(src)] = {};
+      const from = family === 'IPv4' ? src.ip : canonical(addressOf(src, family));
       caps.forEach(({ dst }, k) => {
         if (dst === src) return;
-        res[`SCTP/${port}`][podKey(src)][dst.ip] = (seen[k][`${src.ip}/${port}`] ?? 0) > 0 ? 'echo' : 'timeout';
+        res[`SCTP/${port}`][podKey(src)][addressOf(dst, family)] = (seen[k][`${from}/${port}`] ?? 0) > 0 ? 'echo' : 'timeout';
       });
     }
   }
   return res;
 }
 
-/** Probes every ordered pair for every (port, protocol): TCP/UDP (through the prober) and SCTP concurrently. */
-export async function probeAll(prober: Prober, pods: LabPod[], specs: [number, Protocol][], timeoutMs = 600): Promise<Results> {
+/** Probes every ordered pair for every (port, protocol) over `family`: TCP/UDP (through the prober) and SCTP concurrently. */
+export async function probeAll(prober: Prober, pods: LabPod[], specs: [number, Protocol][], timeoutMs = 600, family: Family = 'IPv4'): Promise<Results> {
   const l4 = specs.filter((s): s is [number, 'TCP' | 'UDP'] => s[1] !== 'SCTP');
   const sctp = specs.filter((s) => s[1] === 'SCTP').map((s) => s[0]);
-  const [a, b] = await Promise.all([prober.probe(l4, timeoutMs), probeSctp(pods, sctp)]);
+  const [a, b] = await Promise.all([prober.probe(l4, timeoutMs, undefined, family), probeSctp(pods, sctp, 3, family)]);
   return { ...a, ...b };
 }
 
@@ -279,7 +305,7 @@ export async function probeAll(prober: Prober, pods: LabPod[], specs: [number, P
  * a TCP reset counts as reached only on a port the pod does not serve (the SYN got
  * there); on a served port, or on any other error, the cell is '?' (never expected).
  */
-export function observedRows(s: LabState, order: string[], r: Results, port: number, proto: Protocol, served: (proto: Protocol, port: number) => boolean): string[] {
+export function observedRows(s: LabState, order: string[], r: Results, port: number, proto: Protocol, served: (proto: Protocol, port: number) => boolean, family: Family = 'IPv4'): string[] {
   const pod = (k: string) => s.pods.find((p) => podKey(p) === k)!;
   const cell = (o: Outcome | undefined): string => {
     if (o === 'echo') return '.';
@@ -287,22 +313,23 @@ export function observedRows(s: LabState, order: string[], r: Results, port: num
     if (o === 'refused' && !served(proto, port)) return '.';
     return '?';
   };
-  return order.map((src) => order.map((dst) => (src === dst ? '.' : cell(r[`${proto}/${port}`]?.[src]?.[pod(dst).ip]))).join(''));
+  return order.map((src) => order.map((dst) => (src === dst ? '.' : cell(r[`${proto}/${port}`]?.[src]?.[addressOf(pod(dst), family)]))).join(''));
 }
 
 /**
- * Observed matrices (rows in `order`) for each expected (port, protocol, rows). A pair
+ * Observed matrices (rows in `order`) for each expected (port, protocol, rows), over
+ * `family` (each pod's address of that family). A pair
  * expected to connect that did not is probed once more with patience (2 s, more UDP
  * retries, twice the SCTP INITs) before it counts: on a machine shared with other
  * work, a probe process can be starved past a 600 ms timeout. A pair expected to be
  * denied that got through is never probed again: it got through.
  */
 export async function observe(
-  s: LabState, prober: Prober, order: string[], probes: [number, Protocol, string[]][], served: (proto: Protocol, port: number) => boolean,
+  s: LabState, prober: Prober, order: string[], probes: [number, Protocol, string[]][], served: (proto: Protocol, port: number) => boolean, family: Family = 'IPv4',
 ): Promise<{ rows: string[][]; reprobed: number }> {
   const specs = probes.map(([port, proto]) => [port, proto] as [number, Protocol]);
-  const first = await probeAll(prober, s.pods, specs);
-  let rows = probes.map(([port, proto]) => observedRows(s, order, first, port, proto, served));
+  const first = await probeAll(prober, s.pods, specs, 600, family);
+  let rows = probes.map(([port, proto]) => observedRows(s, order, first, port, proto, served, family));
   const byKey = new Map(s.pods.map((p) => [podKey(p), p]));
   let reprobed = 0;
   const l4 = new Map<string, [number, 'TCP' | 'UDP', Map<string, string[]>]>();
@@ -315,29 +342,35 @@ export async function observe(
       const key = `${proto}/${port}`;
       if (!l4.has(key)) l4.set(key, [port, proto, new Map()]);
       const only = l4.get(key)![2];
-      only.set(src, [...(only.get(src) ?? []), byKey.get(dst)!.ip]);
+      only.set(src, [...(only.get(src) ?? []), addressOf(byKey.get(dst)!, family)]);
     }));
   });
   if (!reprobed) return { rows, reprobed };
   const again: Results = {};
   await Promise.all([
-    ...[...l4.values()].map(async ([port, proto, only]) => Object.assign(again, await prober.probe([[port, proto]], 2000, only))),
-    sctp.size ? probeSctp(s.pods, [...sctp], 6).then((r) => Object.assign(again, r)) : undefined,
+    ...[...l4.values()].map(async ([port, proto, only]) => Object.assign(again, await prober.probe([[port, proto]], 2000, only, family))),
+    sctp.size ? probeSctp(s.pods, [...sctp], 6, family).then((r) => Object.assign(again, r)) : undefined,
   ]);
   for (const [key, bySrc] of Object.entries(again)) {
     for (const [src, byDst] of Object.entries(bySrc)) Object.assign(first[key][src], byDst);
   }
-  rows = probes.map(([port, proto]) => observedRows(s, order, first, port, proto, served));
+  rows = probes.map(([port, proto]) => observedRows(s, order, first, port, proto, served, family));
   return { rows, reprobed };
 }
 
-/** The matrix `twill policy matrix --json` gives for the lab's pods (real IPs) plus `policies`, rows in `order`. */
-export async function cliRows(s: LabState, dir: string, policies: NetworkPolicy[], port: number, proto: Protocol, order: string[]): Promise<string[]> {
+/**
+ * The matrix `twill policy matrix --json` gives for the lab's pods (real IPs, both
+ * families in status.podIPs) plus `policies`, rows in `order`; with 'IPv6', between the
+ * pods' IPv6 addresses (`--ip-family IPv6`).
+ */
+export async function cliRows(s: LabState, dir: string, policies: NetworkPolicy[], port: number, proto: Protocol, order: string[], family: Family = 'IPv4'): Promise<string[]> {
   const { namespaces, pods } = labModel(s.name);
   const f = writeFile(dir, `matrix-${randomBytes(4).toString('hex')}.yaml`, modelYaml({ namespaces, pods, policies, nodeIps: [] }));
-  const r = await capture(process.execPath, [CLI, 'policy', 'matrix', '-f', f, '--port', String(port), '--protocol', proto, '--json'], 30_000);
+  const six = family === 'IPv6' ? ['--ip-family', 'IPv6', ...(s.clusterCIDR6 ? ['--cluster-cidr6', s.clusterCIDR6] : [])] : [];
+  const r = await capture(process.execPath, [CLI, 'policy', 'matrix', '-f', f, '--port', String(port), '--protocol', proto, ...six, '--json'], 30_000);
   if (r.code !== 0) throw new Error(`twill policy matrix exited ${r.code}: ${r.err}`);
-  const m = JSON.parse(r.out) as { pods: string[]; allowed: boolean[][] };
+  const m = JSON.parse(r.out) as { family?: string; pods: string[]; allowed: boolean[][] };
+  if (family === 'IPv6' && m.family !== 'IPv6') throw new Error(`twill policy matrix --ip-family IPv6 answered for ${m.family ?? 'IPv4'}`);
   const idx = order.map((k) => m.pods.indexOf(k));
   if (idx.some((i) => i < 0)) throw new Error(`twill policy matrix lacks pods: ${order.filter((_, k) => idx[k] < 0).join(', ')}`);
   return idx.map((i) => idx.map((j) => (m.allowed[i][j] ? '.' : 'X')).join(''));
@@ -443,4 +476,14 @@ export function tcpCounters(ns: string): { retrans: number; dsackRecvSegs: numbe
     return 0;
   };
   return { retrans: get('Tcp:', 'RetransSegs'), dsackRecvSegs: get('TcpExt:', 'TCPDSACKRecvSegs'), timeouts: get('TcpExt:', 'TCPTimeouts') };
+}
+
+/** Runs a case's steps in lab `lab` (their problems, '' when none), then deletes every policy they left, whatever happened. */
+export async function runPolicySteps(lab: string, dir: string, f: () => Promise<string[]>): Promise<string> {
+  try {
+    return (await f()).filter(Boolean).join('\n\n');
+  } finally {
+    const left = labModel(lab).policies;
+    if (left.length) await labPolicies(lab, [writeFile(dir, 'cleanup.yaml', policiesYaml(left))], true);
+  }
 }

@@ -13,7 +13,7 @@ import type { LabState } from '../../lab/state.js';
 import type { NetworkPolicy, Protocol } from '../../policy/model.js';
 import { PODS, policy } from '../policy/fixture.js';
 import { M, e2eCases, type Probe } from '../policy/netpol-cases.js';
-import { cliRows, diffRows, ensureBuilt, observe, podKey, policiesYaml, policyLabName, Prober, tmpDir, upstreamClusterYaml, writeFile } from './helpers.js';
+import { cliRows, diffRows, ensureBuilt, observe, podKey, policiesYaml, policyLabName, Prober, runPolicySteps, tmpDir, upstreamClusterYaml, writeFile } from './helpers.js';
 
 const name = policyLabName();
 let s: LabState;
@@ -72,16 +72,9 @@ async function step(label: string, apply: NetworkPolicy[], probes: Probe[], remo
 }
 
 /** Runs a case's steps, then deletes every policy it left, whatever happened. */
-async function runCase(label: string, f: () => Promise<string[]>): Promise<void> {
+async function runCase(_label: string, f: () => Promise<string[]>): Promise<void> {
   caseCount++;
-  let problems: string[] = [];
-  try {
-    problems = await f();
-  } finally {
-    const left = labModel(name).policies;
-    if (left.length) await labPolicies(name, [writeFile(dir, 'cleanup.yaml', policiesYaml(left))], true);
-  }
-  expect(problems.filter(Boolean).join('\n\n')).toBe('');
+  expect(await runPolicySteps(name, dir, f)).toBe('');
 }
 
 describe('the lab', () => {

@@ -1,6 +1,7 @@
 // Runs inside a source pod's network namespace: probes every target on every
 // (port, protocol) at once with real connections and prints one JSON line,
 // {"TCP/80": {"10.244.1.3": "echo" | "refused" | "timeout" | "error"}, ...}.
+// Targets may be IPv4 or IPv6 addresses (a dual-stack pod's ip6), mixed at will.
 //   TCP: connect, send a token, wait for the echo. A reset ("refused") proves the SYN
 //        went through (a port nobody serves); a dropped SYN times out.
 //   UDP: send a token every retryMs until the echo comes back or timeoutMs passes.
@@ -29,7 +30,7 @@ function tcp(ip, port, timeoutMs) {
 function udp(ip, port, timeoutMs, retryMs) {
   return new Promise((resolve) => {
     const token = `twill-${randomBytes(4).toString('hex')}`;
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
     const send = () => s.send(token, port, ip, () => undefined);
     const done = (r) => { clearTimeout(t); clearInterval(again); s.close(); resolve(r); };
     const t = setTimeout(() => done('timeout'), timeoutMs);

@@ -1,13 +1,16 @@
 # SCTP probes for the policy lab. The kernel has no SCTP (CONFIG_IP_SCTP unset) and
 # node has no raw sockets, so SCTP reachability is proved with raw packets:
 #   send:    from a source pod, SCTP INIT chunks as raw IP protocol 132 (the kernel
-#            builds the IP header), each sent a few times (it is a datagram);
+#            builds the IP header), each sent a few times (it is a datagram); an IPv6
+#            target gets them over IPv6, next header 132 (SCTP's CRC32c covers no
+#            pseudo-header, so the packet is the same in both families);
 #   capture: in a destination pod, an AF_PACKET socket on eth0 counts the INITs that
-#            arrive, by source IP and destination port.
+#            arrive, by source IP and destination port (IPv4, or with a trailing 6,
+#            IPv6: source printed as inet_ntop prints it).
 # A probe run picks a random source port as its token, so packets of earlier runs
 # are never counted.
 #   python3 sctp.py send TOKEN_SPORT COUNT INTERVAL_MS PORT[,PORT...] IP...
-#   python3 sctp.py capture TOKEN_SPORT MAX_MS        (prints "ready", then on stdin EOF
+#   python3 sctp.py capture TOKEN_SPORT MAX_MS [6]    (prints "ready", then on stdin EOF
 #                                                      or MAX_MS: {"ip/port": count, ...})
 import json
 import os
@@ -53,11 +56,12 @@ def send(argv):
     ports = [int(p) for p in argv[3].split(',')]
     ips = argv[4:]
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 132) if any(':' in ip for ip in ips) else None
     for k in range(count):
         for ip in ips:
             for port in ports:
                 try:
-                    s.sendto(init_packet(sport, port), (ip, 0))
+                    (s6 if ':' in ip else s).sendto(init_packet(sport, port), (ip, 0))
                 except OSError:
                     pass
         if k + 1 < count:
@@ -66,8 +70,10 @@ def send(argv):
 
 def capture(argv):
     sport, max_ms = int(argv[0]), int(argv[1])
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind(('eth0', 0x0800))
+    six = len(argv) > 2 and argv[2] == '6'
+    ethertype = 0x86DD if six else 0x0800
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+    s.bind(('eth0', ethertype))
     seen = {}
     print('ready', flush=True)
     deadline = time.monotonic() + max_ms / 1000.0
@@ -85,15 +91,23 @@ def capture(argv):
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
             ip = frame[14:]
-            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 132:
-                continue
-            l4 = ip[(ip[0] & 0x0F) * 4:]
+            if six:
+                # fixed header only: an INIT sent by `send` carries no extension headers
+                if len(ip) < 40 or ip[0] >> 4 != 6 or ip[6] != 132:
+                    continue
+                l4 = ip[40:]
+                src = socket.inet_ntop(socket.AF_INET6, ip[8:24])
+            else:
+                if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 132:
+                    continue
+                l4 = ip[(ip[0] & 0x0F) * 4:]
+                src = socket.inet_ntoa(ip[12:16])
             if len(l4) < 16:
                 continue
             src_port, dst_port = struct.unpack('!HH', l4[:4])
             if src_port != sport or l4[12] != 1:  # our token, an INIT chunk
                 continue
-            key = '%s/%d' % (socket.inet_ntoa(ip[12:16]), dst_port)
+            key = '%s/%d' % (src, dst_port)
             seen[key] = seen.get(key, 0) + 1
     print(json.dumps(seen), flush=True)
 

@@ -31,11 +31,13 @@ const { VNET_HLEN: VNET } = virtio, { ETH_HLEN: ETH } = ethernet; // module-leve
 const MAX_IP = 65535;
 const MAX_SEGS = 64; // segments per frame, as the kernel's GRO: bounds the chain the addon hands over
 
-// Same version, traffic class, flow label, next header (TCP), hop limit and addresses.
-function sameHeader6(b: Uint8Array, q: number, l3: number): boolean {
+// Entries j and i: same version, traffic class, flow label, next header (TCP), hop limit, and addresses (as parsed).
+function sameHeader6(bt: Batch, j: number, i: number): boolean {
+  const b = bt.arena, q = bt.l3[j], l3 = bt.l3[i];
   if (b[q] !== b[l3] || b[q + 1] !== b[l3 + 1] || b[q + 2] !== b[l3 + 2] || b[q + 3] !== b[l3 + 3] || b[q + 6] !== 6 || b[q + 7] !== b[l3 + 7]) return false;
-  for (let k = 8; k < 40; k++) if (b[q + k] !== b[l3 + k]) return false;
-  return true;
+  const s = bt.src6, d = bt.dst6, x = 4 * j, y = 4 * i;
+  return s[x] === s[y] && s[x + 1] === s[y + 1] && s[x + 2] === s[y + 2] && s[x + 3] === s[y + 3] &&
+    d[x] === d[y] && d[x + 1] === d[y + 1] && d[x + 2] === d[y + 2] && d[x + 3] === d[y + 3];
 }
 
 function rd32(b: Uint8Array, o: number): number { return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]; }
@@ -60,7 +62,7 @@ export function coalesce(ctx: StageContext, bt: Batch, i: number, ifindex: numbe
   for (; j < n; j++) {
     if (bt.l3len[j] === 0 || bt.vflags[j] !== 0 || bt.src[j] !== src || bt.dst[j] !== dst || bt.sport[j] !== sport || bt.dport[j] !== dport || bt.proto[j] !== 6) break;
     const q = bt.l3[j], tq = q + ih;
-    if (six ? !sameHeader6(b, q, l3) : b[q] !== 0x45 || b[q + 1] !== b[l3 + 1] || b[q + 6] !== b[l3 + 6] || b[q + 7] !== 0 || b[q + 8] !== b[l3 + 8]) break;
+    if (six ? !sameHeader6(bt, j, i) : b[q] !== 0x45 || b[q + 1] !== b[l3 + 1] || b[q + 6] !== b[l3 + 6] || b[q + 7] !== 0 || b[q + 8] !== b[l3 + 8]) break;
     const f = b[tq + 13];
     if ((f & ~PSH) !== ACK || b[tq + 12] !== b[th + 12] || rd32(b, tq + 4) !== seq || rd32(b, tq + 8) !== rd32(b, th + 8) ||
       b[tq + 14] !== b[th + 14] || b[tq + 15] !== b[th + 15]) break;

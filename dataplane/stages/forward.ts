@@ -37,10 +37,17 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
   const replies = from !== FROM_TUN && ctx.translated.count() > 0;
   const replies6 = from !== FROM_TUN && ctx.translated6.count() > 0;
   let rSrc = 0, rDst = 0, rPorts = -1, rProto = -1, rVia = false;
+  // The last entry policy admitted, and as what: the next packets of the same flow
+  // in this batch are admitted with it (same tables, same clock: the same verdict).
+  let aPrev = -1, aFromPod = false, aToPod = false;
+  let r6 = -1, r6p = 0; // the last IPv6 destination looked up (at d6[r6]) and its next hop: a run of one flow pays one IPv6 LPM lookup
   for (let i = 0; i < bt.n; i++) {
     if (bt.l3len[i] === 0) continue;
     const six = (bt.flags[i] & V6) !== 0, o = 4 * i;
-    const p = (six ? ctx.route6.lookup(d6[o], d6[o + 1], d6[o + 2], d6[o + 3]) : lpm.lookup(bt.dst[i])) * NH_STRIDE;
+    let p: number;
+    if (!six) p = lpm.lookup(bt.dst[i]) * NH_STRIDE;
+    else if (r6 >= 0 && d6[o] === d6[r6] && d6[o + 1] === d6[r6 + 1] && d6[o + 2] === d6[r6 + 2] && d6[o + 3] === d6[r6 + 3]) p = r6p;
+    else { p = ctx.route6.lookup(d6[o], d6[o + 1], d6[o + 2], d6[o + 3]) * NH_STRIDE; r6 = o; r6p = p; }
     let kind = nh[p + NH_KIND];
     let fromPod = from === FROM_POD;
     if (fromPod && bt.dport[i] === ctx.vxlanPort && bt.proto[i] === UDP && isNode(ctx, bt, i, kind, six)) {
@@ -59,7 +66,13 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       kind = NH_HOST;
     } else {
       if (kind === NH_OUTSIDE) kind = NH_HOST;
-      if (ctx.policy !== undefined && kind !== NH_DROP && !admit(ctx, bt, i, fromPod, kind === NH_LOCAL)) continue;
+      if (ctx.policy !== undefined && kind !== NH_DROP) {
+        const toPod = kind === NH_LOCAL;
+        if (aPrev < 0 || aFromPod !== fromPod || aToPod !== toPod || !sameFlow(bt, aPrev, i)) {
+          if (!admit(ctx, bt, i, fromPod, toPod)) continue;
+          aPrev = i; aFromPod = fromPod; aToPod = toPod;
+        }
+      }
     }
     if (six) {
       if (replies6 && kind === NH_LOCAL && isTranslatedReply(ctx, bt, i)) kind = NH_HOST; // T2, per packet
@@ -78,6 +91,17 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
       default: c[C.drop_no_route]++;
     }
   }
+}
+
+/** Whether entries j and i carry the same flow: family, protocol, ports and addresses. */
+function sameFlow(bt: Batch, j: number, i: number): boolean {
+  if (bt.proto[j] !== bt.proto[i] || bt.sport[j] !== bt.sport[i] || bt.dport[j] !== bt.dport[i] || bt.src[j] !== bt.src[i] || bt.dst[j] !== bt.dst[i]) return false;
+  const six = bt.flags[i] & V6;
+  if ((bt.flags[j] & V6) !== six) return false;
+  if (six === 0) return true;
+  const s = bt.src6, d = bt.dst6, a = 4 * j, b = 4 * i;
+  return s[a] === s[b] && s[a + 1] === s[b + 1] && s[a + 2] === s[b + 2] && s[a + 3] === s[b + 3] &&
+    d[a] === d[b] && d[a + 1] === d[b + 1] && d[a + 2] === d[b + 2] && d[a + 3] === d[b + 3];
 }
 
 /** Whether entry i's destination (whose next hop kind is `kind`) is a node's address: this node's own, or a peer's underlay address. */

@@ -87,6 +87,15 @@ describe('dual-stack lab', () => {
     expect((await counters(s.nodes[0])).translated_replies + (await counters(s.nodes[1])).translated_replies).toBeGreaterThan(0);
   });
 
+  test('ipMasq over IPv6: a pod reaches addresses outside the pod range (another node, the underlay\'s gateway) masqueraded by its node\'s ip6tables rule', () => {
+    const a = pod('node1-p1');
+    const masq = () => Number(/(\d+)\s+\d+\s+MASQUERADE/.exec(sh(s.nodes[0].netns, ['ip6tables', '-t', 'nat', '-L', 'TWILL-POSTROUTING', '-v', '-n', '-x']).out)?.[1] ?? NaN);
+    const before = masq();
+    expect(pingOk(a.netns, s.nodes[1].underlayIP6!)).toBe(true);
+    expect(pingOk(a.netns, 'fc00:f853:ccd:e793::1')).toBe(true);
+    expect(masq()).toBeGreaterThan(before);
+  });
+
   test('Packet Too Big: 1431 to 1450 bytes fit a local pod, and get ICMPv6 Packet Too Big (mtu 1430) across the IPv6 overlay', () => {
     const a = pod('node1-p1'), local = pod('node1-p2'), remote = pod('node2-p1');
     const before = sh(a.netns, ['ip', '-6', 'route', 'get', remote.ip6!]).out;

@@ -2,7 +2,9 @@
 // iperf3 stream across the nodes, a 10 ms ping, and a TCP connection through a
 // ClusterIP (whose replies need the client node's translated-flow table), each
 // node's agent is replaced by a new process, as a DaemonSet rolling update with
-// maxSurge does (`twill lab upgrade`). Prints the figures.
+// maxSurge does (`twill lab upgrade`). The lab is dual-stack: an IPv6 ping and
+// a connection through the Service's IPv6 ClusterIP ride along (the IPv6 flow
+// tables are handed over too). Prints the figures.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { defineService, labDown, labUp, labUpgrade } from '../../lab/lab.js';
@@ -32,8 +34,8 @@ describe('agent upgrade without an outage', () => {
   const pod = (n: string) => s.pods.find((p) => p.name === n)!;
 
   beforeAll(async () => {
-    s = await labUp({ name, nodes: 2, podsPerNode: 2 });
-    await defineService(s, { namespace: 'default', name: 'keep', clusterIP: '10.96.3.1', ports: [{ name: 'tcp', protocol: 'TCP', port: 8080 }], endpoints: ['node2-p2'] });
+    s = await labUp({ name, nodes: 2, podsPerNode: 2, ipFamily: 'dual' });
+    await defineService(s, { namespace: 'default', name: 'keep', clusterIP: '10.96.3.1', clusterIP6: 'fd00:10:96::301', ports: [{ name: 'tcp', protocol: 'TCP', port: 8080 }], endpoints: ['node2-p2'] });
   });
   afterAll(async () => {
     await labDown(name);
@@ -45,24 +47,32 @@ describe('agent upgrade without an outage', () => {
     const iperf = run(pod('node1-p1').netns, ['iperf3', '-c', pod('node2-p1').ip, '-t', '9', '-J']);
     const ping = run(pod('node1-p2').netns, ['ping', '-i', '0.01', '-c', '800', '-q', pod('node2-p2').ip]);
     const keep = run(pod('node1-p1').netns, [process.execPath, '-e', KEEPALIVE('10.96.3.1', 8000)]);
+    const ping6 = run(pod('node1-p2').netns, ['ping', '-6', '-i', '0.01', '-c', '800', '-q', pod('node2-p1').ip6!]);
+    const keep6 = run(pod('node1-p2').netns, [process.execPath, '-e', KEEPALIVE('fd00:10:96::301', 8000)]);
     await sleep(2000);
     const up2 = await labUpgrade(s, 'node2');
     await sleep(2500);
     const up1 = await labUpgrade(s, 'node1');
-    const [i, p, k] = await Promise.all([iperf.out, ping.out, keep.out]);
+    const [i, p, k, p6, k6] = await Promise.all([iperf.out, ping.out, keep.out, ping6.out, keep6.out]);
     server.child.kill();
-    const m = /(\d+) packets transmitted, (\d+) received/.exec(p.text);
-    const lost = m ? Number(m[1]) - Number(m[2]) : NaN;
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(p.text), m6 = /(\d+) packets transmitted, (\d+) received/.exec(p6.text);
+    const lost = m ? Number(m[1]) - Number(m[2]) : NaN, lost6 = m6 ? Number(m6[1]) - Number(m6[2]) : NaN;
     const j = JSON.parse(i.text) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits: number } } };
-    const kr = JSON.parse(k.text.trim().split('\n').pop()!) as { sent: number; got: number; broke: string; from: string };
+    const echoes = (t: string) => JSON.parse(t.trim().split('\n').pop()!) as { sent: number; got: number; broke: string; from: string };
+    const kr = echoes(k.text), kr6 = echoes(k6.text);
     console.log(`upgrade: node2 taken over in ${up2.ms.toFixed(0)} ms, node1 in ${up1.ms.toFixed(0)} ms; ping every 10 ms: ${lost} lost of ${m?.[1]} (${lost * 10} ms over two upgrades); ` +
       `iperf3 9 s: ${((j.end?.sum_received?.bits_per_second ?? 0) / 1e9).toFixed(2)} Gbps, ${j.end?.sum_sent?.retransmits} retransmits${j.error ? `, error ${j.error}` : ''}; ` +
-      `Service connection: ${kr.got} of ${kr.sent} echoes${kr.broke ? `, broke: ${kr.broke}` : ', unbroken'}`);
+      `Service connection: ${kr.got} of ${kr.sent} echoes${kr.broke ? `, broke: ${kr.broke}` : ', unbroken'}; ` +
+      `IPv6 ping: ${lost6} lost of ${m6?.[1]}; IPv6 Service connection: ${kr6.got} of ${kr6.sent} echoes${kr6.broke ? `, broke: ${kr6.broke}` : ', unbroken'}`);
     expect(j.error).toBeUndefined();
     expect(i.code).toBe(0);
     expect(kr.broke).toBe('');
     expect(kr.got).toBe(kr.sent);
     expect(kr.from).toBe('10.96.3.1');
     expect(lost).toBeLessThanOrEqual(20); // 100 ms per upgrade
+    expect(kr6.broke).toBe('');
+    expect(kr6.got).toBe(kr6.sent);
+    expect(kr6.from).toBe('fd00:10:96::301');
+    expect(lost6).toBeLessThanOrEqual(20);
   });
 });

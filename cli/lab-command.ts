@@ -36,7 +36,7 @@ export const LAB: Command = {
         etcd: { type: 'boolean', help: 'the agents learn the cluster from a real etcd on the underlay' },
         kubernetes: { type: 'boolean', help: 'the agents learn the cluster from a Kubernetes API the lab runs (its stand-in); prints the KUBECONFIG for kubectl' },
         ...PROXY,
-        'ip-family': { type: 'string', value: 'FAMILY', help: 'the pods\' address families, as kind\'s networking.ipFamily: ipv4 (default) or dual (IPv6 beside IPv4, over an IPv6 underlay)' },
+        'ip-family': { type: 'string', value: 'FAMILY', help: 'the pods\' address families, as kind\'s networking.ipFamily: ipv4 (default), dual (IPv6 beside IPv4, over an IPv6 underlay) or ipv6 (IPv6 pods only)' },
         ...FILES('Kubernetes YAML: the Namespaces and Pods to create (instead of the default pods), NetworkPolicies to apply'),
       },
     },

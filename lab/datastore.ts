@@ -1,15 +1,14 @@
 // The lab's side of the datastore (format in agent/sources/file.ts): it creates
 // the snapshot, adds one change set per change, and folds change sets into a new
 // snapshot once they outweigh it, so readers never replay much and the directory stays
-// small. Writers may run at once (two `lab apply`, a test beside a lab command): a
-// change set is linked into place under the next free revision, and one writer folds.
-import { linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+// small. Writers may run at once (two `lab apply`, a test beside a lab command): they
+// take turns (a lock directory), so each takes the next revision and folds behind it.
+import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { FileSource, changeFile, changeRevs, changesDir, readSnapshot, snapshotFile, type Change, type ClusterView } from '../agent/sources/file.js';
 
 const COMPACT_FILES = 64;
 const COMPACT_BYTES = 1 << 20;
-const STALE_FOLD_MS = 30_000; // a fold lock this old was left by a writer that died
 
 let tmpSeq = 0;
 /** A temporary file of this writer's own: concurrent writers never share one. */
@@ -42,28 +41,42 @@ export function readDatastore(dir: string): ClusterView {
 }
 
 /**
- * Adds one change set (applied by readers as a whole); returns its revision. The
- * set is written whole, then hard-linked as <rev>.json: link fails when another
- * writer took that revision first, and the set goes in as the next one. A writer
- * only ever takes the revision after one it has seen, so revisions have no gaps.
+ * Adds one change set (applied by readers as a whole); returns its revision. Writers
+ * take turns, holding the datastore's writer lock while they pick the next revision,
+ * put the set in place under it and fold when folds are due: a writer that picked
+ * its revision from a listing made before a fold could otherwise put a set under a
+ * revision the fold had already taken into the snapshot (and deleted), so revisions
+ * would repeat. A lock left by a writer that died is broken after STALE_LOCK_MS.
  */
 export function commitChanges(dir: string, changes: Change[]): number {
-  const tmp = tmpFile(dir, 'change');
+  const unlock = writerLock(dir);
   try {
-    for (;;) {
-      const rev = latestRev(dir) + 1;
-      writeFileSync(tmp, JSON.stringify({ rev, changes }, null, 1));
-      try {
-        linkSync(tmp, changeFile(dir, rev));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        throw e;
-      }
-      if (foldDue(dir)) compact(dir);
-      return rev;
-    }
+    const rev = latestRev(dir) + 1;
+    writeWhole(changeFile(dir, rev), JSON.stringify({ rev, changes }, null, 1), dir);
+    if (foldDue(dir)) compact(dir);
+    return rev;
   } finally {
-    rmSync(tmp, { force: true });
+    unlock();
+  }
+}
+
+const STALE_LOCK_MS = 30_000; // a lock this old was left by a writer that died
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+
+/** Takes the writer lock (waiting for it, synchronously); returns its release. */
+function writerLock(dir: string): () => void {
+  const lock = path.join(dir, '.writer.lock');
+  for (let wait = 1; ; wait = Math.min(wait * 2, 20)) {
+    try {
+      mkdirSync(lock);
+      return () => rmSync(lock, { recursive: true, force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    try {
+      if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) rmSync(lock, { recursive: true, force: true });
+    } catch { /* released meanwhile */ }
+    Atomics.wait(napCell, 0, 0, wait); // a synchronous sleep: commitChanges is synchronous
   }
 }
 
@@ -72,30 +85,9 @@ function foldDue(dir: string): boolean {
   return sizes.length > COMPACT_FILES || sizes.reduce((a, b) => a + b, 0) > Math.max(COMPACT_BYTES, statSync(snapshotFile(dir)).size);
 }
 
-/**
- * Folds every change set into the snapshot; the newest one stays, as it carries the
- * latest revision. One writer folds at a time (a lock directory): two folds at once
- * could put an older snapshot over a newer one whose change sets are already gone.
- * A writer that finds the lock taken leaves the fold to its holder.
- */
+/** Folds every change set into the snapshot; the newest one stays, as it carries the latest revision. Under the writer lock. */
 function compact(dir: string): void {
-  const lock = path.join(dir, '.fold.lock');
-  try {
-    mkdirSync(lock);
-  } catch {
-    try {
-      if (Date.now() - statSync(lock).mtimeMs < STALE_FOLD_MS) return;
-      rmSync(lock, { recursive: true, force: true });
-      mkdirSync(lock);
-    } catch {
-      return; // another writer broke the stale lock first: the fold is its
-    }
-  }
-  try {
-    const view = readDatastore(dir);
-    writeWhole(snapshotFile(dir), JSON.stringify(view, null, 1), dir);
-    for (const rev of changeRevs(dir)) if (rev < view.rev) rmSync(changeFile(dir, rev), { force: true });
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
+  const view = readDatastore(dir);
+  writeWhole(snapshotFile(dir), JSON.stringify(view, null, 1), dir);
+  for (const rev of changeRevs(dir)) if (rev < view.rev) rmSync(changeFile(dir, rev), { force: true });
 }

@@ -77,6 +77,9 @@ describe('deploy/', () => {
     const kind = docs('kind-config.yaml')[0];
     expect(kind.networking.disableDefaultCNI).toBe(true);
     expect(JSON.parse(cm.data['agent.json']).clusterCIDR).toBe(kind.networking.podSubnet);
+    const dual = docs('kind-config-dual.yaml')[0], agent = JSON.parse(cm.data['agent.json']);
+    expect(dual.networking).toMatchObject({ ipFamily: 'dual', disableDefaultCNI: true });
+    expect(dual.networking.podSubnet.split(',')).toEqual([agent.clusterCIDR, agent.clusterCIDR6]);
   });
 
   // ------------------------------------------------------------------ schemas

@@ -19,7 +19,7 @@ export const OVERLAY_IP_AT = VXLAN_HLEN + ETH_HLEN; // SO_ATTACH_REUSEPORT_CBPF 
 const LD = 0x00, LDX = 0x01, ST = 0x02, ALU = 0x04, JMP = 0x05, RET = 0x06, MISC = 0x07;
 const W = 0x00, H = 0x08, B = 0x10;
 const IMM = 0x00, ABS = 0x20, IND = 0x40, MEM = 0x60, MSH = 0xa0;
-const AND = 0x50, RSH = 0x70, MOD = 0x90, XOR = 0xa0, K = 0x00, X = 0x08;
+const MUL = 0x20, AND = 0x50, RSH = 0x70, MOD = 0x90, XOR = 0xa0, K = 0x00, X = 0x08;
 const JA = 0x00, JEQ = 0x10, JSET = 0x40, TAX = 0x00, RET_A = 0x10;
 
 /** BPF_MAXINSNS (linux/bpf_common.h): the kernel refuses a longer classic program. */
@@ -54,7 +54,11 @@ function assemble(src: (Insn | string)[]): Int32Array {
 }
 
 /**
- * The program: (src ^ dst ^ (sport ^ dport)) folded to 16 bits, mod `workers`.
+ * The program: (src ^ dst ^ (sport ^ dport)) folded to 16 bits, mixed (times an
+ * odd constant, the high 16 bits: every input bit moves the result), mod `workers`.
+ * Without the mix, the remainder by a small worker count read the low bits only,
+ * and Linux's connect() picks even source ports: every connection between two
+ * pods landed on one worker.
  * IPv4 (first nibble not 6): the 2 address words; ports count for TCP, UDP and
  * SCTP first fragments only, after the header's IHL; ICMP and fragments hash on
  * the addresses. Whatever is neither (ARP) takes the IPv4 path and still gets
@@ -64,6 +68,8 @@ function assemble(src: (Insn | string)[]): Int32Array {
  * XOR makes both ways of a flow (addresses and ports swapped) one value.
  * A load past the packet's end ends the program with 0, the first worker.
  */
+const MIX = 0x7feb352d; // odd, under 2^31 (a classic BPF constant is one signed word)
+
 export function flowSteering(ipAt: number, workers: number): Int32Array {
   if (!Number.isInteger(workers) || workers < 1) throw new RangeError('workers must be >= 1');
   const v6Addresses: Insn[] = [];
@@ -121,6 +127,8 @@ export function flowSteering(ipAt: number, workers: number): Int32Array {
     [ALU | RSH | K, 0, 0, 16], // A >>= 16
     [ALU | XOR | X, 0, 0, 0], // A ^= X
     [ALU | AND | K, 0, 0, 0xffff],
+    [ALU | MUL | K, 0, 0, MIX], // A = A * MIX (mod 2^32)
+    [ALU | RSH | K, 0, 0, 16], // A >>= 16
     [ALU | MOD | K, 0, 0, workers],
     [RET | RET_A, 0, 0, 0], // the worker's index
   ]);
@@ -152,5 +160,5 @@ export function flowWorker(b: Uint8Array, ipAt: number, workers: number): number
   }
   if (short) return 0;
   a >>>= 0;
-  return ((a ^ (a >>> 16)) & 0xffff) % workers;
+  return (Math.imul((a ^ (a >>> 16)) & 0xffff, MIX) >>> 16) % workers;
 }

@@ -3,8 +3,9 @@
 // a load past the packet's end or a division by zero returns 0) runs the
 // program on thousands of seeded random IPv4 and IPv6 packets and must agree
 // with the TypeScript twin, flowWorker. Both must be symmetric (a flow and its
-// reply: one worker), spread flows over the workers, and give IPv4 the worker
-// it got before IPv6 came (a frozen copy of that hash below). The kernel runs
+// reply: one worker), spread flows over the workers, connections from even
+// source ports (Linux's connect() picks them) included, and hash IPv4 as they
+// hash a reference written out below. The kernel runs
 // the same program in test/native/steering.test.ts.
 import { describe, expect, it } from 'vitest';
 import { BPF_MAXINSNS, flowSteering, flowWorker, OVERLAY_IP_AT, POD_IP_AT } from '../../dataplane/engine/steering.js';
@@ -74,7 +75,7 @@ function runCbpf(prog: Int32Array, pkt: Uint8Array): number {
   throw new Error('fell off the end');
 }
 
-/** The hash as it was for IPv4 before IPv6 (frozen): IPv4 packets must keep their workers. */
+/** The IPv4 hash written out on its own (the fold, then the mix): the program and the twin must agree with it. */
 function frozenV4Worker(b: Uint8Array, ipAt: number, workers: number): number {
   const rd16 = (o: number) => (b[o] << 8) | b[o + 1];
   const rd32 = (o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
@@ -85,7 +86,7 @@ function frozenV4Worker(b: Uint8Array, ipAt: number, workers: number): number {
     ports = rd16(l4) ^ rd16(l4 + 2);
   }
   const a = (rd32(ipAt + 12) ^ rd32(ipAt + 16) ^ ports) >>> 0;
-  return (((a ^ (a >>> 16)) & 0xffff) >>> 0) % workers;
+  return (Math.imul((a ^ (a >>> 16)) & 0xffff, 0x7feb352d) >>> 16) % workers;
 }
 
 /** mulberry32: seeded, so a failure can be replayed. */
@@ -160,7 +161,7 @@ describe('flow steering program', () => {
     expect(() => flowSteering(0, 1.5)).toThrow(RangeError);
   });
 
-  it('IPv4: the program, the twin and the hash as it was agree on 20,000 random packets and frames that are not IP', () => {
+  it('IPv4: the program, the twin and the reference agree on 20,000 random packets and frames that are not IP', () => {
     const r = rng(SEED + 4);
     const u32 = () => (r() * 2 ** 32) >>> 0;
     let checked = 0;
@@ -175,7 +176,7 @@ describe('flow steering program', () => {
       expect(runCbpf(flowSteering(ipAt, workers), pkt)).toBe(want);
       checked++;
     }
-    // ARP (first byte 0x00) and random bytes whose first nibble is not 6: the IPv4 path, as before.
+    // ARP (first byte 0x00) and random bytes whose first nibble is not 6: the IPv4 path.
     for (let i = 0; i < 2000; i++) {
       const pkt = Uint8Array.from({ length: 64 }, () => (r() * 256) | 0);
       if (i % 2 === 0) pkt.set([0x00, 0x01, 0x08, 0x00, 6, 4, 0, 1]);
@@ -226,6 +227,16 @@ describe('flow steering program', () => {
         const c = counts(workers, set.map((f) => runCbpf(prog, ipv6(f, OVERLAY_IP_AT))));
         for (const x of c) { expect(x).toBeGreaterThan(0.7 * mean); expect(x).toBeLessThan(1.3 * mean); }
       }
+    }
+  });
+
+  it('connections between two pods from even source ports (as Linux\'s connect() picks them) spread over 2 and 4 workers, IPv4 and IPv6', () => {
+    const client = parseIPv6Address('fd00:10:244:1::2'), server = parseIPv6Address('fd00:10:244:2::2');
+    for (const workers of [2, 4]) {
+      const prog = flowSteering(POD_IP_AT, workers);
+      const six = Array.from({ length: 400 }, (_, i) => runCbpf(prog, ipv6({ src: client, dst: server, next: 6, sport: 40000 + 2 * i, dport: 5201 })));
+      const four = Array.from({ length: 400 }, (_, i) => runCbpf(prog, ipv4(0x0af40102, 0x0af40202, 6, 40000 + 2 * i, 5201, 0, 5, POD_IP_AT)));
+      for (const picks of [six, four]) for (const c of counts(workers, picks)) expect(c).toBeGreaterThan(0.7 * (400 / workers));
     }
   });
 

@@ -6,16 +6,6 @@ import type { ClusterModel, LabelSelector, NetworkPolicyPeer, NetworkPolicyPort,
 
 const PROTO: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132 };
 
-function ipNum(s: string): number {
-  return s.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-}
-function inCidr(ip: number, cidr: string): boolean {
-  const [a, l] = cidr.split('/');
-  const len = Number(l);
-  const size = 2 ** (32 - len);
-  const base = Math.floor(ipNum(a) / size) * size;
-  return ip >= base && ip < base + size;
-}
 function sel(s: LabelSelector, labels: Record<string, string>): boolean {
   for (const [k, v] of Object.entries(s.matchLabels ?? {})) if (labels[k] !== v) return false;
   for (const e of s.matchExpressions ?? []) {
@@ -30,47 +20,14 @@ function sel(s: LabelSelector, labels: Record<string, string>): boolean {
 }
 const k = (o: object, key: string) => Object.keys(o).includes(key);
 
+/** The verdict for IPv4 addresses as numbers (the compiled tables' form): referenceVerdictAt on their text. */
 export function referenceVerdict(model: ClusterModel, ingress: boolean, podIp: number, peerIp: number, proto: number, port: number): number {
-  const byIp = (ip: number): Pod | undefined => [...model.pods].reverse().find((p) => p.ip !== undefined && ipNum(p.ip) === ip);
-  const pod = byIp(podIp);
-  if (!pod) return 0;
-  const nsLabels = (ns: string) => model.namespaces.find((n) => n.name === ns)?.labels ?? {};
-  const applies = model.policies.filter((np) => {
-    if (np.namespace !== pod.namespace || !sel(np.spec.podSelector, pod.labels)) return false;
-    const types = np.spec.policyTypes?.length ? np.spec.policyTypes : np.spec.egress?.length ? ['Ingress', 'Egress'] : ['Ingress'];
-    return types.includes(ingress ? 'Ingress' : 'Egress');
-  });
-  if (applies.length === 0) return 0;
-  if (podIp === peerIp) return 1;
-  if (ingress && model.nodeIps.some((n) => ipNum(n) === peerIp)) return 1;
-  const peerPod = byIp(peerIp);
-  const dest = ingress ? pod : peerPod;
-  const peerOk = (p: NetworkPolicyPeer, policyNs: string): boolean => {
-    if (p.ipBlock) return inCidr(peerIp, p.ipBlock.cidr) && !(p.ipBlock.except ?? []).some((e) => inCidr(peerIp, e));
-    if (!peerPod) return false;
-    const nsOk = p.namespaceSelector ? sel(p.namespaceSelector, nsLabels(peerPod.namespace)) : peerPod.namespace === policyNs;
-    return nsOk && sel(p.podSelector ?? {}, peerPod.labels);
-  };
-  const portOk = (pp: NetworkPolicyPort): boolean => {
-    const pr = PROTO[pp.protocol ?? 'TCP'];
-    if (pr !== proto) return false;
-    if (pp.port === undefined) return true;
-    if (typeof pp.port === 'number') return port >= pp.port && port <= (pp.endPort ?? pp.port);
-    return (dest?.containerPorts ?? []).some((c) => c.name === pp.port && PROTO[c.protocol] === proto && c.containerPort === port);
-  };
-  for (const np of applies) {
-    const rules = ingress ? (np.spec.ingress ?? []).map((r) => ({ peers: r.from, ports: r.ports })) : (np.spec.egress ?? []).map((r) => ({ peers: r.to, ports: r.ports }));
-    for (const r of rules) {
-      const pOk = !r.peers || r.peers.length === 0 || r.peers.some((p) => peerOk(p, np.namespace));
-      const portsOk = !r.ports || r.ports.length === 0 || r.ports.some(portOk);
-      if (pOk && portsOk) return 1;
-    }
-  }
-  return -1;
+  const text = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return referenceVerdictAt(model, ingress, text(podIp), text(peerIp), proto, port);
 }
 
-// ---- both families ----------------------------------------------------------------
-// The same evaluator over addresses as text, IPv4 or IPv6, written from the API
+// ---- the evaluator ---------------------------------------------------------------
+// Over addresses as text, IPv4 or IPv6, written from the API
 // documentation: a pod is found by its address of the packet's family (ip or ip6), an
 // ipBlock matches only addresses of its own family (node:net's BlockList decides
 // membership), and isolation is per pod whatever the family.
@@ -91,7 +48,7 @@ function inBlock(addr: string, cidr: string): boolean {
   return b.check(addr, family(addr));
 }
 
-/** As referenceVerdict(), for addresses of either family (both of one family). */
+/** The verdict for pod `podAddr` about peer `peerAddr` (both of one family, as text). */
 export function referenceVerdictAt(model: ClusterModel, ingress: boolean, podAddr: string, peerAddr: string, proto: number, port: number): number {
   const fam = family(podAddr);
   const addrOf = (p: Pod): string | undefined => (fam === 'ipv6' ? p.ip6 : p.ip);

@@ -28,6 +28,34 @@ export const VTEP = '02:00:00:00:01:01', PEER_VTEP = '02:00:00:00:02:01';
 
 export type Source = 'pod' | 'tun' | 'vxlan';
 export type Offload = 'plain' | 'partial' | 'gso'; // what the packet carries: finished checksums, a partial one, or a TCP super-packet
+export type Dest = 'local pod' | 'remote pod' | 'host' | 'service' | 'outside' | 'no such pod';
+/** The packets' lengths by offload state (a 'gso' one is a super-packet). */
+export const LEN: Record<Offload, number> = { plain: 600, partial: 1000, gso: 20_000 };
+
+/**
+ * The rules, as the README states them: where a packet from `source` (`overlay`: the
+ * overlay's source of the family) to `dest` goes, the overlay output being `udp`, or
+ * which counter its drop charges.
+ */
+export function where(source: string, overlay: string, dest: Dest, udp: 'udp' | 'udp6'): string {
+  if (dest === 'no such pod') return 'drop_no_route';
+  if (dest === 'local pod') return 'pod';
+  if (source === overlay) return dest === 'remote pod' ? 'drop_hairpin' : dest === 'host' ? 'tun' : 'drop_overlay_dst';
+  if (dest === 'remote pod') return udp;
+  return source === 'tun' ? 'drop_hairpin' : 'tun'; // the host's own packets never go back to it
+}
+
+/** Every source × destination × offload state, with offloads on and off; without them pods and the host hand over finished packets only. */
+export function graphCases<S extends string>(sources: readonly S[], overlay: S, dests: readonly Dest[]): [S, Dest, Offload, boolean][] {
+  const cases: [S, Dest, Offload, boolean][] = [];
+  for (const offloads of [true, false]) for (const source of sources) for (const dest of dests) {
+    for (const offload of ['plain', 'partial', 'gso'] as Offload[]) {
+      if (!offloads && source !== overlay && offload !== 'plain') continue;
+      cases.push([source, dest, offload, offloads]);
+    }
+  }
+  return cases;
+}
 export interface Sent { out: 'tun' | 'pod' | 'udp' | 'udp6'; to: number | string; bytes: Uint8Array }
 
 export interface Rig { cfg: EngineConfig; ctx: StageContext; bt: Batch; counters(): Record<string, number> }

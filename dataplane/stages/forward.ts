@@ -36,7 +36,7 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
   // once per run of one flow's packets (the verdict of the run's first holds).
   const replies = from !== FROM_TUN && ctx.translated.count() > 0;
   const replies6 = from !== FROM_TUN && ctx.translated6.count() > 0;
-  let rSrc = 0, rDst = 0, rPorts = -1, rProto = -1, rVia = false;
+  let rPrev = -1, rVia = false; // the entry a reply was last looked for, and the verdict
   // The last entry policy admitted, and as what: the next packets of the same flow
   // in this batch are admitted with it (same tables, same clock: the same verdict).
   let aPrev = -1, aFromPod = false, aToPod = false;
@@ -74,14 +74,8 @@ export function forward(ctx: StageContext, bt: Batch, from: number): void {
         }
       }
     }
-    if (six) {
-      if (replies6 && kind === NH_LOCAL && isTranslatedReply(ctx, bt, i)) kind = NH_HOST; // T2, per packet
-    } else if (replies && kind === NH_LOCAL) {
-      const ports = (bt.sport[i] << 16) | bt.dport[i];
-      if (bt.src[i] !== rSrc || bt.dst[i] !== rDst || ports !== rPorts || bt.proto[i] !== rProto) {
-        rSrc = bt.src[i]; rDst = bt.dst[i]; rPorts = ports; rProto = bt.proto[i];
-        rVia = isTranslatedReply(ctx, bt, i);
-      }
+    if ((six ? replies6 : replies) && kind === NH_LOCAL) {
+      if (rPrev < 0 || !sameFlow(bt, rPrev, i)) { rPrev = i; rVia = isTranslatedReply(ctx, bt, i); }
       if (rVia) kind = NH_HOST; // T2: back through the stack, which un-DNATs it
     }
     switch (kind) { // the next hop's handler (stages/graph.ts)

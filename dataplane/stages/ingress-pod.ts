@@ -88,8 +88,7 @@ export function ingressPod(ctx: StageContext, bt: Batch): void {
 function answerSolicit(ctx: StageContext, bt: Batch, i: number, ifx: number): void {
   const b = bt.arena, off = bt.offs[i];
   const n = neighborSolicitToAdvert(b, ctx.f, ctx.gwMac);
-  ethReplyInPlace(b, off, ctx.gwMac);
-  b[off + 12] = ETH_P_IPV6 >> 8; b[off + 13] = ETH_P_IPV6 & 0xff;
+  ethReplyInPlace(b, off, ctx.gwMac); // the EtherType stays IPv6
   bt.lens[i] = ETH_HLEN + n;
   bt.toPod(i, ifx);
   ctx.counters[C.nd_replies]++;

@@ -24,8 +24,8 @@ const { ETH_HLEN } = ethernet;
 export function toOverlay(ctx: StageContext, bt: Batch, i: number, p: number, from: number): void {
   const b = bt.arena, c = ctx.counters, nh = ctx.nh, l3 = bt.l3[i], l3len = bt.l3len[i], vf = bt.vflags[i];
   if (from === FROM_VXLAN || from === FROM_VXLAN6) { c[C.drop_hairpin]++; return; }
-  const g = vf !== 0 ? bt.gso[i] : 0, six = (bt.flags[i] & V6) !== 0;
-  if ((g > 0 ? pieceLen(b, l3, g) : l3len) > (six ? ctx.overlayMtu6 : ctx.podMtu)) { tooBig(ctx, bt, i, l3, from, six ? ctx.overlayMtu6 : ctx.podMtu); return; }
+  const g = vf !== 0 ? bt.gso[i] : 0, six = (bt.flags[i] & V6) !== 0, mtu = six ? ctx.overlayMtu6 : ctx.podMtu;
+  if ((g > 0 ? pieceLen(b, l3, g) : l3len) > mtu) { tooBig(ctx, bt, i, l3, from, mtu); return; }
   if (from === FROM_POD && !ttlOk(b, l3, c)) return;
   const eth = l3 - ETH_HLEN;
   encapHeaders(ctx, bt, i, eth, p);
